@@ -1,0 +1,61 @@
+"""Enumerations shared across the apps."""
+
+from django.db import models
+
+
+class LocationType(models.TextChoices):
+    SOURCE = "SOURCE", "Source"
+    BUFFER = "BUFFER", "Buffer"
+    LONG_TERM_ARCHIVE = "LONG_TERM_ARCHIVE", "Long-term archive"
+    PROCESSING = "PROCESSING", "Processing"
+
+
+class StorageType(models.TextChoices):
+    DISK = "DISK", "Disk"
+    S3 = "S3", "S3"
+    TAPE = "TAPE", "Tape"
+
+
+class CopyStatus(models.TextChoices):
+    PRESENT = "PRESENT", "Present"
+    DELETED = "DELETED", "Deleted"
+
+
+class ChecksumAlgorithm(models.TextChoices):
+    SHA256 = "sha256", "SHA-256"
+    MD5 = "md5", "MD5"
+    XXH64 = "xxh64", "xxHash64"
+
+
+class JobStatus(models.TextChoices):
+    """Every leased job's states; each kind finishes in one of the four "done" states."""
+
+    PENDING = "PENDING", "Pending"
+    ACTIVE = "ACTIVE", "Active"
+    COMPLETED = "COMPLETED", "Completed"
+    TRANSFERRED = "TRANSFERRED", "Transferred"
+    UNPACKED = "UNPACKED", "Unpacked"
+    READY = "READY", "Ready"
+    FAILED = "FAILED", "Failed"
+    CANCELLED = "CANCELLED", "Cancelled"
+
+
+DONE_STATUSES = (JobStatus.COMPLETED, JobStatus.TRANSFERRED, JobStatus.UNPACKED, JobStatus.READY)
+OPEN_STATUSES = (JobStatus.PENDING, JobStatus.ACTIVE, JobStatus.FAILED)
+
+
+class JobKind(models.TextChoices):
+    """The job kinds of the worker protocol (URL segment /api/v1/work/<kind>/)."""
+
+    PACKAGE = "package", "Build transfer package"
+    TRANSFER = "transfer", "Transfer"
+    UNPACK = "unpack", "Unpack"
+    ARCHIVE = "archive", "Archive"
+    STAGE = "stage", "Stage"
+
+
+class LogLevel(models.TextChoices):
+    DEBUG = "DEBUG", "Debug"
+    INFO = "INFO", "Info"
+    WARNING = "WARNING", "Warning"
+    ERROR = "ERROR", "Error"

@@ -1,0 +1,231 @@
+"""Where data is: sites, their storage locations, the raw data catalogue and its physical copies."""
+
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+from simple_history.models import HistoricalRecords
+
+from opsdb.choices import ChecksumAlgorithm, CopyStatus, LocationType, StorageType
+from opsdb.leases import LeasedJob, LeasedJobQuerySet  # noqa: F401  (re-exported for the apps)
+
+slug_validator = RegexValidator(
+    r"^[a-z0-9][a-z0-9_-]*$", "Use lower-case letters, digits, '-' and '_', starting with a letter or digit."
+)
+
+
+class Site(models.Model):
+    """A place with storage, e.g. the telescope site in Chile or an archive centre."""
+
+    name = models.CharField(max_length=50, unique=True, validators=[slug_validator])
+    title = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DataLocationQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(active=True)
+
+    def of_type(self, location_type: str):
+        return self.filter(location_type=location_type)
+
+    def for_site(self, site):
+        return self.filter(site=site)
+
+
+class DataLocation(models.Model):
+    """A storage area at a site: a folder, bucket or tape pool of one type."""
+
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="locations")
+    name = models.CharField(max_length=100, validators=[slug_validator])
+    location_type = models.CharField(max_length=20, choices=LocationType.choices)
+    storage_type = models.CharField(max_length=10, choices=StorageType.choices, default=StorageType.DISK)
+    base_path = models.CharField(max_length=1024, help_text="Folder path or URI (s3://bucket/prefix).")
+    host = models.CharField(max_length=255, blank=True, help_text="Host that serves this storage, if remote.")
+    capacity_bytes = models.BigIntegerField(null=True, blank=True)
+    priority = models.IntegerField(default=0, help_text="Among a site's locations of one type, higher is used first.")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    history = HistoricalRecords()
+    objects = DataLocationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["site__name", "location_type", "-priority", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["site", "name"], name="location_unique_name_per_site"),
+            models.CheckConstraint(
+                condition=Q(capacity_bytes__isnull=True) | Q(capacity_bytes__gte=0),
+                name="location_capacity_not_negative",
+                violation_error_message="Capacity cannot be negative.",
+            ),
+            models.CheckConstraint(
+                condition=Q(location_type__in=LocationType.values), name="location_type_valid"
+            ),
+            models.CheckConstraint(condition=Q(storage_type__in=StorageType.values), name="location_storage_valid"),
+            models.CheckConstraint(condition=~Q(base_path=""), name="location_base_path_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.site.name}:{self.name}"
+
+
+class Instrument(models.Model):
+    """A receiver or camera on the telescope (e.g. Prime-Cam, CHAI)."""
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Observation(models.Model):
+    """An executed observation unit: what scientists search by."""
+
+    obs_id = models.CharField("observation id", max_length=100, unique=True)
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="observations")
+    target_name = models.CharField(max_length=200, db_index=True)
+    start_time = models.DateTimeField(db_index=True)
+    end_time = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-start_time"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(end_time__gte=F("start_time")),
+                name="observation_ends_after_start",
+                violation_error_message="An observation cannot end before it starts.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.obs_id
+
+
+class RawDataPackage(models.Model):
+    """An archive of the raw files of one observation: the unit of raw data bookkeeping."""
+
+    name = models.CharField(max_length=255, unique=True)
+    observation = models.ForeignKey(Observation, on_delete=models.PROTECT, related_name="packages")
+    size = models.BigIntegerField(help_text="Bytes.")
+    checksum = models.CharField(max_length=128)
+    checksum_algorithm = models.CharField(
+        max_length=10, choices=ChecksumAlgorithm.choices, default=ChecksumAlgorithm.SHA256
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(size__gte=0), name="rawpackage_size_not_negative",
+                violation_error_message="Size cannot be negative.",
+            ),
+            models.CheckConstraint(condition=~Q(checksum=""), name="rawpackage_checksum_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RawDataFile(models.Model):
+    """One file of an observation, stored inside a raw data package."""
+
+    package = models.ForeignKey(RawDataPackage, on_delete=models.CASCADE, related_name="files")
+    relative_path = models.CharField(max_length=1024)
+    size = models.BigIntegerField(help_text="Bytes.")
+    checksum = models.CharField(max_length=128)
+    checksum_algorithm = models.CharField(
+        max_length=10, choices=ChecksumAlgorithm.choices, default=ChecksumAlgorithm.SHA256
+    )
+
+    class Meta:
+        ordering = ["package_id", "relative_path"]
+        constraints = [
+            models.UniqueConstraint(fields=["package", "relative_path"], name="rawfile_unique_path_per_package"),
+            models.CheckConstraint(
+                condition=Q(size__gte=0), name="rawfile_size_not_negative",
+                violation_error_message="Size cannot be negative.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.relative_path
+
+
+class CopyQuerySet(models.QuerySet):
+    def present(self):
+        return self.filter(status=CopyStatus.PRESENT)
+
+    def at(self, location):
+        return self.filter(location=location)
+
+
+class PhysicalCopy(models.Model):
+    """One physical copy of an object at a storage location. *Where is X?* is answered only from these."""
+
+    location = models.ForeignKey(DataLocation, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=10, choices=CopyStatus.choices, default=CopyStatus.PRESENT, db_index=True)
+    path = models.CharField(max_length=1024, help_text="Relative to the location's base path.")
+    checksum_verified = models.CharField(max_length=128, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = CopyQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+
+class RawDataPackageCopy(PhysicalCopy):
+    """A raw data package's archive present (or once present) at a location."""
+
+    raw_package = models.ForeignKey(RawDataPackage, on_delete=models.CASCADE, related_name="copies")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["raw_package", "location"], name="rawpackagecopy_one_per_location"),
+        ]
+        indexes = [models.Index(fields=["location", "status"], name="rawpackagecopy_loc_status")]
+
+    def __str__(self) -> str:
+        return f"{self.raw_package} @ {self.location}"
+
+
+class RawDataFileCopy(PhysicalCopy):
+    """A file access record: a raw file unpacked at a (processing) location by staging."""
+
+    raw_file = models.ForeignKey(RawDataFile, on_delete=models.CASCADE, related_name="copies")
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Cleaned up after this time.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["raw_file", "location"], name="rawfilecopy_one_per_location"),
+        ]
+        indexes = [models.Index(fields=["location", "status"], name="rawfilecopy_loc_status")]
+
+    def __str__(self) -> str:
+        return f"{self.raw_file} @ {self.location}"
+
+
+def validate_location_type(location: DataLocation | None, expected: str, field: str) -> None:
+    """Raise a field error when ``location`` is not of the ``expected`` type."""
+    if location is not None and location.location_type != expected:
+        label = LocationType(expected).label.lower()
+        raise ValidationError({field: f"{location} is a {location.get_location_type_display().lower()} "
+                                      f"location, not a {label} location."})

@@ -1,0 +1,187 @@
+"""Services that drive every leased job: claim, heartbeat, complete, fail, expire, retry, cancel.
+
+Admin actions, API views and the scheduler all call these; none of them changes a status itself.
+Kind-specific results (copies, follow-up work) are applied by the ``apply`` callback a caller
+passes to ``job_complete``, inside the same transaction.
+"""
+
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from django.apps import apps
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+from django_fsm import ConcurrentTransition
+
+from opsdb.choices import JobStatus, LogLevel
+from opsdb.leases import LeasedJob
+
+CLAIM_RETRIES = 5
+
+
+class LeaseConflict(Exception):
+    """The caller does not hold the job's lease: it expired, was replaced, or never existed."""
+
+    def __init__(self, job: LeasedJob, message: str = "the lease on this job is no longer held"):
+        self.job = job
+        super().__init__(message)
+
+
+def new_lease_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def lease_expiry(lease_seconds: int | None = None, now: datetime | None = None) -> datetime:
+    seconds = lease_seconds or settings.JOB_DEFAULT_LEASE_SECONDS
+    seconds = max(1, min(int(seconds), settings.JOB_MAX_LEASE_SECONDS))
+    return (now or timezone.now()) + timedelta(seconds=seconds)
+
+
+def lock_job(job: LeasedJob) -> LeasedJob:
+    """Re-read ``job`` with a row lock (PostgreSQL) inside the caller's transaction."""
+    return type(job).objects.select_for_update().get(pk=job.pk)
+
+
+def write_job_log(*, job: LeasedJob, message: str, level: str = LogLevel.INFO, log_path: str = "",
+                  worker: str = "") -> None:
+    """A short DataTransferLog line about ``job``; the detail stays in the file at ``log_path``."""
+    from django.contrib.contenttypes.models import ContentType
+
+    log_model = apps.get_model("transfers", "DataTransferLog")
+    log_model.objects.create(
+        content_type=ContentType.objects.get_for_model(type(job)), object_id=job.pk, level=level,
+        message=message[: log_model._meta.get_field("message").max_length], log_path=log_path,
+        worker=worker or job.lease_holder, attempt=job.attempts,
+    )
+
+
+@transaction.atomic
+def job_claim(*, job: LeasedJob, worker: str, user=None, lease_seconds: int | None = None) -> LeasedJob:
+    """PENDING → ACTIVE under a fresh lease held by ``worker``."""
+    job.claim(
+        worker=worker, token=new_lease_token(), expires_at=lease_expiry(lease_seconds), user=user,
+        by=user, description=f"claimed by {worker}",
+    )
+    job.save()
+    return job
+
+
+def claim_next(*, queryset: QuerySet, worker: str, user=None, lease_seconds: int | None = None,
+               now: datetime | None = None) -> LeasedJob | None:
+    """Claim the first due job of ``queryset`` (highest priority, then oldest); None when none is due.
+
+    PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so concurrent claimers pass each other by. SQLite: the
+    IMMEDIATE transaction serialises claimers and the state check in the UPDATE catches the rest.
+    """
+    candidates = queryset.due(now).order_by("-priority", "created_at", "pk")
+    skip_locked = connection.features.has_select_for_update_skip_locked
+    for _ in range(CLAIM_RETRIES):
+        try:
+            with transaction.atomic():
+                if skip_locked:
+                    job = candidates.select_for_update(skip_locked=True, of=("self",)).first()
+                else:
+                    job = candidates.first()
+                if job is None:
+                    return None
+                return job_claim(job=job, worker=worker, user=user, lease_seconds=lease_seconds)
+        except ConcurrentTransition:
+            continue
+    return None
+
+
+def job_heartbeat(*, job: LeasedJob, lease_token: str, bytes_done: int | None = None,
+                  lease_seconds: int | None = None) -> LeasedJob:
+    """Extend a held lease (and record progress); LeaseConflict when the lease is not held."""
+    now = timezone.now()
+    values = {"lease_expires_at": lease_expiry(lease_seconds, now), "heartbeat_at": now}
+    if bytes_done is not None:
+        values["bytes_done"] = bytes_done
+    held = type(job).objects.filter(
+        pk=job.pk, status=JobStatus.ACTIVE, lease_token=lease_token, lease_expires_at__gte=now
+    )
+    if not lease_token or held.update(**values) != 1:
+        job.refresh_from_db()
+        raise LeaseConflict(job)
+    job.refresh_from_db()
+    return job
+
+
+@transaction.atomic
+def job_complete(*, job: LeasedJob, lease_token: str, by=None, log_path: str = "",
+                 apply: Callable[[LeasedJob], None] | None = None) -> tuple[LeasedJob, bool]:
+    """ACTIVE → done, applying the kind's result with ``apply``; returns (job, changed).
+
+    A repeat of the report that already completed the job (same lease token) changes nothing.
+    """
+    job = lock_job(job)
+    if job.is_done and lease_token and job.lease_token == lease_token:
+        return job, False
+    if not job.lease_is_held(lease_token):
+        raise LeaseConflict(job)
+    if apply is not None:
+        apply(job)
+    worker = job.lease_holder
+    job.complete(log_path=log_path, by=by, description=f"completed by {worker}")
+    job.save()
+    write_job_log(job=job, message=f"{job.KIND} completed by {worker}", log_path=log_path, worker=worker)
+    return job, True
+
+
+@transaction.atomic
+def job_fail(*, job: LeasedJob, lease_token: str, error: str, log_path: str = "", retryable: bool = True,
+             by=None) -> tuple[LeasedJob, bool]:
+    """A failed attempt: ACTIVE → PENDING with backoff, or FAILED when attempts are spent; (job, changed).
+
+    A repeat of the report that already failed this attempt (same lease token) changes nothing.
+    """
+    job = lock_job(job)
+    if job.status in (JobStatus.PENDING, JobStatus.FAILED) and lease_token and job.lease_token == lease_token:
+        return job, False
+    if not job.lease_is_held(lease_token):
+        raise LeaseConflict(job)
+    worker = job.lease_holder
+    job.fail(error=error, log_path=log_path, retryable=retryable, by=by, description=f"{worker}: {error}"[:500])
+    job.save()
+    outcome = "will retry" if job.status == JobStatus.PENDING else "needs an operator"
+    write_job_log(job=job, level=LogLevel.ERROR, message=f"attempt {job.attempts} failed ({outcome}): {error}",
+                  log_path=log_path, worker=worker)
+    return job, True
+
+
+@transaction.atomic
+def job_expire(*, job: LeasedJob, now: datetime | None = None) -> bool:
+    """ACTIVE → PENDING/FAILED when the lease ran out; False when it is no longer expired."""
+    job = lock_job(job)
+    if job.status != JobStatus.ACTIVE or job.lease_expires_at is None or job.lease_expires_at >= (
+        now or timezone.now()
+    ):
+        return False
+    worker = job.lease_holder
+    job.expire(description=f"lease of {worker} expired")
+    job.lease_token = ""  # a late report from the old holder must be refused
+    job.save()
+    write_job_log(job=job, level=LogLevel.WARNING, message=f"lease of {worker} expired: {job.last_error}",
+                  worker=worker)
+    return True
+
+
+@transaction.atomic
+def job_retry(*, job: LeasedJob, by=None, reason: str = "") -> LeasedJob:
+    """FAILED → PENDING with fresh attempts (an operator's decision)."""
+    job = lock_job(job)
+    job.retry(by=by, description=reason or "retried by an operator")
+    job.save()
+    return job
+
+
+@transaction.atomic
+def job_cancel(*, job: LeasedJob, by=None, reason: str = "") -> LeasedJob:
+    """PENDING/FAILED → CANCELLED."""
+    job = lock_job(job)
+    job.cancel(by=by, description=reason or "cancelled")
+    job.save()
+    return job

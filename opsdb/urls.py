@@ -1,0 +1,14 @@
+"""Top-level URLs: admin, health check, API and the scientists' pages."""
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from opsdb import views
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("health/", views.health, name="health"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+]

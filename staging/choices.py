@@ -1,0 +1,10 @@
+from django.db import models
+
+
+class StagedPackageState(models.TextChoices):
+    """Progress of one package inside a staging job."""
+
+    PENDING = "PENDING", "Waiting"
+    STAGED = "STAGED", "Staged"
+    REUSED = "REUSED", "Already staged (reused)"
+    FAILED = "FAILED", "Failed"

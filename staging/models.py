@@ -1,0 +1,136 @@
+"""Archive and retrieval inside a site: long-term archive transfers and scientists' staging jobs."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+from opsdb.choices import JobKind, JobStatus, LocationType
+from opsdb.leases import LeasedJob
+from opsdb.models import DataLocation, RawDataPackage, validate_location_type
+from staging.choices import StagedPackageState
+
+
+class LongTermArchiveTransfer(LeasedJob):
+    """Copies a raw data package from a site's buffer into the same site's long-term archive.
+
+    Automatic and fire-and-forget; after 3 failed attempts it waits for an operator
+    (``requires_intervention``).
+    """
+
+    KIND = JobKind.ARCHIVE
+    DONE = JobStatus.COMPLETED
+
+    raw_package = models.ForeignKey(RawDataPackage, on_delete=models.PROTECT, related_name="archive_transfers")
+    source_location = models.ForeignKey(DataLocation, on_delete=models.PROTECT, related_name="archive_transfers_out")
+    destination_location = models.ForeignKey(
+        DataLocation, on_delete=models.PROTECT, related_name="archive_transfers_in"
+    )
+    requires_intervention = models.BooleanField(default=False, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["raw_package", "destination_location"], name="archive_once_per_package_and_archive"
+            ),
+            models.CheckConstraint(
+                condition=~Q(source_location=models.F("destination_location")),
+                name="archive_source_differs_from_destination",
+            ),
+        ]
+        # Same-site and BUFFER → LONG_TERM_ARCHIVE span tables: enforced by triggers (migration 0002).
+
+    def __str__(self) -> str:
+        return f"archive {self.raw_package} → {self.destination_location}"
+
+    @classmethod
+    def max_attempts(cls) -> int:
+        return settings.ARCHIVE_MAX_ATTEMPTS
+
+    def _on_attempts_exhausted(self) -> None:
+        self.requires_intervention = True
+
+    def _on_retry(self) -> None:
+        self.requires_intervention = False
+
+    def clean(self) -> None:
+        super().clean()
+        validate_location_type(self._get_or_none("source_location"), LocationType.BUFFER, "source_location")
+        validate_location_type(
+            self._get_or_none("destination_location"), LocationType.LONG_TERM_ARCHIVE, "destination_location"
+        )
+        source, destination = self._get_or_none("source_location"), self._get_or_none("destination_location")
+        if source and destination and source.site_id != destination.site_id:
+            raise ValidationError(
+                {"destination_location": f"The archive must be at the buffer's site ({source.site})."}
+            )
+
+    def _get_or_none(self, field: str):
+        return getattr(self, field) if getattr(self, f"{field}_id") else None
+
+
+def default_staging_lifetime() -> timedelta:
+    return timedelta(days=settings.STAGING_DEFAULT_LIFETIME_DAYS)
+
+
+class StagingJob(LeasedJob):
+    """A scientist's request to make archived raw data packages available at a processing location."""
+
+    KIND = JobKind.STAGE
+    DONE = JobStatus.READY
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="staging_jobs")
+    destination_location = models.ForeignKey(DataLocation, on_delete=models.PROTECT, related_name="staging_jobs")
+    raw_packages = models.ManyToManyField(RawDataPackage, through="StagingJobPackage", related_name="staging_jobs")
+    note = models.TextField(blank=True)
+    lifetime = models.DurationField(default=default_staging_lifetime)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Staged data is cleaned up after this.")
+    cleaned_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(lifetime__gt=timedelta(0)), name="staging_lifetime_positive",
+                violation_error_message="The lifetime must be positive.",
+            ),
+        ]
+        # Destination of type PROCESSING spans tables: enforced by a trigger (migration 0002).
+
+    def __str__(self) -> str:
+        return f"staging #{self.pk} for {self.owner}"
+
+    def clean(self) -> None:
+        super().clean()
+        if self.destination_location_id:
+            validate_location_type(self.destination_location, LocationType.PROCESSING, "destination_location")
+
+
+class StagingJobPackage(models.Model):
+    """One package of a staging job, with its own progress."""
+
+    job = models.ForeignKey(StagingJob, on_delete=models.CASCADE, related_name="items")
+    raw_package = models.ForeignKey(RawDataPackage, on_delete=models.PROTECT, related_name="staging_items")
+    source_location = models.ForeignKey(
+        DataLocation, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The archive it is staged from.",
+    )
+    state = models.CharField(max_length=10, choices=StagedPackageState.choices, default=StagedPackageState.PENDING)
+    bytes_staged = models.BigIntegerField(default=0)
+    staged_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["job_id", "raw_package_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "raw_package"], name="stagingpackage_once_per_job"),
+            models.CheckConstraint(condition=Q(bytes_staged__gte=0), name="stagingpackage_bytes_not_negative"),
+            models.CheckConstraint(condition=Q(state__in=StagedPackageState.values), name="stagingpackage_state_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.raw_package} in {self.job}"
+

@@ -1,0 +1,287 @@
+"""How data moves between sites: routes, transfer packages (bundles), transfers and their logs."""
+
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Length
+from django.db.models.lookups import LessThanOrEqual
+from django.utils import timezone
+from simple_history.models import HistoricalRecords
+
+from opsdb.choices import ChecksumAlgorithm, JobKind, JobStatus, LocationType, LogLevel
+from opsdb.leases import LeasedJob
+from opsdb.models import DataLocation, PhysicalCopy, RawDataPackage, Site
+from transfers.choices import RouteType, TransferMethod
+
+LOG_MESSAGE_MAX_LENGTH = 500
+
+
+class DataTransferRouteQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(active=True)
+
+    def site_level(self):
+        return self.filter(route_type__in=(RouteType.DIRECT, RouteType.RELAY))
+
+    def custom(self):
+        return self.filter(route_type=RouteType.CUSTOM)
+
+
+class DataTransferRoute(models.Model):
+    """How data flows from one site to another; edited by operators at runtime."""
+
+    origin_site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="routes_out")
+    destination_site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="routes_in")
+    route_type = models.CharField(max_length=10, choices=RouteType.choices, default=RouteType.DIRECT)
+    method = models.CharField(max_length=10, choices=TransferMethod.choices)
+    relay_site = models.ForeignKey(
+        Site, null=True, blank=True, on_delete=models.PROTECT, related_name="routes_relayed",
+        help_text="RELAY routes only: data lands at this site's buffer and is forwarded from there.",
+    )
+    origin_location = models.ForeignKey(
+        DataLocation, null=True, blank=True, on_delete=models.PROTECT, related_name="custom_routes_out",
+        help_text="CUSTOM routes only: data at this location takes this route.",
+    )
+    destination_location = models.ForeignKey(
+        DataLocation, null=True, blank=True, on_delete=models.PROTECT, related_name="custom_routes_in",
+        help_text="CUSTOM routes only: deliver straight into this location.",
+    )
+    active = models.BooleanField(default=True, help_text="Inactive routes create no new transfers.")
+    max_concurrent = models.PositiveIntegerField(default=4, help_text="Transfers on this route active at once.")
+    bundle_target_size = models.BigIntegerField(
+        null=True, blank=True, help_text="Bytes per transfer package; empty = the global default."
+    )
+    bundle_max_wait = models.DurationField(
+        null=True, blank=True, help_text="Seal a bundle when its oldest member waited this long; empty = default."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords()
+    objects = DataTransferRouteQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["origin_site__name", "destination_site__name", "route_type"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(origin_site=models.F("destination_site")),
+                name="route_origin_differs_from_destination",
+                violation_error_message="A route cannot end at the site where it starts.",
+            ),
+            models.CheckConstraint(
+                condition=Q(route_type=RouteType.RELAY, relay_site__isnull=False)
+                | (~Q(route_type=RouteType.RELAY) & Q(relay_site__isnull=True)),
+                name="route_relay_site_iff_relay",
+                violation_error_message="A relay route needs a relay site, and only relay routes have one.",
+            ),
+            models.CheckConstraint(
+                condition=Q(relay_site__isnull=True)
+                | (~Q(relay_site=models.F("origin_site")) & ~Q(relay_site=models.F("destination_site"))),
+                name="route_relay_differs_from_ends",
+                violation_error_message="The relay site must differ from the origin and the destination.",
+            ),
+            models.CheckConstraint(
+                condition=Q(route_type=RouteType.CUSTOM, origin_location__isnull=False,
+                            destination_location__isnull=False)
+                | (~Q(route_type=RouteType.CUSTOM) & Q(origin_location__isnull=True,
+                                                       destination_location__isnull=True)),
+                name="route_locations_iff_custom",
+                violation_error_message="A custom route needs both locations, and only custom routes have them.",
+            ),
+            models.CheckConstraint(condition=Q(route_type__in=RouteType.values), name="route_type_valid"),
+            models.CheckConstraint(condition=Q(method__in=TransferMethod.values), name="route_method_valid"),
+            models.CheckConstraint(
+                condition=Q(bundle_target_size__isnull=True) | Q(bundle_target_size__gt=0),
+                name="route_bundle_target_positive",
+                violation_error_message="The bundle target size must be positive.",
+            ),
+            models.UniqueConstraint(
+                fields=["origin_site", "destination_site"],
+                condition=Q(route_type__in=(RouteType.DIRECT, RouteType.RELAY)),
+                name="route_one_site_level_route_per_pair",
+                violation_error_message="There is already a site-level route between these sites.",
+            ),
+            models.UniqueConstraint(
+                fields=["origin_location", "destination_location"],
+                condition=Q(route_type=RouteType.CUSTOM),
+                name="route_one_custom_route_per_location_pair",
+                violation_error_message="There is already a custom route between these locations.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        if self.route_type == RouteType.CUSTOM:
+            path = f"{self.origin_location} → {self.destination_location}"
+        elif self.route_type == RouteType.RELAY:
+            path = f"{self.origin_site} → {self.relay_site} → {self.destination_site}"
+        else:
+            path = f"{self.origin_site} → {self.destination_site}"
+        return f"{path} ({self.get_route_type_display().lower()}, {self.method})"
+
+    def clean(self) -> None:
+        """Refuse the routes DESIGN.md calls invalid, with a message per field."""
+        from transfers.routing import validate_route
+
+        super().clean()
+        validate_route(self)
+
+
+class DataTransferPackage(LeasedJob):
+    """A bundle of raw data packages built into one archive at a site's buffer (job kind ``package``)."""
+
+    KIND = JobKind.PACKAGE
+    DONE = JobStatus.COMPLETED
+
+    name = models.CharField(max_length=255, unique=True)
+    origin_location = models.ForeignKey(DataLocation, on_delete=models.PROTECT, related_name="built_packages")
+    raw_packages = models.ManyToManyField(
+        RawDataPackage, through="DataTransferPackageMember", related_name="transfer_packages"
+    )
+    payload_size = models.BigIntegerField(default=0, help_text="Sum of the members' sizes (bytes).")
+    target_size = models.BigIntegerField(null=True, blank=True, help_text="The target it was packed for.")
+    size = models.BigIntegerField(null=True, blank=True, help_text="Archive size reported by the builder.")
+    checksum = models.CharField(max_length=128, blank=True)
+    checksum_algorithm = models.CharField(
+        max_length=10, choices=ChecksumAlgorithm.choices, default=ChecksumAlgorithm.SHA256
+    )
+    archive_path = models.CharField(max_length=1024, help_text="Relative to the origin location's base path.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(size__isnull=True) | Q(size__gte=0), name="dtp_size_not_negative",
+                violation_error_message="Size cannot be negative.",
+            ),
+            models.CheckConstraint(condition=Q(payload_size__gte=0), name="dtp_payload_size_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        super().clean()
+        if self.origin_location_id and self.origin_location.location_type != LocationType.BUFFER:
+            raise ValidationError({"origin_location": "Transfer packages are built at a buffer location."})
+
+
+class DataTransferPackageMember(models.Model):
+    """A raw data package inside a transfer package; a raw package is bundled once."""
+
+    transfer_package = models.ForeignKey(DataTransferPackage, on_delete=models.CASCADE, related_name="members")
+    raw_package = models.OneToOneField(RawDataPackage, on_delete=models.PROTECT, related_name="bundle_membership")
+
+    class Meta:
+        ordering = ["transfer_package_id", "raw_package_id"]
+
+    def __str__(self) -> str:
+        return f"{self.raw_package} in {self.transfer_package}"
+
+
+class DataTransferPackageCopy(PhysicalCopy):
+    """A transfer package's archive present at a location (where it was built, or where it landed)."""
+
+    transfer_package = models.ForeignKey(DataTransferPackage, on_delete=models.CASCADE, related_name="copies")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["transfer_package", "location"], name="dtpcopy_one_per_location"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.transfer_package} @ {self.location}"
+
+
+class DataTransfer(LeasedJob):
+    """One transfer of one transfer package's archive from one location to another (job kind ``transfer``).
+
+    It keeps the method and locations it was created with: editing the route later changes nothing here.
+    """
+
+    KIND = JobKind.TRANSFER
+    DONE = JobStatus.TRANSFERRED
+
+    transfer_package = models.ForeignKey(DataTransferPackage, on_delete=models.PROTECT, related_name="transfers")
+    route = models.ForeignKey(
+        DataTransferRoute, null=True, blank=True, on_delete=models.SET_NULL, related_name="transfers"
+    )
+    origin_location = models.ForeignKey(DataLocation, on_delete=models.PROTECT, related_name="transfers_out")
+    destination_location = models.ForeignKey(DataLocation, on_delete=models.PROTECT, related_name="transfers_in")
+    method = models.CharField(max_length=10, choices=TransferMethod.choices)
+    hop = models.PositiveSmallIntegerField(default=1, help_text="1 for the first hop; 2 after a relay.")
+    previous = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="next_hops",
+        help_text="The hop that brought the package to this transfer's origin (relays).",
+    )
+    destination_path = models.CharField(max_length=1024, blank=True, help_text="Where it landed (relative).")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(origin_location=models.F("destination_location")),
+                name="transfer_origin_differs_from_destination",
+                violation_error_message="A transfer cannot go from a location to itself.",
+            ),
+            models.UniqueConstraint(
+                fields=["transfer_package", "destination_location"],
+                condition=~Q(status=JobStatus.CANCELLED),
+                name="transfer_once_per_package_and_destination",
+                violation_error_message="This package already has a transfer to that location.",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="transfer_status_due")]
+
+    def __str__(self) -> str:
+        return f"{self.transfer_package} {self.origin_location} → {self.destination_location}"
+
+
+class DataTransferUnpack(LeasedJob):
+    """Unpacking a transfer's archive at its destination (job kind ``unpack``): the transfer's unpack state.
+
+    Kept apart from the transfer so an unpack failure never resets the transfer and unpacking is
+    retried without transferring again. Its primary key is the transfer's.
+    """
+
+    KIND = JobKind.UNPACK
+    DONE = JobStatus.UNPACKED
+
+    transfer = models.OneToOneField(DataTransfer, primary_key=True, on_delete=models.CASCADE, related_name="unpack")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"unpack of {self.transfer}"
+
+
+class DataTransferLog(models.Model):
+    """A short log line about a job, pointing at the detailed log file; metrics go elsewhere."""
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE)
+    object_id = models.PositiveBigIntegerField()
+    job = GenericForeignKey("content_type", "object_id")
+    level = models.CharField(max_length=10, choices=LogLevel.choices, default=LogLevel.INFO)
+    message = models.CharField(max_length=LOG_MESSAGE_MAX_LENGTH)
+    log_path = models.CharField(max_length=1024, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    attempt = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["content_type", "object_id"], name="transferlog_job")]
+        constraints = [
+            models.CheckConstraint(
+                condition=LessThanOrEqual(Length("message"), LOG_MESSAGE_MAX_LENGTH),
+                name="transferlog_message_short",
+                violation_error_message=f"Log messages are at most {LOG_MESSAGE_MAX_LENGTH} characters; "
+                "put details in the log file.",
+            ),
+            models.CheckConstraint(condition=Q(level__in=LogLevel.values), name="transferlog_level_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"[{self.level}] {self.message[:60]}"
