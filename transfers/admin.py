@@ -215,7 +215,8 @@ class DataTransferAdmin(LeasedJobAdmin):
         return [*fields, "unpack_state"] if obj else fields
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("unpack")
+        # select_related here replaces list_select_related on the changelist, so name everything.
+        return super().get_queryset(request).select_related(*TRANSFER_RELATED)
 
     @admin.display(description="unpack", ordering="unpack__status")
     def unpack_status(self, obj):
