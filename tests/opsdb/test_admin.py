@@ -355,3 +355,68 @@ def test_site_history_page_renders(operator_client):
     response = operator_client.get(admin_url(Site, "history", site.pk))
 
     assert response.status_code == 200
+
+
+# --- editing a job's own fields ----------------------------------------------------------------
+
+def change_form_data(response) -> dict:
+    """The POST body the change page would send unchanged: main form and every inline's management form."""
+    form = response.context["adminform"].form
+    data = {name: form.initial.get(name, field.initial) for name, field in form.fields.items()}
+    for inline in response.context["inline_admin_formsets"]:
+        formset = inline.formset
+        data.update({f"{formset.prefix}-{k}": v for k, v in formset.management_form.initial.items()})
+        for i, row in enumerate(formset.initial_forms):
+            data[f"{formset.prefix}-{i}-{row._meta.model._meta.pk.name}"] = row.instance.pk
+    return {k: "" if v is None else v for k, v in data.items()}
+
+
+def test_operator_edits_priority_of_job_with_history(operator_client):
+    transfer = claimed_and_failed(f.DataTransferFactory())
+    url = admin_url(DataTransfer, "change", transfer.pk)
+    data = {**change_form_data(operator_client.get(url)), "priority": 7}
+
+    response = operator_client.post(url, data)
+
+    transfer.refresh_from_db()
+    assert response.status_code == 302
+    assert (transfer.priority, transfer.status, transfer.attempts) == (7, JobStatus.PENDING, 1)
+
+
+def test_job_edit_keeps_status_a_worker_changed_meanwhile(operator_client):
+    transfer = f.DataTransferFactory()
+    url = admin_url(DataTransfer, "change", transfer.pk)
+    data = {**change_form_data(operator_client.get(url)), "priority": 7}
+    job_claim(job=transfer, worker="ccat-dtn-1")  # a worker claims it while the page is open
+
+    response = operator_client.post(url, data)
+
+    transfer.refresh_from_db()
+    assert response.status_code == 302
+    assert (transfer.priority, transfer.status) == (7, JobStatus.ACTIVE)
+
+
+@pytest.mark.parametrize("model", ADMIN_MODELS, ids=lambda m: m._meta.label)
+def test_add_page_renders_or_is_refused_for_operator(operator_client, model):
+    response = operator_client.get(admin_url(model, "add"))
+
+    expected = 200 if admin.site._registry[model].has_add_permission(response.wsgi_request) else 403
+    assert response.status_code == expected
+
+
+def test_concurrent_transition_is_reported_as_message(operator_client, failed_archive, monkeypatch):
+    from django_fsm import ConcurrentTransition
+
+    from opsdb import admin as opsdb_admin
+
+    def lost_race(*, job, by, reason):
+        raise ConcurrentTransition("the row changed meanwhile")
+
+    monkeypatch.setitem(opsdb_admin.TRANSITIONS, "retry", (lost_race, "retried", (JobStatus.FAILED,)))
+
+    response = operator_client.post(
+        admin_url(LongTermArchiveTransfer, "transition", failed_archive.pk, "retry"), follow=True
+    )
+
+    assert response.status_code == 200
+    assert "cannot be retried: it is failed (the row changed meanwhile)" in response.content.decode()
