@@ -11,6 +11,7 @@ from django.db.models import Count, Prefetch
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import NoReverseMatch, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django_fsm import ConcurrentTransition, TransitionNotAllowed
 from django_fsm_log.models import StateLog
@@ -97,16 +98,20 @@ def human_size(size: int | None) -> str:
 
 # --- transition history and job admin shared by every leased job ------------------------------
 
-class TransitionHistoryInline(GenericTabularInline):
-    """Every state change of the job, newest first: from, to, when, by whom, why."""
+def exact_time(value) -> str:
+    """Seconds matter when reading a job's history; the admin's default format drops them."""
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z") if value else "-"
 
-    model = StateLog
-    verbose_name = "transition"
-    verbose_name_plural = "transition history (newest first)"
-    fields = ("timestamp", "transition", "source_state", "state", "by", "description")
-    readonly_fields = fields
+
+class ReadOnlyInlineMixin:
+    """An inline that only shows rows: nothing added, changed or deleted from here."""
+
     extra = 0
     can_delete = False
+    classes = ["opsdb-compact"]
+
+    class Media:
+        css = {"all": ["opsdb/admin.css"]}
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -114,15 +119,28 @@ class TransitionHistoryInline(GenericTabularInline):
     def has_change_permission(self, request, obj=None):
         return False
 
+
+class TransitionHistoryInline(ReadOnlyInlineMixin, GenericTabularInline):
+    """Every state change of the job, newest first: from, to, when, by whom, why."""
+
+    model = StateLog
+    verbose_name = "transition"
+    verbose_name_plural = "transition history (newest first)"
+    fields = ("when", "transition", "source_state", "state", "by", "description")
+    readonly_fields = fields
+
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("by").order_by("-timestamp", "-pk")
+
+    @admin.display(description="when")
+    def when(self, obj):
+        return exact_time(obj.timestamp)
 
 
 JOB_READONLY_FIELDS = (
     "status", "attempts", "next_attempt_at", "lease_holder", "lease_user", "lease_expires_at", "claimed_at",
     "heartbeat_at", "bytes_done", "last_error", "log_path", "finished_at", "created_at", "updated_at",
 )
-JOB_FIELDSET = ("Job state (changes only through transitions)", {"fields": JOB_READONLY_FIELDS})
 
 # name → (service, past tense, states it is allowed from)
 TRANSITIONS = {
@@ -136,6 +154,7 @@ class LeasedJobAdmin(admin.ModelAdmin):
 
     change_form_template = "admin/opsdb/leased_job_change_form.html"
     readonly_fields = JOB_READONLY_FIELDS
+    job_state_fields: tuple[str, ...] = JOB_READONLY_FIELDS  # shown together, read-only
     actions = ("retry_selected", "cancel_selected")
     list_per_page = 100
     inlines = (TransitionHistoryInline,)
@@ -206,8 +225,9 @@ class LeasedJobAdmin(admin.ModelAdmin):
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_fieldsets(self, request, obj=None):
-        own = [f for f in self.get_fields(request, obj) if f not in JOB_READONLY_FIELDS]
-        return [(None, {"fields": own}), JOB_FIELDSET]
+        own = [f for f in self.get_fields(request, obj) if f not in self.job_state_fields]
+        state = ("Job state (changes only through transitions)", {"fields": self.job_state_fields})
+        return [(None, {"fields": own}), state]
 
     @admin.display(description="lease expires", ordering="lease_expires_at")
     def lease_column(self, obj):
@@ -263,16 +283,14 @@ class InstrumentAdmin(admin.ModelAdmin):
     search_fields = ("name",)
 
 
-class RawDataPackageInline(admin.TabularInline):
+class RawDataPackageInline(ReadOnlyInlineMixin, admin.TabularInline):
     model = RawDataPackage
-    fields = ("name", "size", "checksum", "created_at")
+    fields = ("package", "size", "checksum", "created_at")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
 
-    def has_add_permission(self, request, obj=None):
-        return False
+    @admin.display(description="package")
+    def package(self, obj):
+        return admin_link(obj)
 
 
 @admin.register(Observation)

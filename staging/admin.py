@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.db.models import Count
 
-from opsdb.admin import LeasedJobAdmin, LocationListFilter, human_size
+from opsdb.admin import LeasedJobAdmin, LocationListFilter, ReadOnlyInlineMixin, human_size
 from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
 from transfers.admin import DataTransferLogInline
 
@@ -24,21 +24,17 @@ class LongTermArchiveTransferAdmin(LeasedJobAdmin):
     autocomplete_fields = ("raw_package", "source_location", "destination_location")
     list_select_related = ("raw_package", "source_location__site", "destination_location__site")
     readonly_fields = (*LeasedJobAdmin.readonly_fields, "requires_intervention")
+    job_state_fields = ("status", "requires_intervention", *LeasedJobAdmin.job_state_fields[1:])
     inlines = (*LeasedJobAdmin.inlines, DataTransferLogInline)
 
 
-class StagingJobPackageInline(admin.TabularInline):
+class StagingJobPackageInline(ReadOnlyInlineMixin, admin.TabularInline):
     """Per-package progress of a staging job, read-only (the worker reports it)."""
 
     model = StagingJobPackage
     fields = ("raw_package", "source_location", "state", "bytes_staged", "staged_at", "error")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
     verbose_name = "package"
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("raw_package", "source_location__site")
@@ -57,6 +53,7 @@ class StagingJobAdmin(LeasedJobAdmin):
     autocomplete_fields = ("owner", "destination_location")
     list_select_related = ("owner", "destination_location__site")
     readonly_fields = (*LeasedJobAdmin.readonly_fields, "expires_at", "cleaned_at")
+    job_state_fields = (*LeasedJobAdmin.job_state_fields, "expires_at", "cleaned_at")
     inlines = (StagingJobPackageInline, *LeasedJobAdmin.inlines, DataTransferLogInline)
 
     def get_queryset(self, request):

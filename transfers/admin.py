@@ -10,8 +10,10 @@ from opsdb.admin import (
     ROUTE_RELATED,
     LeasedJobAdmin,
     LocationListFilter,
+    ReadOnlyInlineMixin,
     RouteListFilter,
     admin_link,
+    exact_time,
     generic_link,
     human_size,
     related_or_none,
@@ -31,27 +33,23 @@ TRANSFER_RELATED = (
 )
 
 
-class DataTransferLogInline(GenericTabularInline):
+class DataTransferLogInline(ReadOnlyInlineMixin, GenericTabularInline):
     """A job's short log lines, newest first; the detail is in the file at log_path."""
 
     model = DataTransferLog
     ct_field = "content_type"
     ct_fk_field = "object_id"
-    fields = ("created_at", "level", "attempt", "worker", "message", "log_path")
+    fields = ("when", "level", "attempt", "worker", "message", "log_path")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
     verbose_name = "log entry"
     verbose_name_plural = "log entries (newest first)"
 
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
     def get_queryset(self, request):
         return super().get_queryset(request).order_by("-created_at", "-pk")
+
+    @admin.display(description="when")
+    def when(self, obj):
+        return exact_time(obj.created_at)
 
 
 @admin.register(DataTransferRoute)
@@ -82,16 +80,11 @@ class DataTransferRouteAdmin(SimpleHistoryAdmin):
         return super().get_queryset(request).select_related(*ROUTE_RELATED)
 
 
-class DataTransferPackageMemberInline(admin.TabularInline):
+class DataTransferPackageMemberInline(ReadOnlyInlineMixin, admin.TabularInline):
     model = DataTransferPackageMember
     fields = ("raw_package", "size")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
     verbose_name = "member"
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("raw_package")
@@ -111,18 +104,13 @@ class DataTransferPackageCopyInline(admin.TabularInline):
         return super().get_queryset(request).select_related("location__site")
 
 
-class DataTransferInline(admin.TabularInline):
+class DataTransferInline(ReadOnlyInlineMixin, admin.TabularInline):
     """The transfers of a package, read-only, linked to their own pages (retry/cancel there)."""
 
     model = DataTransfer
     fk_name = "transfer_package"
     fields = ("transfer", "status", "attempts", "method", "hop", "unpack_status")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related(*TRANSFER_RELATED)
