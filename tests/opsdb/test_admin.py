@@ -425,3 +425,39 @@ def test_concurrent_transition_is_reported_as_message(operator_client, failed_ar
 
     assert response.status_code == 200
     assert "cannot be retried: it is failed (the row changed meanwhile)" in response.content.decode()
+
+
+EMPTY_JOB_INLINES = {
+    f"{prefix}-{key}": 0
+    for prefix in ("django_fsm_log-statelog-content_type-object_id", "transfers-datatransferlog-content_type-object_id")
+    for key in ("TOTAL_FORMS", "INITIAL_FORMS")
+}
+
+
+def test_archive_transfer_add_form_explains_wrong_locations(operator_client):
+    buffer = f.DataLocationFactory(location_type=LocationType.BUFFER)
+    elsewhere = f.DataLocationFactory(location_type=LocationType.LONG_TERM_ARCHIVE)
+    data = {"raw_package": f.RawDataPackageFactory().pk, "source_location": buffer.pk,
+            "destination_location": elsewhere.pk, "priority": 0, **EMPTY_JOB_INLINES}
+
+    response = operator_client.post(admin_url(LongTermArchiveTransfer, "add"), data)
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["destination_location"] == [
+        f"The archive must be at the buffer's site ({buffer.site})."
+    ]
+    assert not LongTermArchiveTransfer.objects.exists()
+
+
+def test_archive_transfer_add_form_creates_pending_job(operator_client):
+    site = f.SiteFactory()
+    buffer = f.DataLocationFactory(site=site, location_type=LocationType.BUFFER)
+    archive = f.DataLocationFactory(site=site, location_type=LocationType.LONG_TERM_ARCHIVE)
+    data = {"raw_package": f.RawDataPackageFactory().pk, "source_location": buffer.pk,
+            "destination_location": archive.pk, "priority": 3, **EMPTY_JOB_INLINES}
+
+    response = operator_client.post(admin_url(LongTermArchiveTransfer, "add"), data)
+
+    assert response.status_code == 302
+    created = LongTermArchiveTransfer.objects.get()
+    assert (created.status, created.priority, created.requires_intervention) == (JobStatus.PENDING, 3, False)
