@@ -3,7 +3,8 @@
 from django.contrib import admin
 from django.contrib.contenttypes.admin import GenericTabularInline
 from django.db.models import Count
-from django.utils.html import format_html
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
 from opsdb.admin import (
@@ -80,20 +81,6 @@ class DataTransferRouteAdmin(SimpleHistoryAdmin):
         return super().get_queryset(request).select_related(*ROUTE_RELATED)
 
 
-class DataTransferPackageMemberInline(ReadOnlyInlineMixin, admin.TabularInline):
-    model = DataTransferPackageMember
-    fields = ("raw_package", "size")
-    readonly_fields = fields
-    verbose_name = "member"
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("raw_package")
-
-    @admin.display(description="size")
-    def size(self, obj):
-        return human_size(obj.raw_package.size)
-
-
 class DataTransferPackageCopyInline(admin.TabularInline):
     model = DataTransferPackageCopy
     fields = ("location", "status", "path", "checksum_verified", "verified_at")
@@ -137,10 +124,10 @@ class DataTransferPackageAdmin(LeasedJobAdmin):
     search_fields = ("name", "archive_path", "members__raw_package__name", "lease_holder")
     autocomplete_fields = ("origin_location",)
     list_select_related = ("origin_location__site",)
-    inlines = (
-        DataTransferPackageMemberInline, DataTransferPackageCopyInline, DataTransferInline,
-        *LeasedJobAdmin.inlines, DataTransferLogInline,
-    )
+    # A bundle of 10–50 TB holds thousands of raw packages: the page shows a sample and links the full list.
+    readonly_fields = (*LeasedJobAdmin.readonly_fields, "member_list")
+    inlines = (DataTransferPackageCopyInline, DataTransferInline, *LeasedJobAdmin.inlines, DataTransferLogInline)
+    member_sample = 20
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(n_members=Count("members"))
@@ -148,6 +135,18 @@ class DataTransferPackageAdmin(LeasedJobAdmin):
     @admin.display(description="members", ordering="n_members")
     def member_count(self, obj):
         return obj.n_members
+
+    @admin.display(description="members")
+    def member_list(self, obj):
+        if obj.pk is None:
+            return "-"
+        members = obj.members.select_related("raw_package").order_by("raw_package__name")[: self.member_sample]
+        url = reverse("admin:transfers_datatransferpackagemember_changelist") + f"?transfer_package={obj.pk}"
+        sample = format_html_join(
+            ", ", "{} ({})", ((admin_link(m.raw_package), human_size(m.raw_package.size)) for m in members)
+        )
+        return format_html('{} raw package(s): {}{} <a href="{}">all members</a>', obj.n_members, sample,
+                           " …" if obj.n_members > self.member_sample else "", url)
 
     @admin.display(description="payload", ordering="payload_size")
     def payload(self, obj):

@@ -461,3 +461,20 @@ def test_archive_transfer_add_form_creates_pending_job(operator_client):
     assert response.status_code == 302
     created = LongTermArchiveTransfer.objects.get()
     assert (created.status, created.priority, created.requires_intervention) == (JobStatus.PENDING, 3, False)
+
+
+def test_transfer_package_page_samples_members_and_links_the_full_list(operator_client):
+    from transfers.admin import DataTransferPackageAdmin
+    from transfers.models import DataTransferPackage, DataTransferPackageMember
+
+    package = f.DataTransferPackageFactory()
+    for _ in range(DataTransferPackageAdmin.member_sample + 2):
+        f.DataTransferPackageMemberFactory(transfer_package=package)
+    f.DataTransferPackageMemberFactory()  # another bundle's member
+
+    page = operator_client.get(admin_url(DataTransferPackage, "change", package.pk)).content.decode()
+    members = operator_client.get(admin_url(DataTransferPackageMember, "changelist"), {"transfer_package": package.pk})
+
+    assert f"{DataTransferPackageAdmin.member_sample + 2} raw package(s):" in page
+    assert f'{admin_url(DataTransferPackageMember, "changelist")}?transfer_package={package.pk}' in page
+    assert members.context["cl"].result_count == DataTransferPackageAdmin.member_sample + 2
