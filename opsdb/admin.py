@@ -5,14 +5,14 @@ number of queries for 1 row as for 100. Job statuses change only through ``opsdb
 """
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.contenttypes.admin import GenericTabularInline
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.db.models import Count, Prefetch
-from django.http import HttpResponseNotAllowed, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django_fsm import ConcurrentTransition, TransitionNotAllowed
 from django_fsm_log.models import StateLog
 from simple_history.admin import SimpleHistoryAdmin
@@ -142,6 +142,7 @@ JOB_READONLY_FIELDS = (
     "heartbeat_at", "bytes_done", "last_error", "log_path", "finished_at", "created_at", "updated_at",
 )
 
+REFUSALS_SHOWN = 5
 # name → (service, past tense, states it is allowed from)
 TRANSITIONS = {
     "retry": (job_retry, "retried", (JobStatus.FAILED,)),
@@ -160,25 +161,27 @@ class LeasedJobAdmin(admin.ModelAdmin):
     inlines = (TransitionHistoryInline,)
 
     # -- transitions ------------------------------------------------------------------------
-    def run_transition(self, request, job, name: str) -> bool:
-        """Apply ``name`` to ``job`` through its service; a refusal becomes a message, not an error."""
+    def apply_transition(self, request, job, name: str) -> str | None:
+        """Apply ``name`` to ``job`` through its service; returns why it was refused, or None."""
         service, done, _ = TRANSITIONS[name]
         try:
             service(job=job, by=request.user, reason=f"{done} by {request.user} in the admin")
         except (TransitionNotAllowed, ConcurrentTransition) as exc:
             job.refresh_from_db()
-            self.message_user(
-                request, f"{job} cannot be {done}: it is {job.get_status_display().lower()} ({exc}).",
-                messages.WARNING,
-            )
-            return False
-        return True
+            return f"{job} cannot be {done}: it is {job.get_status_display().lower()} ({exc})"
+        return None
 
     def _run_bulk(self, request, queryset, name: str) -> None:
+        """One summary message per outcome, however many jobs were selected."""
         done = TRANSITIONS[name][1]
-        changed = sum(self.run_transition(request, job, name) for job in queryset.order_by("pk"))
-        if changed:
-            self.message_user(request, f"{changed} job(s) {done}.", messages.SUCCESS)
+        jobs = list(queryset.order_by("pk"))
+        refusals = [reason for job in jobs if (reason := self.apply_transition(request, job, name))]
+        if len(jobs) > len(refusals):
+            self.message_user(request, f"{len(jobs) - len(refusals)} job(s) {done}.", messages.SUCCESS)
+        if refusals:
+            shown = "; ".join(refusals[:REFUSALS_SHOWN])
+            more = f"; and {len(refusals) - REFUSALS_SHOWN} more" if len(refusals) > REFUSALS_SHOWN else ""
+            self.message_user(request, f"{len(refusals)} job(s) refused: {shown}{more}.", messages.WARNING)
 
     @admin.action(description="Retry the selected failed jobs", permissions=["change"])
     def retry_selected(self, request, queryset):
@@ -203,10 +206,15 @@ class LeasedJobAdmin(admin.ModelAdmin):
         """POST target of the change page's buttons."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        job = get_object_or_404(self.get_queryset(request), pk=object_id)
+        job = self.get_object(request, unquote(object_id))
+        if job is None:
+            raise Http404(f"No {self.model._meta.verbose_name} with id {object_id!r}.")
         if name not in TRANSITIONS or not self.has_change_permission(request, job):
             raise PermissionDenied
-        if self.run_transition(request, job, name):
+        refusal = self.apply_transition(request, job, name)
+        if refusal:
+            self.message_user(request, f"{refusal}.", messages.WARNING)
+        else:
             job.refresh_from_db()
             self.message_user(
                 request, f"{job} {TRANSITIONS[name][1]}: now {job.get_status_display().lower()}.", messages.SUCCESS
@@ -421,7 +429,3 @@ def related_or_none(obj, name: str):
         return getattr(obj, name)
     except ObjectDoesNotExist:
         return None
-
-
-def links(objects) -> str:
-    return format_html_join(", ", "{}", ((admin_link(o),) for o in objects)) or "-"

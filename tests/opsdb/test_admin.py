@@ -478,3 +478,24 @@ def test_transfer_package_page_samples_members_and_links_the_full_list(operator_
     assert f"{DataTransferPackageAdmin.member_sample + 2} raw package(s):" in page
     assert f'{admin_url(DataTransferPackageMember, "changelist")}?transfer_package={package.pk}' in page
     assert members.context["cl"].result_count == DataTransferPackageAdmin.member_sample + 2
+
+
+def test_transition_view_on_unknown_or_malformed_id_is_404(operator_client):
+    for object_id in ("999999", "not-a-number"):
+        url = admin_url(LongTermArchiveTransfer, "changelist") + f"{object_id}/transition/retry/"
+
+        assert operator_client.post(url).status_code == 404
+
+
+def test_retry_action_summarises_many_refusals_in_one_message(operator_client):
+    jobs = [f.LongTermArchiveTransferFactory() for _ in range(7)]
+
+    response = operator_client.post(
+        admin_url(LongTermArchiveTransfer, "changelist"),
+        {"action": "retry_selected", "_selected_action": [j.pk for j in jobs]}, follow=True,
+    )
+
+    [message] = [str(m) for m in response.context["messages"]]
+    assert message.startswith("7 job(s) refused: ")
+    assert message.endswith("; and 2 more.")
+    assert message.count("cannot be retried: it is pending") == 5
