@@ -156,6 +156,8 @@ class LeasedJobAdmin(admin.ModelAdmin):
     change_form_template = "admin/opsdb/leased_job_change_form.html"
     readonly_fields = JOB_READONLY_FIELDS
     job_state_fields: tuple[str, ...] = JOB_READONLY_FIELDS  # shown together, read-only
+    # What the job was created with (where from, where to, how): fixed once it exists, like its history.
+    created_with: tuple[str, ...] = ()
     actions = ("retry_selected", "cancel_selected")
     list_per_page = 100
     inlines = (TransitionHistoryInline,)
@@ -232,8 +234,14 @@ class LeasedJobAdmin(admin.ModelAdmin):
             ]
         return super().render_change_form(request, context, add, change, form_url, obj)
 
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        return (*fields, *self.created_with) if obj is not None else fields
+
     def get_fieldsets(self, request, obj=None):
-        own = [f for f in self.get_fields(request, obj) if f not in self.job_state_fields]
+        order = {f.name: i for i, f in enumerate(self.model._meta.get_fields())}
+        own = sorted((f for f in self.get_fields(request, obj) if f not in self.job_state_fields),
+                     key=lambda name: order.get(name, len(order)))  # model order; computed fields last
         state = ("Job state (changes only through transitions)", {"fields": self.job_state_fields})
         return [(None, {"fields": own}), state]
 

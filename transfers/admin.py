@@ -124,6 +124,8 @@ class DataTransferPackageAdmin(LeasedJobAdmin):
     search_fields = ("name", "archive_path", "members__raw_package__name", "lease_holder")
     autocomplete_fields = ("origin_location",)
     list_select_related = ("origin_location__site",)
+    created_with = ("name", "origin_location", "archive_path", "payload_size", "target_size", "size", "checksum",
+                    "checksum_algorithm")
     # A bundle of 10–50 TB holds thousands of raw packages: the page shows a sample and links the full list.
     readonly_fields = (*LeasedJobAdmin.readonly_fields, "member_list")
     inlines = (DataTransferPackageCopyInline, DataTransferInline, *LeasedJobAdmin.inlines, DataTransferLogInline)
@@ -191,6 +193,8 @@ class DataTransferAdmin(LeasedJobAdmin):
     search_fields = ("transfer_package__name", "lease_holder", "destination_path", "last_error")
     autocomplete_fields = ("transfer_package", "route", "origin_location", "destination_location", "previous")
     list_select_related = TRANSFER_RELATED
+    created_with = ("transfer_package", "route", "origin_location", "destination_location", "method", "hop",
+                    "previous", "destination_path")
     inlines = (*LeasedJobAdmin.inlines, DataTransferLogInline)
 
     def get_readonly_fields(self, request, obj=None):
@@ -231,6 +235,7 @@ class DataTransferUnpackAdmin(LeasedJobAdmin):
     )
     search_fields = ("transfer__transfer_package__name", "lease_holder", "last_error")
     autocomplete_fields = ("transfer",)
+    created_with = ("transfer",)
     list_select_related = (
         "transfer__transfer_package", "transfer__origin_location__site", "transfer__destination_location__site",
     )

@@ -499,3 +499,13 @@ def test_retry_action_summarises_many_refusals_in_one_message(operator_client):
     assert message.startswith("7 job(s) refused: ")
     assert message.endswith("; and 2 more.")
     assert message.count("cannot be retried: it is pending") == 5
+
+
+def test_transfer_keeps_what_it_was_created_with_on_the_change_form(operator_client):
+    transfer = f.DataTransferFactory()
+
+    change_form = operator_client.get(admin_url(DataTransfer, "change", transfer.pk)).context["adminform"].form
+    add_form = operator_client.get(admin_url(DataTransfer, "add")).context["adminform"].form
+
+    assert sorted(change_form.fields) == ["priority"]
+    assert {"transfer_package", "origin_location", "destination_location", "method"} <= set(add_form.fields)
