@@ -238,6 +238,18 @@ class LeasedJobAdmin(admin.ModelAdmin):
         fields = super().get_readonly_fields(request, obj)
         return (*fields, *self.created_with) if obj is not None else fields
 
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        # A worker may move the job between loading and saving the form: the save then finds
+        # another status and ConcurrentTransitionMixin refuses it (rolled back, nothing saved).
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ConcurrentTransition:
+            self.message_user(
+                request, "The job changed state while you were editing it; nothing was saved. "
+                "Here is its current state.", messages.WARNING,
+            )
+            return HttpResponseRedirect(request.path)
+
     def get_fieldsets(self, request, obj=None):
         order = {f.name: i for i, f in enumerate(self.model._meta.get_fields())}
         own = sorted((f for f in self.get_fields(request, obj) if f not in self.job_state_fields),

@@ -509,3 +509,25 @@ def test_transfer_keeps_what_it_was_created_with_on_the_change_form(operator_cli
 
     assert sorted(change_form.fields) == ["priority"]
     assert {"transfer_package", "origin_location", "destination_location", "method"} <= set(add_form.fields)
+
+
+def test_job_edit_racing_a_worker_is_refused_with_message(operator_client, monkeypatch):
+    from opsdb.admin import LeasedJobAdmin
+
+    transfer = f.DataTransferFactory()
+    url = admin_url(DataTransfer, "change", transfer.pk)
+    data = {**change_form_data(operator_client.get(url)), "priority": 7}
+    save_model = LeasedJobAdmin.save_model
+
+    def worker_claims_first(self, request, obj, form, change):
+        job_claim(job=DataTransfer.objects.get(pk=obj.pk), worker="ccat-dtn-1")  # between load and save
+        save_model(self, request, obj, form, change)
+
+    monkeypatch.setattr(LeasedJobAdmin, "save_model", worker_claims_first)
+
+    response = operator_client.post(url, data, follow=True)
+
+    transfer.refresh_from_db()
+    assert response.status_code == 200
+    assert "The job changed state while you were editing it; nothing was saved." in response.content.decode()
+    assert transfer.priority == 0  # (the simulated claim shares the request's transaction, so it is rolled back too)
