@@ -31,6 +31,8 @@ from opsdb.models import (
     Site,
 )
 from opsdb.roles import OPERATORS, SCIENTISTS, WORKERS
+from opsdb.services import job_claim, job_fail
+from staging.models import LongTermArchiveTransfer
 from transfers.choices import RouteType, TransferMethod
 from transfers.models import DataTransferRoute
 
@@ -75,6 +77,9 @@ ARCHIVED_OBSERVATIONS = [
     ("Prime-Cam", "IRC+10216", _T0 - timedelta(days=60), 55, 2),
     ("CHAI", "G34.26+0.15", _T0 - timedelta(days=58, hours=3), 35, 1),
 ]
+# Arrived at cologne's buffer, but archiving it failed three times: waiting for an operator's retry.
+STUCK_OBSERVATION = ("CHAI", "NGC 6334I", _T0 - timedelta(days=20, hours=1), 30, 1)
+STUCK_ERROR = "rsync: write failed on \"{path}\": No space left on device (28)"
 ACCOUNTS = [
     ("operator", OPERATORS, True),
     ("scientist", SCIENTISTS, False),
@@ -212,10 +217,28 @@ def load_observations(locations: dict[str, DataLocation], report: DemoReport) ->
     ccat = [locations["ccat:buffer"]]
     for number, spec in enumerate(OBSERVATIONS, start=len(ARCHIVED_OBSERVATIONS) + 1):
         load_observation(spec, f"{number:03d}", instruments, ccat, report, source=locations["ccat:source"])
+    number = len(ARCHIVED_OBSERVATIONS) + len(OBSERVATIONS) + 1
+    stuck = load_observation(STUCK_OBSERVATION, f"{number:03d}", instruments, [locations["cologne:buffer"]], report)
+    load_failed_archive(stuck[0], locations["cologne:buffer"], locations["cologne:archive"], report)
+
+
+def load_failed_archive(package: RawDataPackage, buffer: DataLocation, archive: DataLocation,
+                        report: DemoReport) -> None:
+    """An archive transfer that used up its attempts, recorded through the services like a real worker's."""
+    if LongTermArchiveTransfer.objects.filter(raw_package=package, destination_location=archive).exists():
+        return
+    job = LongTermArchiveTransfer.objects.create(raw_package=package, source_location=buffer,
+                                                 destination_location=archive)
+    error = STUCK_ERROR.format(path=f"{archive.base_path}/raw/{package.name}")
+    for attempt in range(1, LongTermArchiveTransfer.max_attempts() + 1):
+        job = job_claim(job=job, worker="cologne-dtn-1")
+        job, _ = job_fail(job=job, lease_token=job.lease_token, error=error,
+                          log_path=f"logs/archive-{job.pk}-attempt-{attempt}.log")
+    report.add("failed archive transfers", True)
 
 
 def load_observation(spec, number: str, instruments, copy_at: list[DataLocation], report: DemoReport,
-                     source: DataLocation | None = None) -> None:
+                     source: DataLocation | None = None) -> list[RawDataPackage]:
     """One observation, its packages and files, their archives on disk at ``copy_at`` and copy records."""
     instrument, target, start, minutes, n_packages = spec
     obs_id = f"{INSTRUMENT_CODES[instrument]}-{start:%Y%m%d}-{number}"
@@ -225,6 +248,7 @@ def load_observation(spec, number: str, instruments, copy_at: list[DataLocation]
                   "end_time": start + timedelta(minutes=minutes)},
     )
     report.add("observations", created)
+    packages = []
     for index in range(1, n_packages + 1):
         files = package_files(obs_id, instrument, index)
         if source is not None:  # the instrument's files as they arrived at the telescope
@@ -242,6 +266,8 @@ def load_observation(spec, number: str, instruments, copy_at: list[DataLocation]
                           "verified_at": package.created_at},
             )
             report.add("raw package copies", created)
+        packages.append(package)
+    return packages
 
 
 def load_package(name: str, observation: Observation, archive: bytes, files: list[tuple[str, bytes]],

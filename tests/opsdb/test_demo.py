@@ -10,9 +10,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.urls import reverse
+from django_fsm_log.models import StateLog
 from rest_framework.authtoken.models import Token
 
-from opsdb.choices import CopyStatus, LocationType
+from opsdb.choices import CopyStatus, JobStatus, LocationType
 from opsdb.models import (
     DataLocation,
     Instrument,
@@ -22,13 +23,14 @@ from opsdb.models import (
     RawDataPackageCopy,
     Site,
 )
+from staging.models import LongTermArchiveTransfer
 from transfers.choices import RouteType
 from transfers.models import DataTransferRoute
 
 pytestmark = pytest.mark.django_db
 
 DEMO_MODELS = (Site, DataLocation, DataTransferRoute, Instrument, Observation, RawDataPackage, RawDataFile,
-               RawDataPackageCopy, User, Token)
+               RawDataPackageCopy, LongTermArchiveTransfer, StateLog, User, Token)
 
 
 @pytest.fixture
@@ -188,3 +190,31 @@ def test_load_demo_keeps_existing_passwords(var_dir):
 
     operator.refresh_from_db()
     assert operator.check_password("chosen-by-the-operator")
+
+
+def test_load_demo_leaves_one_archive_transfer_waiting_for_an_operator(var_dir):
+    load_demo()
+
+    job = LongTermArchiveTransfer.objects.select_related("source_location__site", "raw_package").get()
+    assert (job.status, job.requires_intervention, job.attempts) == (JobStatus.FAILED, True, 3)
+    assert str(job.source_location) == "cologne:buffer"
+    assert "No space left on device" in job.last_error
+    assert list(StateLog.objects.for_(job).order_by("timestamp", "pk").values_list("transition", flat=True)) == [
+        "claim", "fail"
+    ] * 3
+    source = job.raw_package.copies.get(location=job.source_location)
+    assert sha256(copy_file(source)) == job.raw_package.checksum
+
+
+def test_demo_operator_retries_the_failed_archive_transfer_and_sees_it(var_dir, client):
+    output = load_demo()
+    password = re.search(r"^\s+operator\s+password (\S+)", output, flags=re.MULTILINE).group(1)
+    job = LongTermArchiveTransfer.objects.get()
+    assert client.login(username="operator", password=password)
+
+    client.post(reverse("admin:staging_longtermarchivetransfer_transition", args=[job.pk, "retry"]))
+
+    job.refresh_from_db()
+    page = client.get(reverse("admin:staging_longtermarchivetransfer_change", args=[job.pk])).content.decode()
+    assert (job.status, job.requires_intervention) == (JobStatus.PENDING, False)
+    assert "retried by operator in the admin" in page
