@@ -67,15 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", default=env("OPSDB_WORKER_METHODS"),
                         help="transfer methods to claim (OPSDB_WORKER_METHODS; default: copy plus every "
                              "method whose program is installed or whose command is configured)")
-    parser.add_argument("--concurrency", type=int, default=int(env("OPSDB_WORKER_CONCURRENCY", "1")),
+    parser.add_argument("--concurrency", type=int, default=env("OPSDB_WORKER_CONCURRENCY", "1"),
                         help="claim loops (threads) (OPSDB_WORKER_CONCURRENCY)")
-    parser.add_argument("--lease-seconds", type=int, default=int(env("OPSDB_WORKER_LEASE_SECONDS", "600")),
+    parser.add_argument("--lease-seconds", type=int, default=env("OPSDB_WORKER_LEASE_SECONDS", "600"),
                         help="lease asked for per job; heartbeats every third of it (OPSDB_WORKER_LEASE_SECONDS)")
     parser.add_argument("--log-dir", default=env("OPSDB_WORKER_LOG_DIR", "var/worker-logs"),
                         help="folder for the detailed per-job logs (OPSDB_WORKER_LOG_DIR)")
-    parser.add_argument("--poll-interval", type=float, default=float(env("OPSDB_WORKER_POLL_INTERVAL", "10")),
+    parser.add_argument("--poll-interval", type=float, default=env("OPSDB_WORKER_POLL_INTERVAL", "10"),
                         help="seconds to wait when there is no work, ±20%% jitter (OPSDB_WORKER_POLL_INTERVAL)")
-    parser.add_argument("--grace-seconds", type=float, default=float(env("OPSDB_WORKER_GRACE_SECONDS", "30")),
+    parser.add_argument("--grace-seconds", type=float, default=env("OPSDB_WORKER_GRACE_SECONDS", "30"),
                         help="on SIGTERM/SIGINT, time the running jobs get before they are failed back "
                              "(OPSDB_WORKER_GRACE_SECONDS)")
     parser.add_argument("--once", action="store_true", default=env("OPSDB_WORKER_ONCE") == "1",
@@ -86,9 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(OPSDB_WORKER_COMMAND_<METHOD>); copy is in-process unless set")
     parser.add_argument("--checksum-command", default=env("OPSDB_WORKER_CHECKSUM_COMMAND", ""),
                         help="command printing a checksum of {path} on {host}, to verify non-local destinations")
-    parser.add_argument("--http-retries", type=int, default=int(env("OPSDB_WORKER_HTTP_RETRIES", "6")),
+    parser.add_argument("--http-retries", type=int, default=env("OPSDB_WORKER_HTTP_RETRIES", "6"),
                         help="attempts per HTTP call while ops-db is unreachable or answers 5xx/429")
-    parser.add_argument("--http-timeout", type=float, default=float(env("OPSDB_WORKER_HTTP_TIMEOUT", "30")))
+    parser.add_argument("--http-timeout", type=float, default=env("OPSDB_WORKER_HTTP_TIMEOUT", "30"))
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 

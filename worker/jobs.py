@@ -7,7 +7,9 @@ returns for data whose checksum it has not verified.
 
 from __future__ import annotations
 
+import os
 import shlex
+import signal
 import subprocess
 import threading
 import time
@@ -139,20 +141,24 @@ def do_transfer(job: Job, ctx: JobContext) -> Result:
     """Move a transfer package archive with the job's method, then verify it at the destination."""
     package, method = job["transfer_package"], job["method"]
     source, destination = job["source"], job["destination"]
-    checksum, algorithm = package["checksum"], algorithm_of(package)
     ctx.log(f"transfer {package['name']} by {method}: {uri(source['location'], source['path'])} -> "
             f"{uri(destination['location'], destination['path'])}")
+    if not package.get("checksum"):
+        raise JobError(f"transfer package {package['name']} has no checksum to verify against", retryable=False)
     if method == "copy" and "copy" not in ctx.commands:
-        copied = _copy_local(job, ctx)
+        checksum, size = _copy_local(job, ctx)
     elif destination["location"].get("storage_type", "DISK") == "DISK":
-        copied = _command_to_local(job, ctx)
+        checksum, size = _command_to_local(job, ctx)
     else:
-        copied = _command_to_remote(job, ctx)
-    ctx.log(f"verified at destination: {algorithm} {checksum}")
-    return {"checksum": copied, "size": package.get("size"), "path": destination["path"]}
+        checksum, size = _command_to_remote(job, ctx)
+    ctx.log(f"verified at destination: {algorithm_of(package)} {checksum}")
+    result: Result = {"checksum": checksum, "path": destination["path"]}
+    if size is not None:
+        result["size"] = size
+    return result
 
 
-def _copy_local(job: Job, ctx: JobContext) -> str:
+def _copy_local(job: Job, ctx: JobContext) -> tuple[str, int]:
     package = job["transfer_package"]
     source = local_path(job["source"]["location"], job["source"]["path"])
     target = local_path(job["destination"]["location"], job["destination"]["path"])
@@ -160,10 +166,10 @@ def _copy_local(job: Job, ctx: JobContext) -> str:
     result = storage.atomic_copy(source, target, algorithm=algorithm_of(package), expected=package["checksum"],
                                  progress=ctx.add_bytes)
     ctx.log(f"copied {result.size} bytes; source and copy read back: {result.destination_checksum}")
-    return result.destination_checksum
+    return result.destination_checksum, result.size
 
 
-def _command_to_local(job: Job, ctx: JobContext) -> str:
+def _command_to_local(job: Job, ctx: JobContext) -> tuple[str, int]:
     package, method = job["transfer_package"], job["method"]
     target = local_path(job["destination"]["location"], job["destination"]["path"])
     values = _template_values(job)
@@ -171,14 +177,15 @@ def _command_to_local(job: Job, ctx: JobContext) -> str:
         values["destination"] = str(temporary)
         run_command(_template(method, ctx), values, ctx, progress_path=temporary)
         try:
-            return storage.verify_file(temporary, package["checksum"], algorithm_of(package),
-                                       what=f"{package['name']} at {target}")
+            checksum = storage.verify_file(temporary, package["checksum"], algorithm_of(package),
+                                           what=f"{package['name']} at {target}")
         except ChecksumMismatch as mismatch:
             _blame_source(job, ctx, mismatch)
             raise
+        return checksum, temporary.stat().st_size
 
 
-def _command_to_remote(job: Job, ctx: JobContext) -> str:
+def _command_to_remote(job: Job, ctx: JobContext) -> tuple[str, None]:
     package, method = job["transfer_package"], job["method"]
     values = _template_values(job)
     run_command(_template(method, ctx), values, ctx)
@@ -189,7 +196,7 @@ def _command_to_remote(job: Job, ctx: JobContext) -> str:
     actual = output.split()[0].lower() if output.split() else ""
     if actual != package["checksum"].lower():
         raise ChecksumMismatch(f"{package['name']} at {values['destination']}", package["checksum"], actual)
-    return actual
+    return actual, None
 
 
 def _blame_source(job: Job, ctx: JobContext, mismatch: ChecksumMismatch) -> None:
@@ -276,12 +283,20 @@ def _wait(process: subprocess.Popen, ctx: JobContext, progress_path: Path | None
 
 
 def _stop(process: subprocess.Popen, grace: float = 5.0) -> None:
-    process.terminate()
+    """Stop the command and everything it started (it leads its own process group)."""
+    _signal_group(process, signal.SIGTERM)
     try:
         process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        process.kill()
+        _signal_group(process, signal.SIGKILL)
         process.wait()
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _require_file(path: Path, what: str) -> None:
