@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class TransfersConfig(AppConfig):
+    name = "transfers"
+
+    def ready(self) -> None:
+        from transfers import work  # noqa: F401  (registers the package, transfer and unpack job kinds)
