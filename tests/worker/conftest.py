@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 
 from opsdb.choices import LocationType
 from opsdb.models import DataLocation, RawDataPackage, Site
@@ -84,7 +85,7 @@ def _location(site: Site, root: Path, location_type: str) -> DataLocation:
 
 
 @pytest.fixture
-def topology(tmp_path) -> Topology:
+def topology(role_groups, tmp_path) -> Topology:
     """ccat (buffer) and cologne (buffer, archive, processing) with two real raw packages at ccat."""
     root = tmp_path / "sites"
     ccat, cologne = f.SiteFactory(name="ccat"), f.SiteFactory(name="cologne")
@@ -103,11 +104,21 @@ def topology(tmp_path) -> Topology:
 
 
 @pytest.fixture
-def worker_token(db) -> str:
-    from rest_framework.authtoken.models import Token
+def role_groups(db) -> None:
+    """The role groups: a transactional test's flush removes what the data migration created."""
+    from django.apps import apps
 
-    user = f.worker_user("e2e-worker")
-    return Token.objects.create(user=user).key
+    from opsdb.roles import sync_role_groups
+
+    sync_role_groups(apps)
+
+
+@pytest.fixture
+def worker_token(role_groups, topology) -> str:
+    """A worker account for both sites, made the way an operator makes one."""
+    out = io.StringIO()
+    call_command("create_worker", "e2e-worker", "--site", "ccat", "--site", "cologne", stdout=out, stderr=io.StringIO())
+    return out.getvalue().strip()
 
 
 @dataclass

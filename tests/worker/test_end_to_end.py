@@ -48,7 +48,7 @@ def error_logs(job) -> list[DataTransferLog]:
     return [log for log in job.logs.all() if log.level == LogLevel.ERROR]
 
 
-def test_worker_builds_transfers_unpacks_archives_and_stages_real_files(topology, launcher):
+def test_worker_builds_transfers_unpacks_and_archives_real_files(topology, launcher):
     topo = topology
 
     # package: the bundle is built at the ccat buffer from the real raw package archives.
@@ -91,24 +91,60 @@ def test_worker_builds_transfers_unpacks_archives_and_stages_real_files(topology
         assert file_sha256(topo.path(topo.cologne_archive, f"raw/{package.name}")) == package.checksum
         assert RawDataPackageCopy.objects.filter(raw_package=package, location=topo.cologne_archive).exists()
 
-    # stage both from the archive to the processing location; one file access record per file.
+    # every job's detailed log is a file whose path ops-db recorded.
+    for model_job in (dtp, transfer, unpack, *archives):
+        model_job.refresh_from_db()
+        assert Path(model_job.log_path).is_file(), model_job
+        assert "reporting complete" in Path(model_job.log_path).read_text()
+
+
+def test_worker_stages_archived_packages_to_processing(topology, launcher):
+    topo = topology
+    for package in topo.packages:  # archived already: the tars sit in cologne's long-term archive
+        archived = topo.path(topo.cologne_archive, f"raw/{package.name}")
+        archived.parent.mkdir(parents=True, exist_ok=True)
+        archived.write_bytes(topo.path(topo.ccat_buffer, f"raw/{package.name}").read_bytes())
+        f.RawDataPackageCopyFactory(raw_package=package, location=topo.cologne_archive, path=f"raw/{package.name}",
+                                    checksum_verified=package.checksum)
     job = f.StagingJobFactory(owner=f.scientist(), destination_location=topo.cologne_processing)
     for package in topo.packages:
         f.StagingJobPackageFactory(job=job, raw_package=package, source_location=topo.cologne_archive)
+
     run = launcher.run("--once", "--kinds", "stage")
+
     job.refresh_from_db()
     assert job.status == JobStatus.READY, (job.last_error, run.stdout, run.stderr)
     for name, files in topo.files.items():
         for relative_path, data in files.items():
             staged = topo.path(topo.cologne_processing, f"staged/{name.removesuffix('.tar')}/{relative_path}")
             assert staged.read_bytes() == data
-    assert RawDataFileCopy.objects.filter(location=topo.cologne_processing).count() == 4
+    copies = RawDataFileCopy.objects.filter(location=topo.cologne_processing)
+    assert sorted(copies.values_list("path", flat=True)) == sorted(
+        f"staged/{name.removesuffix('.tar')}/{relative}" for name, files in topo.files.items() for relative in files
+    )
+    assert not topo.path(topo.cologne_processing, ".opsdb-incoming").exists() or \
+        list(topo.path(topo.cologne_processing, ".opsdb-incoming").iterdir()) == []
+    assert "reporting complete" in Path(job.log_path).read_text()
 
-    # every job's detailed log is a file whose path ops-db recorded.
-    for model_job in (dtp, transfer, unpack, job, *archives):
-        model_job.refresh_from_db()
-        assert Path(model_job.log_path).is_file(), model_job
-        assert "reporting complete" in Path(model_job.log_path).read_text()
+
+def test_worker_corrupted_archive_copy_fails_staging(topology, launcher):
+    topo = topology
+    package = topo.packages[0]
+    archived = topo.path(topo.cologne_archive, f"raw/{package.name}")
+    archived.parent.mkdir(parents=True)
+    archived.write_bytes(topo.path(topo.ccat_buffer, f"raw/{package.name}").read_bytes())
+    f.RawDataPackageCopyFactory(raw_package=package, location=topo.cologne_archive, path=f"raw/{package.name}")
+    flip_byte(archived)
+    job = f.StagingJobFactory(owner=f.scientist(), destination_location=topo.cologne_processing)
+    f.StagingJobPackageFactory(job=job, raw_package=package, source_location=topo.cologne_archive)
+
+    launcher.run("--once", "--kinds", "stage")
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
+    assert "checksum mismatch" in job.last_error
+    assert not RawDataFileCopy.objects.exists()
+    assert not topo.path(topo.cologne_processing, "staged").exists()
 
 
 def test_worker_bbcp_mapped_to_local_cp_transfers(topology, launcher):
