@@ -57,6 +57,7 @@ class JobContext:
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str = ""
     wake: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
     bytes_done: int = 0
     items_done: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)

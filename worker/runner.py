@@ -130,6 +130,8 @@ class Runner:
             self._echo(f"{self.config.name}: claim refused: {exc}")
             if exc.status in (401, 403):
                 self.stopping.set()  # a bad token will not get better by asking again
+        except ValueError as exc:  # not JSON: a proxy's error page, a wrong URL
+            self._echo(f"{self.config.name}: claim answer unreadable: {exc}")
         return None
 
     def _idle(self) -> None:
@@ -173,10 +175,13 @@ class Runner:
             if handler is None:
                 raise UnknownKind(f"this worker does not know job kind {kind!r}")
             result = handler(ctx.job, ctx)
+            ctx.finished.set()  # no more heartbeats: the report itself tells ops-db how it went
             ctx.check()  # lost the lease while finishing: the result must not be reported
         except JobAborted as exc:
+            ctx.finished.set()
             return self._report_abort(ctx, kind, job_id, token, log_path, str(exc))
         except Exception as exc:  # noqa: BLE001 - any failure of the job is reported, not raised
+            ctx.finished.set()
             ctx.log(f"FAILED: {type(exc).__name__}: {exc}")
             return self._report_fail(ctx, kind, job_id, token, log_path, str(exc) or type(exc).__name__,
                                      retryable=is_retryable(exc))
@@ -246,7 +251,7 @@ class Heartbeat:
         while True:
             self.ctx.wake.wait(self.interval)
             self.ctx.wake.clear()
-            if self._done.is_set() or self.ctx.cancel.is_set():
+            if self._done.is_set() or self.ctx.cancel.is_set() or self.ctx.finished.is_set():
                 return
             self.beat()
 
