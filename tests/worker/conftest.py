@@ -12,11 +12,14 @@ import os
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import requests
 from django.core.management import call_command
 
 from opsdb.choices import LocationType
@@ -181,3 +184,45 @@ def wait_until(predicate, timeout: float = 20, interval: float = 0.1, message: s
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+class FlakyProxy:
+    """Sits between the worker and the live server: the first claim finds ops-db down (503), and the
+    first ``complete`` reaches ops-db but its answer is lost (502) — the worker must retry both."""
+
+    def __init__(self, upstream: str):
+        self.seen: list[tuple[str, int]] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                first = not any(path == self.path for path, _ in proxy.seen)
+                if first and self.path.endswith("/claim/"):
+                    return self._answer(503, b'{"detail": "down for a moment"}')
+                upstream_answer = requests.post(upstream + self.path, data=body, timeout=30, headers={
+                    "Authorization": self.headers["Authorization"], "Content-Type": "application/json"})
+                if first and self.path.endswith("/complete/"):
+                    proxy.seen.append((self.path, upstream_answer.status_code))
+                    return self._answer(502, b"")
+                return self._answer(upstream_answer.status_code, upstream_answer.content)
+
+            def _answer(self, status: int, content: bytes):
+                proxy.seen.append((self.path, status))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+

@@ -15,7 +15,7 @@ from opsdb.services import job_claim, job_expire
 from opsdb.work import REGISTRY
 from staging.models import LongTermArchiveTransfer
 from tests import factories as f
-from tests.worker.conftest import file_sha256, flip_byte, sha256, wait_until
+from tests.worker.conftest import FlakyProxy, WorkerLauncher, file_sha256, flip_byte, sha256, wait_until
 from transfers.models import DataTransfer, DataTransferLog, DataTransferPackage, DataTransferPackageCopy
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -318,9 +318,25 @@ def test_worker_concurrent_loops_do_each_archive_job_once(topology, launcher):
 
 
 def test_worker_bad_token_stops_with_message(topology, live_server, tmp_path):
-    from tests.worker.conftest import WorkerLauncher
-
     run = WorkerLauncher(live_server.url, "not-a-token", tmp_path / "logs").run("--kinds", "package")
 
     assert run.returncode == 0
     assert "claim refused" in run.stdout and "401" in run.stdout
+
+
+def test_worker_retries_outage_and_lost_complete_answer(topology, live_server, worker_token, tmp_path):
+    dtp = make_bundle(topology)
+    proxy = FlakyProxy(live_server.url)
+    try:
+        run = WorkerLauncher(proxy.url, worker_token, tmp_path / "logs").run("--once", "--kinds", "package")
+    finally:
+        proxy.close()
+
+    dtp.refresh_from_db()
+    complete_path = f"/api/v1/work/package/{dtp.pk}/complete/"
+    assert dtp.status == JobStatus.COMPLETED, (run.stdout, run.stderr)
+    assert [status for path, status in proxy.seen if path.endswith("/claim/")] == [503, 200]
+    # the lost answer hid a 200; the repeat with the same lease token is a 200 that changes nothing.
+    assert [status for path, status in proxy.seen if path == complete_path] == [200, 502, 200]
+    assert DataTransferPackageCopy.objects.filter(transfer_package=dtp).count() == 1
+    assert [log.message for log in dtp.logs.all()].count("package completed by e2e-worker") == 1
