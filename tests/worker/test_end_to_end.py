@@ -274,6 +274,19 @@ def test_worker_sigterm_lets_a_short_job_finish(topology, launcher):
     assert "no more claims" in stdout
 
 
+def test_worker_heartbeats_keep_a_job_longer_than_its_lease(topology, launcher):
+    dtp = build_bundle(topology, launcher)
+    transfer = make_transfer(topology, dtp, method="bbcp")
+
+    # A 3 s lease and a 5 s copy: without heartbeats the late complete would get 409.
+    run = launcher.run("--once", "--kinds", "transfer", "--methods", "bbcp", "--lease-seconds", "3",
+                       "--method-command", "bbcp=" + SLOW_COPY.format(seconds=5))
+
+    transfer.refresh_from_db()
+    assert transfer.status == JobStatus.TRANSFERRED, run.stdout
+    assert (transfer.heartbeat_at - transfer.claimed_at).total_seconds() >= 2
+
+
 def test_worker_lease_lost_mid_job_aborts_without_complete(topology, launcher):
     dtp = build_bundle(topology, launcher)
     transfer = make_transfer(topology, dtp, method="bbcp")
