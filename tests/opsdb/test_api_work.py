@@ -213,7 +213,8 @@ def test_report_of_unknown_kind_is_404(client, claimed):
 def test_report_of_missing_job_is_404(client):
     missing = client.post("/api/v1/work/archive/999999/heartbeat/", {"lease_token": "x"}, format="json")
     assert missing.status_code == 404
-    assert client.post(f"/api/v1/work/archive/{2**70}/complete/", {"lease_token": "x"}, format="json").status_code == 404
+    too_big = client.post(f"/api/v1/work/archive/{2**70}/complete/", {"lease_token": "x"}, format="json")
+    assert too_big.status_code == 404
 
 
 def test_report_by_restricted_worker_about_a_job_elsewhere_is_404(client, claimed):
