@@ -5,6 +5,7 @@ itself (transfer after the package is built, unpack after the transfer, archive 
 """
 
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -257,6 +258,23 @@ def test_worker_sigterm_mid_job_fails_it_back_to_pending(topology, launcher):
     assert "SIGTERM" in transfer.last_error
     assert transfer.lease_expires_at is None
     assert list(topology.path(topology.cologne_buffer, "bundles").iterdir()) == []
+
+
+def test_worker_second_sigint_stops_the_job_at_once(topology, launcher):
+    dtp = build_bundle(topology, launcher)
+    transfer = make_transfer(topology, dtp, method="bbcp")
+    process = launcher.start("--kinds", "transfer", "--methods", "bbcp", "--grace-seconds", "300",
+                             "--method-command", "bbcp=" + SLOW_COPY.format(seconds=60))
+    wait_until(lambda: DataTransfer.objects.get(pk=transfer.pk).status == JobStatus.ACTIVE, message="claim")
+
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.5)  # the first stops claiming and grants the grace period; the second ends it
+    process.send_signal(signal.SIGINT)
+    stdout, _ = process.communicate(timeout=20)
+
+    transfer.refresh_from_db()
+    assert (transfer.status, transfer.attempts) == (JobStatus.PENDING, 1), stdout
+    assert "forced" in transfer.last_error
 
 
 def test_worker_sigterm_lets_a_short_job_finish(topology, launcher):
