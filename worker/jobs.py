@@ -58,6 +58,7 @@ class JobContext:
     cancel_reason: str = ""
     wake: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
+    lease_lost: bool = False
     bytes_done: int = 0
     items_done: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -73,7 +74,9 @@ class JobContext:
         if self.cancel.is_set():
             raise JobAborted(self.cancel_reason or "job aborted")
 
-    def abort(self, reason: str) -> None:
+    def abort(self, reason: str, *, lease_lost: bool = False) -> None:
+        """Stop the job at its next check; ``lease_lost`` means nothing may be reported for it."""
+        self.lease_lost = self.lease_lost or lease_lost
         if not self.cancel.is_set():
             self.cancel_reason = reason
             self.cancel.set()

@@ -6,7 +6,6 @@ then abort them and report ``fail`` with retryable=true, so no job stays claimed
 
 from __future__ import annotations
 
-import logging
 import random
 import signal
 import threading
@@ -17,8 +16,6 @@ from typing import Any
 
 from worker.client import ApiClient, ApiError, ApiUnavailable, LeaseLost
 from worker.jobs import HANDLERS, Job, JobAborted, JobContext, is_retryable
-
-log = logging.getLogger("opsdb-worker")
 
 ERROR_REPORT_LENGTH = 1000
 
@@ -65,6 +62,7 @@ class Runner:
         self._running: dict[int, JobContext] = {}
         self._lock = threading.Lock()
         self._abort_timer: threading.Timer | None = None
+        self._abort_reason = ""  # set once running jobs must stop; jobs claimed later stop at once
 
     # -- lifecycle -------------------------------------------------------------------------
     def run(self) -> list[Outcome]:
@@ -98,6 +96,7 @@ class Runner:
 
     def _abort_all(self, reason: str) -> None:
         with self._lock:
+            self._abort_reason = reason
             contexts = list(self._running.values())
         for ctx in contexts:
             ctx.abort(reason)
@@ -151,8 +150,8 @@ class Runner:
                     f"(lease until {job.get('lease_expires_at')})")
             with self._lock:
                 self._running[id(ctx)] = ctx
-            if self.stopping.is_set() and self.config.grace_seconds <= 0:
-                ctx.abort("worker shutting down")
+                if self._abort_reason:  # the claim answer arrived after the grace period ran out
+                    ctx.abort(self._abort_reason)
             heartbeat = Heartbeat(self.client, ctx, lease_seconds=self.config.lease_seconds)
             heartbeat.start()
             try:
@@ -176,7 +175,8 @@ class Runner:
                 raise UnknownKind(f"this worker does not know job kind {kind!r}")
             result = handler(ctx.job, ctx)
             ctx.finished.set()  # no more heartbeats: the report itself tells ops-db how it went
-            ctx.check()  # lost the lease while finishing: the result must not be reported
+            if ctx.lease_lost:  # lost while finishing: the result must not be reported
+                raise JobAborted(ctx.cancel_reason)
         except JobAborted as exc:
             ctx.finished.set()
             return self._report_abort(ctx, kind, job_id, token, log_path, str(exc))
@@ -208,7 +208,7 @@ class Runner:
     def _report_abort(self, ctx: JobContext, kind: str, job_id: int, token: str, log_path: str,
                       reason: str) -> Outcome:
         ctx.log(f"ABORTED: {reason}")
-        if ctx.cancel_reason.startswith("lease lost"):
+        if ctx.lease_lost:
             return Outcome(kind, job_id, "lease-lost", reason, log_path)
         return self._report_fail(ctx, kind, job_id, token, log_path, reason, retryable=True)
 
@@ -265,7 +265,7 @@ class Heartbeat:
             self.client.heartbeat(job["kind"], job["id"], job["lease_token"], **extra)
         except LeaseLost as exc:
             self.ctx.log(f"heartbeat refused: {exc.body}")
-            self.ctx.abort("lease lost: ops-db refused the heartbeat (409)")
+            self.ctx.abort("lease lost: ops-db refused the heartbeat (409)", lease_lost=True)
         except (ApiError, ApiUnavailable) as exc:
             # The lease may still be valid; the next beat tries again, and 409 is the real signal.
             self.ctx.log(f"heartbeat failed: {exc}")
