@@ -69,3 +69,17 @@ def test_startup_line_names_the_essentials(monkeypatch):
     line = cli.startup_line(cfg)
 
     assert line.startswith("opsdb-worker w1: api http://ops, sites ccat, kinds package,transfer,unpack,archive,stage")
+
+
+def test_worker_imports_nothing_of_django():
+    import subprocess
+    import sys
+
+    code = ("import sys, worker.cli, worker.runner, worker.jobs, worker.storage, worker.client; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'rest_framework', 'opsdb', "
+            "'transfers', 'staging')))")
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+
+    assert out.stdout.strip() == "[]"
