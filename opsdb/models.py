@@ -229,3 +229,15 @@ def validate_location_type(location: DataLocation | None, expected: str, field: 
         label = LocationType(expected).label.lower()
         raise ValidationError({field: f"{location} is a {location.get_location_type_display().lower()} "
                                       f"location, not a {label} location."})
+
+
+class WorkerProfile(models.Model):
+    """A worker account's restrictions: the sites whose jobs it may see and claim (none = every site)."""
+
+    user = models.OneToOneField("auth.User", on_delete=models.CASCADE, related_name="worker_profile")
+    sites = models.ManyToManyField(
+        Site, blank=True, related_name="workers", help_text="Sites whose jobs this worker may claim; empty = all."
+    )
+
+    def __str__(self) -> str:
+        return f"worker {self.user}"

@@ -15,6 +15,9 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
     SCIENTISTS: [(m, ("view",)) for m in CATALOGUE_MODELS]
     + [("staging.stagingjob", ("view", "add", "change")), ("staging.stagingjobpackage", ("view",))],
     WORKERS: [
+        # Workers read the topology they work in (sites, locations, routes) besides their own jobs.
+        ("opsdb.site", ("view",)), ("opsdb.datalocation", ("view",)), ("opsdb.instrument", ("view",)),
+        ("opsdb.observation", ("view", "add")), ("transfers.datatransferroute", ("view",)),
         ("opsdb.rawdatapackage", ("view", "add")), ("opsdb.rawdatafile", ("view", "add")),
         ("opsdb.rawdatapackagecopy", ("view", "add", "change")),
         ("opsdb.rawdatafilecopy", ("view", "add", "change")),

@@ -70,11 +70,13 @@ def job_claim(*, job: LeasedJob, worker: str, user=None, lease_seconds: int | No
 
 
 def claim_next(*, queryset: QuerySet, worker: str, user=None, lease_seconds: int | None = None,
-               now: datetime | None = None) -> LeasedJob | None:
+               now: datetime | None = None, guard: Callable[[LeasedJob], bool] | None = None) -> LeasedJob | None:
     """Claim the first due job of ``queryset`` (highest priority, then oldest); None when none is due.
 
     PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so concurrent claimers pass each other by. SQLite: the
     IMMEDIATE transaction serialises claimers and the state check in the UPDATE catches the rest.
+    ``guard`` runs inside the claim transaction once the job row is locked; when it returns False
+    (e.g. the job's route is at its concurrency limit) the job is left alone and the next one tried.
     """
     candidates = queryset.due(now).order_by("-priority", "created_at", "pk")
     skip_locked = connection.features.has_select_for_update_skip_locked
@@ -87,6 +89,9 @@ def claim_next(*, queryset: QuerySet, worker: str, user=None, lease_seconds: int
                     job = candidates.first()
                 if job is None:
                     return None
+                if guard is not None and not guard(job):
+                    candidates = candidates.exclude(pk=job.pk)
+                    continue
                 return job_claim(job=job, worker=worker, user=user, lease_seconds=lease_seconds)
         except ConcurrentTransition:
             continue

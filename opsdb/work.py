@@ -2,7 +2,8 @@
 
 Each kind registers a handler that says how its jobs are filtered for a claimer, described to a
 worker (payload) and completed (``apply_result``, run inside ``opsdb.services.job_complete``).
-The API views are generic over this registry.
+The API views (``opsdb/api/work.py``) are generic over this registry; a kind's module registers
+its handler with ``@register`` and is imported from its app's ``AppConfig.ready()``.
 """
 
 from collections.abc import Sequence
@@ -18,6 +19,10 @@ class JobKindHandler:
 
     kind: ClassVar[str]
     model: ClassVar[type[LeasedJob]]
+    # A DRF serializer for the kind-specific part of the ``complete`` body. When set, the API
+    # validates the body with it (400 with field errors) and passes ``validated_data`` to
+    # ``apply_result``; when None, ``apply_result`` gets the request's JSON object as it came.
+    result_serializer: ClassVar[type | None] = None
 
     def queryset(self) -> QuerySet:
         """Jobs of this kind with what ``payload`` needs fetched up front."""
@@ -34,6 +39,13 @@ class JobKindHandler:
         """Further limits on what may be claimed now (e.g. per-route concurrency)."""
         return queryset
 
+    def claim_guard(self, job: LeasedJob) -> bool:
+        """Last check inside the claim transaction, the job row locked; False leaves the job unclaimed.
+
+        For limits that the ``claimable`` filter alone cannot keep under concurrent claims.
+        """
+        return True
+
     def site_of(self, job: LeasedJob):
         raise NotImplementedError
 
@@ -43,6 +55,9 @@ class JobKindHandler:
     def apply_result(self, job: LeasedJob, data: dict[str, Any]) -> None:
         """Record what the worker reports; raise django ValidationError (field dict) to refuse it."""
         raise NotImplementedError
+
+    def record_progress(self, job: LeasedJob, items_done: Sequence[str]) -> None:
+        """Heartbeat ``items_done`` (names of finished items, e.g. staged packages); most kinds ignore it."""
 
 
 REGISTRY: dict[str, JobKindHandler] = {}
@@ -55,3 +70,40 @@ def register(handler_class: type[JobKindHandler]) -> type[JobKindHandler]:
 
 def handler_for(kind: str) -> JobKindHandler:
     return REGISTRY[kind]
+
+
+def location_payload(location) -> dict[str, Any]:
+    """A location as the protocol page gives it; ``location.site`` should be fetched up front."""
+    return {
+        "id": location.pk, "site": location.site.name, "name": location.name,
+        "location_type": location.location_type, "storage_type": location.storage_type,
+        "base_path": location.base_path, "host": location.host,
+    }
+
+
+def raw_package_path(raw_package) -> str:
+    """Where a raw data package's archive lives, relative to a location's base path."""
+    return f"raw/{raw_package.name}"
+
+
+def job_payload(handler: JobKindHandler, job: LeasedJob) -> dict[str, Any]:
+    """The fields every claimed job carries, then the kind's own."""
+    return {
+        "kind": handler.kind, "id": job.pk, "lease_token": job.lease_token,
+        "lease_expires_at": job.lease_expires_at, "attempt": job.attempts + 1,
+        "max_attempts": job.max_attempts(), "site": handler.site_of(job).name,
+        **handler.payload(job),
+    }
+
+
+def record_copy(copy_model, *, location, path: str, checksum: str, **of) -> None:
+    """Record (or refresh) the PRESENT copy of an object at ``location``, verified now."""
+    from django.utils import timezone
+
+    from opsdb.choices import CopyStatus
+
+    copy_model.objects.update_or_create(
+        location=location, **of,
+        defaults={"path": path, "status": CopyStatus.PRESENT, "checksum_verified": checksum,
+                  "verified_at": timezone.now()},
+    )

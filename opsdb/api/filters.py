@@ -1,0 +1,122 @@
+"""Filters of the catalogue endpoints: ``<fk>`` by natural key (name), ``<fk>_id`` by primary key."""
+
+import django_filters as filters
+from django.db.models import Exists, OuterRef
+
+from opsdb.choices import CopyStatus, JobStatus, LocationType, StorageType
+from opsdb.models import (
+    DataLocation,
+    Instrument,
+    Observation,
+    RawDataFile,
+    RawDataFileCopy,
+    RawDataPackage,
+    RawDataPackageCopy,
+    Site,
+)
+
+
+class CreatedRangeFilterSet(filters.FilterSet):
+    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+
+class JobFilterSet(CreatedRangeFilterSet):
+    """What every leased job is filtered by."""
+
+    status = filters.MultipleChoiceFilter(choices=JobStatus.choices)
+    worker = filters.CharFilter(field_name="lease_holder")
+    next_attempt_before = filters.IsoDateTimeFilter(field_name="next_attempt_at", lookup_expr="lt")
+    finished_after = filters.IsoDateTimeFilter(field_name="finished_at", lookup_expr="gte")
+    finished_before = filters.IsoDateTimeFilter(field_name="finished_at", lookup_expr="lt")
+
+
+class SiteFilter(CreatedRangeFilterSet):
+    class Meta:
+        model = Site
+        fields = ["name"]
+
+
+class DataLocationFilter(CreatedRangeFilterSet):
+    site = filters.CharFilter(field_name="site__name")
+    site_id = filters.NumberFilter(field_name="site_id")
+    location_type = filters.MultipleChoiceFilter(choices=LocationType.choices)
+    storage_type = filters.MultipleChoiceFilter(choices=StorageType.choices)
+
+    class Meta:
+        model = DataLocation
+        fields = ["name", "active"]
+
+
+class InstrumentFilter(filters.FilterSet):
+    class Meta:
+        model = Instrument
+        fields = ["name"]
+
+
+class ObservationFilter(filters.FilterSet):
+    instrument = filters.CharFilter(field_name="instrument__name")
+    instrument_id = filters.NumberFilter(field_name="instrument_id")
+    target_name = filters.CharFilter(lookup_expr="icontains")
+    start_after = filters.IsoDateTimeFilter(field_name="start_time", lookup_expr="gte")
+    start_before = filters.IsoDateTimeFilter(field_name="start_time", lookup_expr="lt")
+
+    class Meta:
+        model = Observation
+        fields = ["obs_id"]
+
+
+class RawDataPackageFilter(CreatedRangeFilterSet):
+    observation = filters.CharFilter(field_name="observation__obs_id")
+    observation_id = filters.NumberFilter(field_name="observation_id")
+    instrument = filters.CharFilter(field_name="observation__instrument__name")
+    location_id = filters.NumberFilter(method="filter_present_at", help_text="Has a present copy at this location.")
+    site = filters.CharFilter(method="filter_present_at", help_text="Has a present copy at this site.")
+    site_id = filters.NumberFilter(method="filter_present_at", help_text="Has a present copy at this site.")
+
+    class Meta:
+        model = RawDataPackage
+        fields = ["name"]
+
+    def filter_present_at(self, queryset, name, value):
+        lookup = {"location_id": "location_id", "site": "location__site__name", "site_id": "location__site_id"}[name]
+        copies = RawDataPackageCopy.objects.filter(raw_package=OuterRef("pk"), status=CopyStatus.PRESENT,
+                                                   **{lookup: value})
+        return queryset.filter(Exists(copies))
+
+
+class RawDataFileFilter(filters.FilterSet):
+    package = filters.CharFilter(field_name="package__name")
+    package_id = filters.NumberFilter(field_name="package_id")
+
+    class Meta:
+        model = RawDataFile
+        fields = ["relative_path"]
+
+
+class CopyFilterSet(CreatedRangeFilterSet):
+    status = filters.MultipleChoiceFilter(choices=CopyStatus.choices)
+    location = filters.CharFilter(field_name="location__name")
+    location_id = filters.NumberFilter(field_name="location_id")
+    site = filters.CharFilter(field_name="location__site__name")
+    site_id = filters.NumberFilter(field_name="location__site_id")
+
+
+class RawDataPackageCopyFilter(CopyFilterSet):
+    raw_package = filters.CharFilter(field_name="raw_package__name")
+    raw_package_id = filters.NumberFilter(field_name="raw_package_id")
+
+    class Meta:
+        model = RawDataPackageCopy
+        fields = ["path"]
+
+
+class RawDataFileCopyFilter(CopyFilterSet):
+    raw_file_id = filters.NumberFilter(field_name="raw_file_id")
+    raw_package = filters.CharFilter(field_name="raw_file__package__name")
+    raw_package_id = filters.NumberFilter(field_name="raw_file__package_id")
+    expires_before = filters.IsoDateTimeFilter(field_name="expires_at", lookup_expr="lt")
+
+    class Meta:
+        model = RawDataFileCopy
+        fields = ["path"]

@@ -1,0 +1,113 @@
+"""Serializers of the catalogue: sites, locations, instruments, observations, raw data and its copies.
+
+Writable ones (sites, locations) validate with the model's ``full_clean()``, as the admin does.
+"""
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from opsdb.api.exceptions import validation_error_body
+from opsdb.models import (
+    DataLocation,
+    Instrument,
+    Observation,
+    RawDataFile,
+    RawDataFileCopy,
+    RawDataPackage,
+    RawDataPackageCopy,
+    Site,
+)
+
+# Fields every leased job shows; the lease token is the worker's secret and never leaves the claim.
+JOB_FIELDS = [
+    "id", "status", "priority", "attempts", "next_attempt_at", "lease_holder", "lease_expires_at", "claimed_at",
+    "heartbeat_at", "bytes_done", "last_error", "log_path", "finished_at", "created_at", "updated_at",
+]
+
+
+class FullCleanMixin:
+    """Run the model's ``full_clean()`` (field validators, ``clean()``, constraints) and report 400 field errors."""
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        instance = self.instance or self.Meta.model()
+        for name, value in attrs.items():
+            setattr(instance, name, value)
+        try:
+            instance.full_clean()
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(validation_error_body(exc)) from None
+        return attrs
+
+
+class SiteSerializer(FullCleanMixin, serializers.ModelSerializer):
+    class Meta:
+        model = Site
+        fields = ["id", "name", "title", "description", "created_at"]
+        read_only_fields = ["created_at"]
+        # full_clean() checks uniqueness with the admin's wording.
+        extra_kwargs = {"name": {"validators": []}}
+
+
+class DataLocationSerializer(FullCleanMixin, serializers.ModelSerializer):
+    site_name = serializers.CharField(source="site.name", read_only=True)
+
+    class Meta:
+        model = DataLocation
+        fields = ["id", "site", "site_name", "name", "location_type", "storage_type", "base_path", "host",
+                  "capacity_bytes", "priority", "active", "created_at"]
+        read_only_fields = ["created_at"]
+        validators = []  # full_clean() checks the unique (site, name) constraint
+
+
+class InstrumentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Instrument
+        fields = ["id", "name", "description"]
+
+
+class ObservationSerializer(serializers.ModelSerializer):
+    instrument_name = serializers.CharField(source="instrument.name", read_only=True)
+
+    class Meta:
+        model = Observation
+        fields = ["id", "obs_id", "instrument", "instrument_name", "target_name", "start_time", "end_time"]
+
+
+class RawDataPackageSerializer(serializers.ModelSerializer):
+    obs_id = serializers.CharField(source="observation.obs_id", read_only=True)
+
+    class Meta:
+        model = RawDataPackage
+        fields = ["id", "name", "observation", "obs_id", "size", "checksum", "checksum_algorithm", "created_at"]
+
+
+class RawDataFileSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RawDataFile
+        fields = ["id", "package", "relative_path", "size", "checksum", "checksum_algorithm"]
+
+
+COPY_FIELDS = ["id", "location", "location_name", "site_name", "status", "path", "checksum_verified", "verified_at",
+               "created_at", "updated_at"]
+
+
+class CopySerializer(serializers.ModelSerializer):
+    location_name = serializers.CharField(source="location.name", read_only=True)
+    site_name = serializers.CharField(source="location.site.name", read_only=True)
+
+
+class RawDataPackageCopySerializer(CopySerializer):
+    raw_package_name = serializers.CharField(source="raw_package.name", read_only=True)
+
+    class Meta:
+        model = RawDataPackageCopy
+        fields = ["raw_package", "raw_package_name", *COPY_FIELDS]
+
+
+class RawDataFileCopySerializer(CopySerializer):
+    relative_path = serializers.CharField(source="raw_file.relative_path", read_only=True)
+
+    class Meta:
+        model = RawDataFileCopy
+        fields = ["raw_file", "relative_path", *COPY_FIELDS, "expires_at"]

@@ -1,0 +1,287 @@
+"""The work protocol of DESIGN.md and docs/worker-protocol.md: claim, heartbeat, complete, fail, log.
+
+Generic over the job-kind registry (``opsdb.work``); every status change goes through
+``opsdb.services``. Errors: 400 field errors, 404 for unknown kinds and for jobs a worker may
+not see, 409 ``{"detail", "status"}`` for leases not held and transitions not allowed.
+"""
+
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import ValidationError as DRFValidationError
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from opsdb import services
+from opsdb.api.exceptions import validation_error_body
+from opsdb.api.fields import LogPathField
+from opsdb.api.permissions import IsWorker, allowed_site_ids
+from opsdb.choices import JobKind, LogLevel
+from opsdb.leases import ERROR_MAX_LENGTH
+from opsdb.models import Site
+from opsdb.work import REGISTRY, job_payload
+from transfers.choices import TransferMethod
+from transfers.models import LOG_MESSAGE_MAX_LENGTH
+
+MAX_ID = 2**63 - 1
+LEASE_TOKEN = serializers.CharField(max_length=64)
+
+
+def max_lease_seconds() -> int:
+    return settings.JOB_MAX_LEASE_SECONDS
+
+
+class ClaimRequest(serializers.Serializer):
+    worker = serializers.CharField(max_length=200, help_text="The worker's name, e.g. cologne-dtn-1.")
+    kinds = serializers.ListField(child=serializers.ChoiceField(choices=JobKind.choices), required=False,
+                                  max_length=len(JobKind.choices), help_text="Default: every kind.")
+    sites = serializers.ListField(child=serializers.CharField(max_length=50), required=False, max_length=100,
+                                  help_text="Site names; default: every site the worker may work at.")
+    methods = serializers.ListField(child=serializers.ChoiceField(choices=TransferMethod.choices), required=False,
+                                    max_length=len(TransferMethod.choices), help_text="Transfer methods it can do.")
+    lease_seconds = serializers.IntegerField(min_value=1, required=False)
+
+    def validate_lease_seconds(self, value: int) -> int:
+        if value > max_lease_seconds():
+            raise serializers.ValidationError(f"At most {max_lease_seconds()} seconds.")
+        return value
+
+    def validate_sites(self, names: list[str]) -> list[int]:
+        found = dict(Site.objects.filter(name__in=names).values_list("name", "pk"))
+        unknown = sorted(set(names) - found.keys())
+        if unknown:
+            raise serializers.ValidationError(f"Unknown site(s): {', '.join(unknown)}.")
+        return sorted(set(found.values()))
+
+
+class ClaimedJob(serializers.Serializer):
+    """The fields every job has; each kind adds its own (docs/worker-protocol.md)."""
+
+    kind = serializers.ChoiceField(choices=JobKind.choices)
+    id = serializers.IntegerField()
+    lease_token = serializers.CharField()
+    lease_expires_at = serializers.DateTimeField()
+    attempt = serializers.IntegerField(help_text="1 for the first try.")
+    max_attempts = serializers.IntegerField()
+    site = serializers.CharField(help_text="The site the job is at.")
+
+
+class LeaseReport(serializers.Serializer):
+    lease_token = LEASE_TOKEN
+
+
+class HeartbeatRequest(LeaseReport):
+    bytes_done = serializers.IntegerField(min_value=0, max_value=MAX_ID, required=False)
+    lease_seconds = serializers.IntegerField(min_value=1, required=False)
+    items_done = serializers.ListField(child=serializers.CharField(max_length=255), required=False,
+                                       max_length=10000, help_text="Finished items (stage: raw package names).")
+
+    validate_lease_seconds = ClaimRequest.validate_lease_seconds
+
+
+class HeartbeatResponse(serializers.Serializer):
+    lease_expires_at = serializers.DateTimeField()
+
+
+class CompleteRequest(LeaseReport):
+    log_path = LogPathField()
+
+
+class FailRequest(LeaseReport):
+    error = serializers.CharField(max_length=65536, help_text=f"Kept to {ERROR_MAX_LENGTH} characters.")
+    log_path = LogPathField()
+    retryable = serializers.BooleanField(required=False, default=True)
+
+
+class LogRequest(serializers.Serializer):
+    lease_token = serializers.CharField(max_length=64, required=False)
+    level = serializers.ChoiceField(choices=LogLevel.choices)
+    message = serializers.CharField(max_length=LOG_MESSAGE_MAX_LENGTH,
+                                    help_text="Short; details go to the log file at log_path.")
+    log_path = LogPathField()
+
+
+class JobState(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=JobKind.choices)
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    attempts = serializers.IntegerField()
+    next_attempt_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class Conflict(serializers.Serializer):
+    detail = serializers.CharField()
+    status = serializers.CharField(required=False, help_text="The job's current status.")
+
+
+def job_state(kind: str, job) -> dict:
+    return {"kind": kind, "id": job.pk, "status": job.status, "attempts": job.attempts,
+            "next_attempt_at": job.next_attempt_at, "finished_at": job.finished_at}
+
+
+def validated(serializer_class, request, **kwargs) -> dict:
+    if not isinstance(request.data, dict):
+        raise DRFValidationError({"non_field_errors": ["Send a JSON object."]})
+    serializer = serializer_class(data=request.data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+KIND_PARAMETER = OpenApiParameter("kind", str, OpenApiParameter.PATH, enum=JobKind.values)
+ID_PARAMETER = OpenApiParameter("id", int, OpenApiParameter.PATH)
+ERRORS = {400: OpenApiResponse(description="Field errors."), 401: OpenApiResponse(description="No credentials."),
+          403: OpenApiResponse(description="Not a worker."),
+          404: OpenApiResponse(description="Unknown kind, or no such job at the worker's sites."),
+          409: OpenApiResponse(Conflict, description="The lease is not held, or the transition is not allowed.")}
+
+
+class WorkView(APIView):
+    permission_classes = [IsAuthenticated, IsWorker]
+
+
+class ClaimView(WorkView):
+    @extend_schema(
+        operation_id="work_claim", request=ClaimRequest,
+        responses={200: ClaimedJob, 204: OpenApiResponse(description="No job to do."),
+                   **{k: v for k, v in ERRORS.items() if k != 404 and k != 409}},
+        description="Claim one job. The answer carries everything needed to do it; see docs/worker-protocol.md.",
+    )
+    def post(self, request):
+        data = validated(ClaimRequest, request)
+        site_ids = self.site_ids(request.user, data.get("sites"))
+        for kind in data.get("kinds") or list(REGISTRY):
+            handler = REGISTRY.get(kind)
+            if handler is None:  # a valid kind whose app does not register it (yet)
+                continue
+            queryset = handler.queryset()
+            if site_ids is not None:
+                queryset = handler.at_sites(queryset, site_ids)
+            if data.get("methods"):
+                queryset = handler.for_methods(queryset, data["methods"])
+            job = services.claim_next(
+                queryset=handler.claimable(queryset), worker=data["worker"], user=request.user,
+                lease_seconds=data.get("lease_seconds"), guard=handler.claim_guard,
+            )
+            if job is not None:
+                return Response(job_payload(handler, job))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @staticmethod
+    def site_ids(user, requested: list[int] | None) -> list[int] | None:
+        allowed = allowed_site_ids(user)
+        if allowed is None:
+            return requested
+        if requested is None:
+            return allowed
+        outside = set(requested) - set(allowed)
+        if outside:
+            names = ", ".join(Site.objects.filter(pk__in=outside).order_by("name").values_list("name", flat=True))
+            raise PermissionDenied(f"This worker may not work at: {names}.")
+        return requested
+
+
+class JobView(WorkView):
+    """A report about one job: the job must exist and be at one of the worker's sites (else 404)."""
+
+    def get_job(self, request, kind: str, pk: int):
+        handler = REGISTRY.get(kind)
+        if handler is None or pk > MAX_ID:
+            raise Http404
+        queryset = handler.model.objects.filter(pk=pk)
+        site_ids = allowed_site_ids(request.user)
+        if site_ids is not None:
+            queryset = handler.at_sites(queryset, site_ids)
+        job = queryset.first()
+        if job is None:
+            raise Http404
+        return handler, job
+
+
+class HeartbeatView(JobView):
+    @extend_schema(operation_id="work_heartbeat", parameters=[KIND_PARAMETER, ID_PARAMETER],
+                   request=HeartbeatRequest, responses={200: HeartbeatResponse, **ERRORS},
+                   description="Extend the lease and report progress.")
+    def post(self, request, kind: str, pk: int):
+        handler, job = self.get_job(request, kind, pk)
+        data = validated(HeartbeatRequest, request)
+        job = services.job_heartbeat(job=job, lease_token=data["lease_token"], bytes_done=data.get("bytes_done"),
+                                     lease_seconds=data.get("lease_seconds"))
+        if data.get("items_done"):
+            handler.record_progress(job, data["items_done"])
+        return Response({"lease_expires_at": job.lease_expires_at})
+
+
+_COMPLETE_SERIALIZERS: dict[type, type] = {}
+
+
+def complete_serializer(handler) -> type:
+    """The ``complete`` body of a kind: lease_token and log_path plus the handler's result fields."""
+    result = handler.result_serializer
+    if result is None:
+        return CompleteRequest
+    if result not in _COMPLETE_SERIALIZERS:
+        name = f"{str(handler.kind).title()}Complete"
+        _COMPLETE_SERIALIZERS[result] = type(name, (CompleteRequest, result), {"__doc__": f"complete: {handler.kind}"})
+    return _COMPLETE_SERIALIZERS[result]
+
+
+def complete_serializers() -> list:
+    return [complete_serializer(handler) for handler in REGISTRY.values()]
+
+
+class CompleteView(JobView):
+    @extend_schema(
+        operation_id="work_complete", parameters=[KIND_PARAMETER, ID_PARAMETER],
+        request=PolymorphicProxySerializer(component_name="WorkResult", serializers=complete_serializers,
+                                           resource_type_field_name=None),
+        responses={200: JobState, **ERRORS},
+        description="Report success with the kind's result (see docs/worker-protocol.md). "
+        "A repeat with the same lease token changes nothing and answers 200.",
+    )
+    def post(self, request, kind: str, pk: int):
+        handler, job = self.get_job(request, kind, pk)
+        data = validated(complete_serializer(handler), request)
+        result = {k: v for k, v in (data if handler.result_serializer else request.data).items()
+                  if k not in ("lease_token", "log_path")}
+        job, _changed = services.job_complete(
+            job=job, lease_token=data["lease_token"], by=request.user, log_path=data.get("log_path", ""),
+            apply=lambda locked: handler.apply_result(locked, result),
+        )
+        return Response(job_state(kind, job))
+
+
+class FailView(JobView):
+    @extend_schema(operation_id="work_fail", parameters=[KIND_PARAMETER, ID_PARAMETER], request=FailRequest,
+                   responses={200: JobState, **ERRORS},
+                   description="Report a failed attempt: back to PENDING with backoff, or FAILED when spent.")
+    def post(self, request, kind: str, pk: int):
+        _handler, job = self.get_job(request, kind, pk)
+        data = validated(FailRequest, request)
+        job, _changed = services.job_fail(
+            job=job, lease_token=data["lease_token"], error=data["error"], log_path=data.get("log_path", ""),
+            retryable=data["retryable"], by=request.user,
+        )
+        return Response(job_state(kind, job))
+
+
+class LogView(JobView):
+    @extend_schema(operation_id="work_log", parameters=[KIND_PARAMETER, ID_PARAMETER], request=LogRequest,
+                   responses={201: OpenApiResponse(description="Logged."), **ERRORS},
+                   description="A short log line about the job; the detail stays in the file at log_path.")
+    def post(self, request, kind: str, pk: int):
+        _handler, job = self.get_job(request, kind, pk)
+        data = validated(LogRequest, request)
+        token = data.get("lease_token")
+        if token is not None and token != job.lease_token:
+            raise services.LeaseConflict(job, "this lease token is not the job's current or last lease")
+        try:
+            services.write_job_log(job=job, message=data["message"], level=data["level"],
+                                   log_path=data.get("log_path", ""), worker=job.lease_holder)
+        except DjangoValidationError as exc:
+            return Response(validation_error_body(exc), status=status.HTTP_400_BAD_REQUEST)
+        return Response(status=status.HTTP_201_CREATED)

@@ -1,0 +1,33 @@
+"""Filters of archive transfers and staging jobs."""
+
+import django_filters as filters
+
+from opsdb.api.filters import JobFilterSet
+from staging.models import LongTermArchiveTransfer, StagingJob
+
+
+class LongTermArchiveTransferFilter(JobFilterSet):
+    raw_package = filters.CharFilter(field_name="raw_package__name")
+    raw_package_id = filters.NumberFilter(field_name="raw_package_id")
+    site = filters.CharFilter(field_name="source_location__site__name")
+    site_id = filters.NumberFilter(field_name="source_location__site_id")
+    source_location_id = filters.NumberFilter(field_name="source_location_id")
+    destination_location_id = filters.NumberFilter(field_name="destination_location_id")
+    location_id = filters.NumberFilter(field_name="destination_location_id", help_text="The archive location.")
+
+    class Meta:
+        model = LongTermArchiveTransfer
+        fields = ["requires_intervention"]
+
+
+class StagingJobFilter(JobFilterSet):
+    owner = filters.CharFilter(field_name="owner__username")
+    owner_id = filters.NumberFilter(field_name="owner_id")
+    site = filters.CharFilter(field_name="destination_location__site__name")
+    site_id = filters.NumberFilter(field_name="destination_location__site_id")
+    location_id = filters.NumberFilter(field_name="destination_location_id")
+    destination_location_id = filters.NumberFilter(field_name="destination_location_id")
+
+    class Meta:
+        model = StagingJob
+        fields = []

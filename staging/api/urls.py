@@ -1,0 +1,11 @@
+from django.urls import include, path
+from rest_framework.routers import DefaultRouter
+
+from staging.api import views
+
+router = DefaultRouter(trailing_slash=True)
+router.include_root_view = False
+router.register("archive-transfers", views.LongTermArchiveTransferViewSet)
+router.register("staging-jobs", views.StagingJobViewSet)
+
+urlpatterns = [path("", include(router.urls))]

@@ -1,0 +1,59 @@
+"""Handler of the job kind ``archive``: a raw package from a buffer into the same site's long-term archive.
+
+(The ``stage`` kind has its own module, ``staging/work.py``.)
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from rest_framework import serializers
+
+from opsdb.api.fields import ChecksumField, RelativePathField
+from opsdb.choices import JobKind
+from opsdb.models import RawDataPackageCopy
+from opsdb.work import JobKindHandler, location_payload, raw_package_path, record_copy, register
+from staging.models import LongTermArchiveTransfer
+
+
+class ArchiveResult(serializers.Serializer):
+    checksum = ChecksumField()
+    path = RelativePathField(required=False)
+
+
+@register
+class ArchiveHandler(JobKindHandler):
+    """Copy a raw package into the long-term archive and verify it there."""
+
+    kind = JobKind.ARCHIVE
+    model = LongTermArchiveTransfer
+    result_serializer = ArchiveResult
+
+    def queryset(self) -> QuerySet:
+        return LongTermArchiveTransfer.objects.select_related(
+            "raw_package", "source_location__site", "destination_location__site"
+        )
+
+    def at_sites(self, queryset: QuerySet, site_ids: Sequence[int]) -> QuerySet:
+        return queryset.filter(source_location__site_id__in=site_ids)
+
+    def site_of(self, job: LongTermArchiveTransfer):
+        return job.source_location.site
+
+    def payload(self, job: LongTermArchiveTransfer) -> dict[str, Any]:
+        raw = job.raw_package
+        path = raw_package_path(raw)
+        return {
+            "raw_package": {"id": raw.pk, "name": raw.name, "size": raw.size, "checksum": raw.checksum,
+                            "checksum_algorithm": raw.checksum_algorithm},
+            "source": {"location": location_payload(job.source_location), "path": path},
+            "destination": {"location": location_payload(job.destination_location), "path": path},
+        }
+
+    def apply_result(self, job: LongTermArchiveTransfer, data: dict[str, Any]) -> None:
+        raw = job.raw_package
+        if data["checksum"] != raw.checksum.lower():
+            raise ValidationError({"checksum": f"Does not match the checksum of {raw} ({raw.checksum})."})
+        record_copy(RawDataPackageCopy, raw_package=raw, location=job.destination_location,
+                    path=data.get("path") or raw_package_path(raw), checksum=data["checksum"])

@@ -1,0 +1,116 @@
+"""Filters of routes, transfer packages, transfers, unpacks and transfer logs."""
+
+import django_filters as filters
+from django.contrib.contenttypes.models import ContentType
+from django.db.models import Q
+
+from opsdb.api.filters import CopyFilterSet, CreatedRangeFilterSet, JobFilterSet
+from opsdb.choices import JobKind, LogLevel
+from transfers.choices import RouteType, TransferMethod
+from transfers.models import (
+    DataTransfer,
+    DataTransferLog,
+    DataTransferPackage,
+    DataTransferPackageCopy,
+    DataTransferRoute,
+    DataTransferUnpack,
+)
+
+
+class DataTransferRouteFilter(CreatedRangeFilterSet):
+    origin_site = filters.CharFilter(field_name="origin_site__name")
+    origin_site_id = filters.NumberFilter(field_name="origin_site_id")
+    destination_site = filters.CharFilter(field_name="destination_site__name")
+    destination_site_id = filters.NumberFilter(field_name="destination_site_id")
+    relay_site = filters.CharFilter(field_name="relay_site__name")
+    relay_site_id = filters.NumberFilter(field_name="relay_site_id")
+    site = filters.CharFilter(method="filter_site", help_text="Starts, ends or relays at this site.")
+    route_type = filters.MultipleChoiceFilter(choices=RouteType.choices)
+    method = filters.MultipleChoiceFilter(choices=TransferMethod.choices)
+
+    class Meta:
+        model = DataTransferRoute
+        fields = ["active"]
+
+    def filter_site(self, queryset, name, value):
+        return queryset.filter(
+            Q(origin_site__name=value) | Q(destination_site__name=value) | Q(relay_site__name=value)
+        )
+
+
+class DataTransferPackageFilter(JobFilterSet):
+    site = filters.CharFilter(field_name="origin_location__site__name")
+    site_id = filters.NumberFilter(field_name="origin_location__site_id")
+    location = filters.CharFilter(field_name="origin_location__name")
+    location_id = filters.NumberFilter(field_name="origin_location_id")
+    raw_package_id = filters.NumberFilter(field_name="members__raw_package_id")
+
+    class Meta:
+        model = DataTransferPackage
+        fields = ["name"]
+
+
+class DataTransferPackageCopyFilter(CopyFilterSet):
+    transfer_package = filters.CharFilter(field_name="transfer_package__name")
+    transfer_package_id = filters.NumberFilter(field_name="transfer_package_id")
+
+    class Meta:
+        model = DataTransferPackageCopy
+        fields = ["path"]
+
+
+class DataTransferFilter(JobFilterSet):
+    route = filters.NumberFilter(field_name="route_id")
+    route_id = filters.NumberFilter(field_name="route_id")
+    transfer_package = filters.CharFilter(field_name="transfer_package__name")
+    transfer_package_id = filters.NumberFilter(field_name="transfer_package_id")
+    origin_site = filters.CharFilter(field_name="origin_location__site__name")
+    origin_site_id = filters.NumberFilter(field_name="origin_location__site_id")
+    destination_site = filters.CharFilter(field_name="destination_location__site__name")
+    destination_site_id = filters.NumberFilter(field_name="destination_location__site_id")
+    site = filters.CharFilter(method="filter_site", help_text="Leaves from or arrives at this site.")
+    origin_location_id = filters.NumberFilter(field_name="origin_location_id")
+    destination_location_id = filters.NumberFilter(field_name="destination_location_id")
+    location_id = filters.NumberFilter(method="filter_location", help_text="Leaves from or arrives at it.")
+    method = filters.MultipleChoiceFilter(choices=TransferMethod.choices)
+
+    class Meta:
+        model = DataTransfer
+        fields = ["hop"]
+
+    def filter_site(self, queryset, name, value):
+        return queryset.filter(Q(origin_location__site__name=value) | Q(destination_location__site__name=value))
+
+    def filter_location(self, queryset, name, value):
+        return queryset.filter(Q(origin_location_id=value) | Q(destination_location_id=value))
+
+
+class DataTransferUnpackFilter(JobFilterSet):
+    transfer = filters.NumberFilter(field_name="transfer_id")
+    transfer_id = filters.NumberFilter(field_name="transfer_id")
+    transfer_package_id = filters.NumberFilter(field_name="transfer__transfer_package_id")
+    site = filters.CharFilter(field_name="transfer__destination_location__site__name")
+    site_id = filters.NumberFilter(field_name="transfer__destination_location__site_id")
+    location_id = filters.NumberFilter(field_name="transfer__destination_location_id")
+
+    class Meta:
+        model = DataTransferUnpack
+        fields = []
+
+
+class DataTransferLogFilter(CreatedRangeFilterSet):
+    kind = filters.ChoiceFilter(choices=JobKind.choices, method="filter_kind", help_text="The job's kind.")
+    job_id = filters.NumberFilter(field_name="object_id")
+    level = filters.MultipleChoiceFilter(choices=LogLevel.choices)
+
+    class Meta:
+        model = DataTransferLog
+        fields = ["worker"]
+
+    def filter_kind(self, queryset, name, value):
+        from opsdb.work import REGISTRY
+
+        handler = REGISTRY.get(value)
+        if handler is None:
+            return queryset.none()
+        return queryset.filter(content_type=ContentType.objects.get_for_model(handler.model))

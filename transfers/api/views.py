@@ -1,0 +1,62 @@
+"""Routes (operators write them, validated as in the admin), transfer packages, transfers, unpacks, logs."""
+
+from opsdb.api.views import JobViewSetMixin, ReadOnlyViewSet, WritableViewSet
+from opsdb.choices import JobKind
+from transfers.api import filters, serializers
+from transfers.models import (
+    DataTransfer,
+    DataTransferLog,
+    DataTransferPackage,
+    DataTransferPackageCopy,
+    DataTransferRoute,
+    DataTransferUnpack,
+)
+
+JOB_ORDERING = ["id", "created_at", "priority", "status", "next_attempt_at", "finished_at"]
+
+
+class DataTransferRouteViewSet(WritableViewSet):
+    queryset = DataTransferRoute.objects.all()
+    serializer_class = serializers.DataTransferRouteSerializer
+    filterset_class = filters.DataTransferRouteFilter
+
+
+class DataTransferPackageViewSet(JobViewSetMixin, ReadOnlyViewSet):
+    job_kind = JobKind.PACKAGE
+    site_field = "origin_location__site_id"
+    queryset = DataTransferPackage.objects.select_related("origin_location__site")
+    serializer_class = serializers.DataTransferPackageSerializer
+    filterset_class = filters.DataTransferPackageFilter
+    ordering_fields = JOB_ORDERING
+
+
+class DataTransferPackageCopyViewSet(ReadOnlyViewSet):
+    queryset = DataTransferPackageCopy.objects.all()
+    serializer_class = serializers.DataTransferPackageCopySerializer
+    filterset_class = filters.DataTransferPackageCopyFilter
+
+
+class DataTransferViewSet(JobViewSetMixin, ReadOnlyViewSet):
+    job_kind = JobKind.TRANSFER
+    site_field = "origin_location__site_id"
+    queryset = DataTransfer.objects.select_related(
+        "transfer_package", "origin_location__site", "destination_location__site"
+    )
+    serializer_class = serializers.DataTransferSerializer
+    filterset_class = filters.DataTransferFilter
+    ordering_fields = JOB_ORDERING
+
+
+class DataTransferUnpackViewSet(JobViewSetMixin, ReadOnlyViewSet):
+    job_kind = JobKind.UNPACK
+    site_field = "transfer__destination_location__site_id"
+    queryset = DataTransferUnpack.objects.all()
+    serializer_class = serializers.DataTransferUnpackSerializer
+    filterset_class = filters.DataTransferUnpackFilter
+    ordering_fields = JOB_ORDERING
+
+
+class DataTransferLogViewSet(ReadOnlyViewSet):
+    queryset = DataTransferLog.objects.select_related("content_type")
+    serializer_class = serializers.DataTransferLogSerializer
+    filterset_class = filters.DataTransferLogFilter

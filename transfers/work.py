@@ -1,0 +1,223 @@
+"""Handlers of the job kinds ``package``, ``transfer`` and ``unpack`` (docs/worker-protocol.md).
+
+Completing a job records facts only (sizes, checksums, physical copies); the follow-up work
+(transfers of a built package, unpacking, next relay hops) is created by the scheduler.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db.models import Count, F, Prefetch, Q, QuerySet
+from rest_framework import serializers
+
+from opsdb.api.fields import ChecksumField, RelativePathField
+from opsdb.choices import ChecksumAlgorithm, JobKind, JobStatus
+from opsdb.models import RawDataPackageCopy
+from opsdb.work import JobKindHandler, location_payload, raw_package_path, record_copy, register
+from transfers.models import (
+    DataTransfer,
+    DataTransferPackage,
+    DataTransferPackageCopy,
+    DataTransferPackageMember,
+    DataTransferRoute,
+    DataTransferUnpack,
+)
+
+MEMBERS = Prefetch(
+    "members", queryset=DataTransferPackageMember.objects.select_related("raw_package").order_by("raw_package__name")
+)
+
+
+def member_payload(member: DataTransferPackageMember) -> dict[str, Any]:
+    raw = member.raw_package
+    return {"raw_package_id": raw.pk, "name": raw.name, "path": raw_package_path(raw), "size": raw.size,
+            "checksum": raw.checksum, "checksum_algorithm": raw.checksum_algorithm}
+
+
+class PackageResult(serializers.Serializer):
+    size = serializers.IntegerField(min_value=0, max_value=2**63 - 1)
+    checksum = ChecksumField()
+    checksum_algorithm = serializers.ChoiceField(choices=ChecksumAlgorithm.choices, required=False)
+
+
+@register
+class PackageHandler(JobKindHandler):
+    """Build a transfer package's archive at its origin buffer."""
+
+    kind = JobKind.PACKAGE
+    model = DataTransferPackage
+    result_serializer = PackageResult
+
+    def queryset(self) -> QuerySet:
+        return DataTransferPackage.objects.select_related("origin_location__site").prefetch_related(MEMBERS)
+
+    def at_sites(self, queryset: QuerySet, site_ids: Sequence[int]) -> QuerySet:
+        return queryset.filter(origin_location__site_id__in=site_ids)
+
+    def site_of(self, job: DataTransferPackage):
+        return job.origin_location.site
+
+    def payload(self, job: DataTransferPackage) -> dict[str, Any]:
+        return {
+            "transfer_package": {"id": job.pk, "name": job.name, "archive_path": job.archive_path,
+                                 "payload_size": job.payload_size, "checksum_algorithm": job.checksum_algorithm},
+            "location": location_payload(job.origin_location),
+            "members": [member_payload(m) for m in job.members.all()],
+        }
+
+    def apply_result(self, job: DataTransferPackage, data: dict[str, Any]) -> None:
+        job.size = data["size"]
+        job.checksum = data["checksum"]
+        job.checksum_algorithm = data.get("checksum_algorithm") or job.checksum_algorithm
+        record_copy(DataTransferPackageCopy, transfer_package=job, location=job.origin_location,
+                    path=job.archive_path, checksum=job.checksum)
+
+
+class TransferResult(serializers.Serializer):
+    checksum = ChecksumField()
+    size = serializers.IntegerField(min_value=0, max_value=2**63 - 1, required=False)
+    path = RelativePathField(required=False)
+
+
+@register
+class TransferHandler(JobKindHandler):
+    """Move a transfer package's archive from one location to another (claimed at the origin: push)."""
+
+    kind = JobKind.TRANSFER
+    model = DataTransfer
+    result_serializer = TransferResult
+
+    def queryset(self) -> QuerySet:
+        return DataTransfer.objects.select_related(
+            "transfer_package", "origin_location__site", "destination_location__site"
+        )
+
+    def at_sites(self, queryset: QuerySet, site_ids: Sequence[int]) -> QuerySet:
+        return queryset.filter(origin_location__site_id__in=site_ids)
+
+    def for_methods(self, queryset: QuerySet, methods: Sequence[str]) -> QuerySet:
+        return queryset.filter(method__in=methods)
+
+    def claimable(self, queryset: QuerySet) -> QuerySet:
+        """Not on a route that already has ``max_concurrent`` active transfers (one subquery, not per row)."""
+        active = Count("transfers", filter=Q(transfers__status=JobStatus.ACTIVE))
+        full_routes = (
+            DataTransferRoute.objects.annotate(n_active=active)
+            .filter(n_active__gte=F("max_concurrent"))
+            .values("pk")
+        )
+        return queryset.exclude(route__in=full_routes)
+
+    def claim_guard(self, job: DataTransfer) -> bool:
+        """Hold the route's row lock while counting its active transfers.
+
+        ``claimable`` reads a snapshot: two claimers could each see 3 of 4 slots taken and both
+        claim (SKIP LOCKED lets them lock different transfers). Locking the route row makes the
+        claimers of one route take turns for the count-and-claim; the lock is held until the
+        claim commits, and the next claimer's count (a fresh statement under READ COMMITTED)
+        sees it. Transfers of different routes never wait on each other. On SQLite the IMMEDIATE
+        claim transaction already serialises every claimer.
+        """
+        if job.route_id is None:
+            return True
+        route = DataTransferRoute.objects.select_for_update().only("max_concurrent").get(pk=job.route_id)
+        active = DataTransfer.objects.filter(route_id=route.pk, status=JobStatus.ACTIVE).count()
+        return active < route.max_concurrent
+
+    def site_of(self, job: DataTransfer):
+        return job.origin_location.site
+
+    def payload(self, job: DataTransfer) -> dict[str, Any]:
+        dtp = job.transfer_package
+        return {
+            "transfer_package": {"id": dtp.pk, "name": dtp.name, "size": dtp.size, "checksum": dtp.checksum,
+                                 "checksum_algorithm": dtp.checksum_algorithm},
+            "method": job.method, "hop": job.hop,
+            "source": {"location": location_payload(job.origin_location), "path": dtp.archive_path},
+            "destination": {"location": location_payload(job.destination_location),
+                            "path": job.destination_path or dtp.archive_path},
+        }
+
+    def apply_result(self, job: DataTransfer, data: dict[str, Any]) -> None:
+        dtp = job.transfer_package
+        if not dtp.checksum:
+            raise ValidationError({"checksum": f"{dtp} has no recorded checksum to verify against."})
+        if data["checksum"] != dtp.checksum.lower():
+            raise ValidationError({"checksum": f"Does not match the checksum of {dtp} ({dtp.checksum})."})
+        if data.get("size") is not None and dtp.size is not None and data["size"] != dtp.size:
+            raise ValidationError({"size": f"Does not match the size of {dtp} ({dtp.size} bytes)."})
+        job.destination_path = data.get("path") or job.destination_path or dtp.archive_path
+        record_copy(DataTransferPackageCopy, transfer_package=dtp, location=job.destination_location,
+                    path=job.destination_path, checksum=data["checksum"])
+
+
+class UnpackedMember(serializers.Serializer):
+    name = serializers.CharField(max_length=255)
+    path = RelativePathField()
+    checksum = ChecksumField()
+
+
+class UnpackResult(serializers.Serializer):
+    members = UnpackedMember(many=True, allow_empty=False)
+
+
+@register
+class UnpackHandler(JobKindHandler):
+    """Unpack a transferred archive at its destination into raw package copies."""
+
+    kind = JobKind.UNPACK
+    model = DataTransferUnpack
+    result_serializer = UnpackResult
+
+    def queryset(self) -> QuerySet:
+        return DataTransferUnpack.objects.select_related(
+            "transfer__transfer_package", "transfer__destination_location__site"
+        ).prefetch_related(Prefetch("transfer__transfer_package__members", queryset=MEMBERS.queryset))
+
+    def at_sites(self, queryset: QuerySet, site_ids: Sequence[int]) -> QuerySet:
+        return queryset.filter(transfer__destination_location__site_id__in=site_ids)
+
+    def claimable(self, queryset: QuerySet) -> QuerySet:
+        """Only once the archive has arrived (the scheduler creates unpacks then; this guards the rule)."""
+        return queryset.filter(transfer__status=JobStatus.TRANSFERRED)
+
+    def site_of(self, job: DataTransferUnpack):
+        return job.transfer.destination_location.site
+
+    def payload(self, job: DataTransferUnpack) -> dict[str, Any]:
+        transfer = job.transfer
+        dtp = transfer.transfer_package
+        return {
+            "transfer": {"id": transfer.pk},
+            "transfer_package": {"id": dtp.pk, "name": dtp.name, "checksum": dtp.checksum,
+                                 "checksum_algorithm": dtp.checksum_algorithm},
+            "location": location_payload(transfer.destination_location),
+            "archive_path": transfer.destination_path or dtp.archive_path,
+            "members": [member_payload(m) for m in dtp.members.all()],
+        }
+
+    def apply_result(self, job: DataTransferUnpack, data: dict[str, Any]) -> None:
+        transfer = job.transfer
+        expected = {m.raw_package.name: m.raw_package for m in transfer.transfer_package.members.all()}
+        reported = {m["name"]: m for m in data["members"]}
+        errors = _member_errors(expected, reported)
+        if len(reported) != len(data["members"]):
+            errors.append("A member is reported more than once.")
+        if errors:
+            raise ValidationError({"members": errors})
+        for name, raw in expected.items():
+            member = reported[name]
+            record_copy(RawDataPackageCopy, raw_package=raw, location=transfer.destination_location,
+                        path=member["path"], checksum=member["checksum"])
+
+
+def _member_errors(expected: dict, reported: dict) -> list[str]:
+    errors = [f"{name}: missing from the report." for name in sorted(expected.keys() - reported.keys())]
+    errors += [f"{name}: not a member of this package." for name in sorted(reported.keys() - expected.keys())]
+    errors += [
+        f"{name}: checksum {reported[name]['checksum']} does not match {raw.checksum}."
+        for name, raw in sorted(expected.items())
+        if name in reported and reported[name]["checksum"] != raw.checksum.lower()
+    ]
+    return errors
