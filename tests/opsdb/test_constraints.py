@@ -290,10 +290,6 @@ def test_nothing_was_half_saved_after_refusals():
     assert (Observation.objects.count(), RawDataPackage.objects.count()) == (0, 0)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
-    "bug in opsdb/leases.py: Model.clean_fields() re-assigns every field, and the protected FSMField "
-    "refuses it ('Direct status modification is not allowed'); LeasedJob.clean_fields should exclude status"
-))
 def test_full_clean_of_leased_job_without_exclusions_validates():
     job = f.DataTransferFactory()
 

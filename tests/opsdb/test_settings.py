@@ -61,11 +61,6 @@ def test_makemigrations_check_is_clean():
     assert "No changes detected" in result.stdout
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in opsdb/settings.py: the SQLite file lives in VAR_DIR, which nothing creates, so a fresh clone's "
-    "`make run` (migrate) and `make test` fail with 'unable to open database file'; "
-    "fix: VAR_DIR.mkdir(parents=True, exist_ok=True) in settings"
-))
 def test_migrate_on_a_fresh_clone_creates_the_var_folder(tmp_path):
     var_dir = tmp_path / "var"
 
