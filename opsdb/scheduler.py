@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
 from django.utils import timezone
 
 from opsdb.planning import PassResult
@@ -169,7 +169,7 @@ class Scheduler:
         try:
             while not self._stop.is_set():
                 self.tick()
-                connections.close_all()  # a long-lived loop must not sit on stale connections
+                close_old_connections()  # like after a request: drop broken or too old connections
                 self._stop.wait(self.interval)
         finally:
             self.lock.release()
