@@ -16,64 +16,73 @@
 
 from datetime import datetime
 
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q
 
 from opsdb.choices import CopyStatus, JobStatus, LocationType
-from opsdb.models import RawDataFileCopy, RawDataPackageCopy
-from opsdb.planning import PassResult, counted
+from opsdb.models import DataLocation, RawDataFileCopy, RawDataPackageCopy
+from opsdb.planning import PassResult, insert_from_select
 from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
 from transfers.planning import Topology
 
 
 def plan_archive_transfers(*, now: datetime) -> PassResult:
-    """An archive transfer for every raw package in a buffer of a site that has a long-term archive."""
+    """An archive transfer for every raw package in a buffer of a site that has a long-term archive.
+
+    One INSERT … SELECT: the candidates never travel to Python (a site receiving a year of data
+    gets a million archive transfers in one statement).
+    """
     result = PassResult("archiving")
     topology = Topology.load()
     archives = {}
     for loc in topology.locations.values():
         archive = topology.best_location(loc.site_id, LocationType.LONG_TERM_ARCHIVE)
         if archive is not None:
-            archives[loc.site_id] = archive
+            archives[loc.site_id] = archive.id
     if not archives:
         return result
-    rows = _unarchived_buffer_copies(list(archives))
-    jobs, seen = [], set()
-    for raw_id, source_id, site_id in rows:
-        if (raw_id, site_id) not in seen:  # a package in two buffers of a site is archived once
-            seen.add((raw_id, site_id))
-            jobs.append(LongTermArchiveTransfer(
-                raw_package_id=raw_id, source_location_id=source_id,
-                destination_location_id=archives[site_id].id, created_at=now,
-            ))
-    if jobs:
-        LongTermArchiveTransfer.objects.bulk_create(jobs, ignore_conflicts=True)
-        result.say(f"{len(jobs)} archive transfers: " + counted(
-            f"{topology.label(j.source_location_id)} → {topology.label(j.destination_location_id)}" for j in jobs
+    from_sql, params = _unarchived_buffer_copies_sql(archives)
+    result.count = insert_from_select(
+        LongTermArchiveTransfer,
+        {"raw_package_id": "c.raw_package_id", "source_location_id": "MIN(c.location_id)",
+         "destination_location_id": "MIN(a.archive_id)"},
+        from_sql, params, now=now,
+    )
+    if result.count:
+        made = (
+            LongTermArchiveTransfer.objects.filter(created_at=now)
+            .values_list("source_location_id", "destination_location_id").annotate(n=Count("pk"))
+        )
+        result.say(f"{result.count} archive transfers: " + ", ".join(
+            f"{topology.label(s)} → {topology.label(d)} ×{n}" for s, d, n in made
         ))
-    result.count = len(jobs)
     return result
 
 
-def _unarchived_buffer_copies(site_ids: list[int]):
-    """(raw package, buffer location, site) of buffer copies with no archive transfer or archived copy."""
-    same_site = {"location__site_id": OuterRef("location__site_id")}
-    transfer_exists = LongTermArchiveTransfer.objects.filter(
-        raw_package_id=OuterRef("raw_package_id"), destination_location__site_id=OuterRef("location__site_id"),
-    )
-    archived = RawDataPackageCopy.objects.filter(
-        raw_package_id=OuterRef("raw_package_id"), status=CopyStatus.PRESENT,
-        location__location_type=LocationType.LONG_TERM_ARCHIVE, **same_site,
-    )
-    return (
-        RawDataPackageCopy.objects.filter(
-            status=CopyStatus.PRESENT, location__location_type=LocationType.BUFFER, location__site_id__in=site_ids,
-        )
-        .exclude(Exists(transfer_exists))
-        .exclude(Exists(archived))
-        .order_by("raw_package_id", "location_id")
-        .values_list("raw_package_id", "location_id", "location__site_id")
-        .iterator(chunk_size=20000)
-    )
+def _unarchived_buffer_copies_sql(archives: dict[int, int]) -> tuple[str, list]:
+    """FROM … of buffer copies with no archive transfer and no archived copy at their site.
+
+    A package in two buffers of one site is archived once (grouped by package and site).
+    """
+    copy = RawDataPackageCopy._meta.db_table
+    location = DataLocation._meta.db_table
+    archive_job = LongTermArchiveTransfer._meta.db_table
+    pairs = " UNION ALL ".join(["SELECT %s AS site_id, %s AS archive_id"] * len(archives))
+    sql = f"""
+        FROM {copy} c
+        JOIN {location} l ON l.id = c.location_id
+        JOIN ({pairs}) a ON a.site_id = l.site_id
+        WHERE c.status = %s AND l.location_type = %s
+          AND NOT EXISTS (
+            SELECT 1 FROM {archive_job} t JOIN {location} tl ON tl.id = t.destination_location_id
+            WHERE t.raw_package_id = c.raw_package_id AND tl.site_id = l.site_id)
+          AND NOT EXISTS (
+            SELECT 1 FROM {copy} ac JOIN {location} al ON al.id = ac.location_id
+            WHERE ac.raw_package_id = c.raw_package_id AND ac.status = %s AND al.site_id = l.site_id
+              AND al.location_type = %s)
+        GROUP BY c.raw_package_id, l.site_id"""
+    params = [v for pair in archives.items() for v in pair]
+    params += [CopyStatus.PRESENT, LocationType.BUFFER, CopyStatus.PRESENT, LocationType.LONG_TERM_ARCHIVE]
+    return sql, params
 
 
 def live_staging_jobs(now: datetime):
