@@ -33,6 +33,11 @@ def counted(labels: Iterable[str]) -> str:
     return ", ".join(f"{label} ×{n}" for label, n in Counter(labels).most_common())
 
 
+def plural(n: int, word: str) -> str:
+    """'1 bundle', '3 bundles'."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def human_bytes(size: int) -> str:
     """Sizes as operators say them (decimal units)."""
     value = float(size)

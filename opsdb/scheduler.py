@@ -168,7 +168,11 @@ class Scheduler:
         log.info("scheduler: started, a tick every %s s", self.interval)
         try:
             while not self._stop.is_set():
-                self.tick()
+                try:
+                    self.tick()
+                except Exception:  # e.g. the database is unreachable: keep the loop, try next tick
+                    log.exception("scheduler: tick failed; trying again in %s s", self.interval)
+                    self.lock.release()
                 close_old_connections()  # like after a request: drop broken or too old connections
                 self._stop.wait(self.interval)
         finally:

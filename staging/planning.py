@@ -20,7 +20,7 @@ from django.db.models import Count, Exists, OuterRef, Q
 
 from opsdb.choices import CopyStatus, JobStatus, LocationType
 from opsdb.models import DataLocation, RawDataFileCopy, RawDataPackageCopy
-from opsdb.planning import PassResult, insert_from_select
+from opsdb.planning import PassResult, insert_from_select, plural
 from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
 from transfers.planning import Topology
 
@@ -52,7 +52,7 @@ def plan_archive_transfers(*, now: datetime) -> PassResult:
             LongTermArchiveTransfer.objects.filter(created_at=now)
             .values_list("source_location_id", "destination_location_id").annotate(n=Count("pk"))
         )
-        result.say(f"{result.count} archive transfers: " + ", ".join(
+        result.say(f"{plural(result.count, 'archive transfer')}: " + ", ".join(
             f"{topology.label(s)} → {topology.label(d)} ×{n}" for s, d, n in made
         ))
     return result
@@ -115,8 +115,8 @@ def clean_expired_staging(*, now: datetime) -> PassResult:
     StagingJob.objects.filter(pk__in=job_ids).update(cleaned_at=now)
     result.count = len(job_ids)
     result.say(
-        f"{len(job_ids)} expired staging jobs cleaned ({', '.join(f'#{pk}' for pk in job_ids[:10])}"
-        f"{'…' if len(job_ids) > 10 else ''}): {deleted} file access records marked DELETED, "
+        f"{plural(len(job_ids), 'expired staging job')} cleaned ({', '.join(f'#{pk}' for pk in job_ids[:10])}"
+        f"{'…' if len(job_ids) > 10 else ''}): {plural(deleted, 'file access record')} marked DELETED, "
         f"{kept} kept for live jobs"
     )
     return result

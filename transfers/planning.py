@@ -35,7 +35,7 @@ from django.db.models import BooleanField, Case, F, Q, Value, When
 
 from opsdb.choices import CopyStatus, JobStatus, LocationType
 from opsdb.models import DataLocation, RawDataPackageCopy
-from opsdb.planning import PassResult, counted, human_bytes, insert_int_rows, log
+from opsdb.planning import PassResult, counted, human_bytes, insert_int_rows, log, plural
 from transfers.choices import RouteType
 from transfers.models import (
     DataTransfer,
@@ -297,10 +297,12 @@ def _say_bundling(result: PassResult, location: Location, sealed: list[list[Wait
     if sealed:
         count = sum(len(m) for m in sealed)
         size = sum(x.size for m in sealed for x in m)
-        parts.append(f"{len(sealed)} bundles ({human_bytes(size)}) from {count} packages at {location.label}")
+        parts.append(f"{plural(len(sealed), 'bundle')} ({human_bytes(size)}) from {plural(count, 'package')} "
+                     f"at {location.label}")
     if waiting:
         parts.append(
-            f"{len(waiting)} packages ({human_bytes(sum(w.size for w in waiting))}) wait at {location.label} "
+            f"{plural(len(waiting), 'package')} ({human_bytes(sum(w.size for w in waiting))}) wait at "
+            f"{location.label} "
             f"for more data (target {human_bytes(policy.target_size)}, "
             f"max wait {int(policy.max_wait.total_seconds())} s)"
         )
@@ -391,7 +393,7 @@ def plan_transfers(*, now: datetime) -> PassResult:
     if new:
         # The partial unique constraint makes a concurrent duplicate a no-op, not an error.
         DataTransfer.objects.bulk_create(new, ignore_conflicts=True)
-        result.say(f"{len(new)} transfers: " + counted(
+        result.say(f"{plural(len(new), 'transfer')}: " + counted(
             f"{topology.label(t.origin_location_id)} → {topology.label(t.destination_location_id)} "
             f"({t.method}, hop {t.hop})" for t in new
         ))
@@ -495,7 +497,7 @@ def plan_unpacks(*, now: datetime) -> PassResult:
         DataTransferUnpack.objects.bulk_create(
             [DataTransferUnpack(transfer_id=pk, created_at=now) for pk, _, _ in arrived], ignore_conflicts=True
         )
-        result.say(f"{len(arrived)} unpack jobs: " + counted(f"{site}:{loc}" for _, site, loc in arrived))
+        result.say(f"{plural(len(arrived), 'unpack job')}: " + counted(f"{site}:{loc}" for _, site, loc in arrived))
     result.count = len(arrived)
     log.debug("unpacking: %d transfers checked", len(arrived))
     return result

@@ -203,8 +203,8 @@ def test_dry_run_changes_nothing_and_says_what_it_would_do():
     assert DataTransferPackage.objects.filter(origin_location=ccat.buffer).count() == 0
     assert LongTermArchiveTransfer.objects.count() == 0
     assert DataTransfer.objects.get().status == JobStatus.ACTIVE
-    assert any(line.startswith("bundling: 1 bundles (5.0 GB) from 1 packages at ccat:buffer") for line in lines)
-    assert any(line.startswith("archiving: 1 archive transfers") for line in lines)
+    assert any(line.startswith("bundling: 1 bundle (5.0 GB) from 1 package at ccat:buffer") for line in lines)
+    assert any(line.startswith("archiving: 1 archive transfer: cologne:buffer → cologne:archive ×1") for line in lines)
 
 
 def test_plan_command_prints_the_plan():
@@ -215,7 +215,7 @@ def test_plan_command_prints_the_plan():
 
     call_command("plan", "--dry-run", stdout=out)
 
-    assert "bundling: 1 bundles" in out.getvalue()
+    assert "bundling: 1 bundle (5.0 GB) from 1 package at ccat:buffer" in out.getvalue()
     assert "nothing was changed" in out.getvalue()
     assert DataTransferPackage.objects.count() == 0
 
@@ -362,3 +362,21 @@ def test_run_scheduler_stops_cleanly_on_sigterm():
 
     assert process.returncode == 0
     assert "scheduler: stopped" in output
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_forever_survives_a_failing_tick(monkeypatch):
+    scheduler = Scheduler(interval=0.01)
+    calls = []
+
+    def flaky_passes(**kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("database went away")
+        scheduler.stop()
+        return []
+
+    monkeypatch.setattr("opsdb.scheduler.run_passes", flaky_passes)
+    scheduler.run_forever()
+
+    assert len(calls) == 2
