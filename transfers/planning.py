@@ -22,7 +22,8 @@ Decisions (see also docs/scheduler.md):
 - Final stops: a transfer is unpacked where it lands when its route ends at that site (a
   DIRECT route, the last hop of a RELAY, a RELAY first hop shared with a DIRECT route to the
   relay site, a CUSTOM route) — or when its route was deleted. A relay stop that is not a
-  destination of any route keeps the bundle packed and only forwards it.
+  destination of any route keeps the bundle packed and only forwards it; so does a site that a
+  CUSTOM route serves for the bundle's location (the CUSTOM transfer delivers the data there).
 """
 
 from collections import defaultdict
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import BooleanField, Case, F, Q, Value, When
+from django.db.models import BooleanField, Case, Exists, F, OuterRef, Q, Value, When
 
 from opsdb.choices import CopyStatus, JobStatus, LocationType
 from opsdb.models import DataLocation, RawDataPackageCopy
@@ -477,11 +478,20 @@ def _next_transfer(bundle_id: int, origin_id: int, path: list[PlannedHop], known
 
 
 def final_stop_filter() -> Q:
-    """Transfers whose destination is where their route ends (see the module docstring)."""
+    """Transfers whose destination is where their route ends (see the module docstring).
+
+    A site-level hop into a site that an active CUSTOM route serves for the bundle's location is
+    only a relay stop for that bundle: the CUSTOM route delivers its copy there.
+    """
+    served_by_custom = DataTransferRoute.objects.filter(
+        active=True, route_type=RouteType.CUSTOM,
+        origin_location_id=OuterRef("transfer_package__origin_location_id"),
+        destination_site_id=OuterRef("destination_location__site_id"),
+    )
     return (
         Q(route__isnull=True)
         | Q(route__route_type=RouteType.CUSTOM)
-        | Q(route__destination_site_id=F("destination_location__site_id"))
+        | (Q(route__destination_site_id=F("destination_location__site_id")) & ~Exists(served_by_custom))
     )
 
 

@@ -510,3 +510,23 @@ def test_unpack_query_count_does_not_grow(ccat, cologne, arrived):
 
     assert result.count == arrived
     assert len(queries) == 2
+
+
+def test_unpack_custom_data_relayed_through_the_custom_destination_site(ccat, cologne, cornell):
+    direct(ccat, cologne)
+    relay(ccat, cologne, cornell)
+    express = f.DataLocationFactory(site=ccat.site, name="buffer-express", location_type=LocationType.BUFFER)
+    custom(express, cologne.archive)
+    built_bundle(express)
+    plan_transfers(now=timezone.now())
+    into_archive = arrive(DataTransfer.objects.get(destination_location=cologne.archive))
+    relay_hop = arrive(DataTransfer.objects.get(destination_location=cologne.buffer))
+
+    plan_transfers(now=timezone.now())
+    plan_unpacks(now=timezone.now())
+    last_hop = arrive(DataTransfer.objects.get(hop=2))
+    plan_unpacks(now=timezone.now())
+
+    assert (relay_hop.method, into_archive.method, last_hop.destination_location) == ("bbcp", "rsync",
+                                                                                     cornell.buffer)
+    assert set(DataTransferUnpack.objects.values_list("transfer_id", flat=True)) == {into_archive.pk, last_hop.pk}
