@@ -378,9 +378,11 @@ def plan_transfers(*, now: datetime) -> PassResult:
     """One transfer per destination and hop for every built bundle the active routes reach."""
     result = PassResult("routing")
     topology = Topology.load()
+    if not topology.routes:
+        return result  # disabled routes create nothing, not even next hops
     planner = RoutePlanner(topology, result)
     origins, present = _routable_bundles()
-    existing = _existing_transfers(origins)
+    existing = _existing_transfers()
     new: list[DataTransfer] = []
     for bundle_id, origin_id in sorted(origins.items()):
         known = existing.get(bundle_id, {})
@@ -415,8 +417,8 @@ def _routable_bundles() -> tuple[dict[int, int], set[tuple[int, int]]]:
     return origins, present
 
 
-def _existing_transfers(origins: dict[int, int]) -> dict[int, dict[int, Existing]]:
-    """Every transfer of these bundles, by bundle and destination (cancelled ones count: not redone)."""
+def _existing_transfers() -> dict[int, dict[int, Existing]]:
+    """Every transfer of the routable bundles, by bundle and destination (cancelled ones count: not redone)."""
     bundles = DataTransferPackageCopy.objects.filter(
         status=CopyStatus.PRESENT, transfer_package__status=JobStatus.COMPLETED,
         location__location_type=LocationType.BUFFER,
