@@ -95,6 +95,10 @@ class Topology:
         ]
         return min(found, key=lambda loc: (-loc.priority, loc.name), default=None)
 
+    def site_name(self, site_id: int) -> str:
+        names = {loc.site_id: loc.site_name for loc in self.locations.values()}
+        return names.get(site_id, f"site #{site_id}")
+
     def label(self, location_id: int) -> str:
         loc = self.locations.get(location_id)
         return loc.label if loc else f"location #{location_id}"
@@ -361,7 +365,8 @@ class RoutePlanner:
         for hop in hops:
             buffer = self.topology.best_location(hop.destination_site_id, LocationType.BUFFER)
             if buffer is None:
-                self.result.say(f"route #{route.pk} stops before site #{hop.destination_site_id}: no active buffer")
+                site = self.topology.site_name(hop.destination_site_id)
+                self.result.say(f"route #{route.pk} cannot reach {site}: it has no active buffer")
                 break
             path.append(PlannedHop(buffer.id, hop.destination_site_id, hop.route))
         return path

@@ -530,3 +530,28 @@ def test_unpack_custom_data_relayed_through_the_custom_destination_site(ccat, co
     assert (relay_hop.method, into_archive.method, last_hop.destination_location) == ("bbcp", "rsync",
                                                                                      cornell.buffer)
     assert set(DataTransferUnpack.objects.values_list("transfer_id", flat=True)) == {into_archive.pk, last_hop.pk}
+
+
+def test_routing_disabled_relay_creates_no_next_hop(ccat, cologne, cornell):
+    route = relay(ccat, cologne, cornell)
+    built_bundle(ccat.buffer)
+    plan_transfers(now=timezone.now())
+    arrive(DataTransfer.objects.get())
+    route.active = False
+    route.save()
+
+    result = plan_transfers(now=timezone.now())
+
+    assert result.count == 0
+    assert DataTransfer.objects.count() == 1
+
+
+def test_routing_site_without_active_buffer_is_reported_and_skipped(ccat, cologne):
+    direct(ccat, cologne)
+    type(cologne.buffer).objects.filter(pk=cologne.buffer.pk).update(active=False)
+    built_bundle(ccat.buffer)
+
+    result = plan_transfers(now=timezone.now())
+
+    assert result.count == 0
+    assert any("no active buffer" in line for line in result.lines)
