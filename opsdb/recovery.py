@@ -63,7 +63,9 @@ def _error(job: LeasedJob) -> str:
     return f"lease held by {job.lease_holder or 'worker'} expired without a report"
 
 
-def _write_logs(model, jobs, outcome, now) -> None:
+def _write_logs(model: type[LeasedJob], jobs: list[LeasedJob], outcome: dict[int, tuple[str, str, str]],
+                now: datetime) -> None:
+    """One StateLog row (transition ``expire``) and one DataTransferLog line per job, in two inserts."""
     content_type = ContentType.objects.get_for_model(model)
     StateLog.objects.bulk_create([
         StateLog(
