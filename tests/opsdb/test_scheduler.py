@@ -337,9 +337,8 @@ def test_run_forever_stops_when_asked():
     assert not scheduler.lock.held
 
 
-@pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
-def test_run_scheduler_stops_cleanly_on_sigterm():
+def scheduler_process(interval: str = "0.2") -> subprocess.Popen:
+    """``manage.py run_scheduler`` in a child process on the test database."""
     db = connection.settings_dict
     env = {**os.environ, "DEBUG": "1", "PYTHONUNBUFFERED": "1"}
     if connection.vendor == "postgresql":
@@ -348,13 +347,29 @@ def test_run_scheduler_stops_cleanly_on_sigterm():
         env.pop("DATABASE_URL", None)
         env["SQLITE_PATH"] = str(db["NAME"])
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "run_scheduler", "--interval", "0.2"], cwd=ROOT, env=env,
+        [sys.executable, "manage.py", "run_scheduler", "--interval", interval], cwd=ROOT, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    watchdog = threading.Timer(60, process.kill)  # a stuck child must fail the test, not hang it
+    watchdog.daemon = True
+    watchdog.start()
+    return process
+
+
+def read_until(process: subprocess.Popen, text: str) -> str:
+    """Lines of the process's output up to the first one containing ``text`` ('' if it ended first)."""
+    for line in process.stdout:
+        if text in line:
+            return line
+    return ""
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_run_scheduler_stops_cleanly_on_sigterm():
+    process = scheduler_process()
     try:
-        for line in process.stdout:
-            if "leader lock taken" in line:
-                break
+        read_until(process, "leader lock taken")
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=20)[0]
     finally:
@@ -362,6 +377,30 @@ def test_run_scheduler_stops_cleanly_on_sigterm():
 
     assert process.returncode == 0
     assert "scheduler: stopped" in output
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_second_scheduler_process_waits_then_takes_over():
+    leader = scheduler_process()
+    follower = None
+    try:
+        assert read_until(leader, "leader lock taken")
+        follower = scheduler_process()
+        waiting_line = read_until(follower, "another scheduler holds the leader lock")
+        leader.send_signal(signal.SIGTERM)
+        leader.communicate(timeout=20)
+        takeover_line = read_until(follower, "leader lock taken")
+        follower.send_signal(signal.SIGTERM)
+        follower.communicate(timeout=20)
+    finally:
+        for process in (leader, follower):
+            if process is not None:
+                process.kill()
+
+    assert waiting_line
+    assert takeover_line
+    assert (leader.returncode, follower.returncode) == (0, 0)
 
 
 @pytest.mark.django_db(transaction=True)
