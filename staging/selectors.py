@@ -44,8 +44,8 @@ def with_progress(jobs: QuerySet[StagingJob]) -> QuerySet[StagingJob]:
     return jobs.select_related("owner", "destination_location__site").annotate(
         packages_total=Count("items", distinct=True),
         packages_done=Count("items", filter=done, distinct=True),
-        bytes_total=Sum("items__raw_package__size"),
-        bytes_done=Sum("items__raw_package__size", filter=done),
+        size_total=Sum("items__raw_package__size"),
+        size_done=Sum("items__raw_package__size", filter=done),
     )
 
 

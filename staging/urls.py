@@ -6,7 +6,7 @@ from staging import views
 app_name = "staging"
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="staging:find"), name="home"),
+    path("", views.scientist_required(RedirectView.as_view(pattern_name="staging:find")), name="home"),
     path("data/", views.find_data, name="find"),
     path("data/selection/", views.change_selection, name="selection"),
     path("requests/", views.request_list, name="request-list"),

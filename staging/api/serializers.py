@@ -58,7 +58,7 @@ class StagingJobSerializer(serializers.ModelSerializer):
 
     def get_progress(self, job: StagingJob) -> dict:
         return {"packages_total": job.packages_total, "packages_done": job.packages_done,
-                "bytes_total": job.bytes_total or 0, "bytes_done": job.bytes_done or 0}
+                "bytes_total": job.size_total or 0, "bytes_done": job.size_done or 0}
 
 
 class LocationRefField(serializers.Field):

@@ -12,7 +12,7 @@ from opsdb.choices import CopyStatus, JobStatus
 from opsdb.models import RawDataFileCopy
 from opsdb.services import job_claim, job_fail
 from staging.choices import StagedPackageState
-from staging.services import staging_job_cancel, staging_job_create, staging_job_notify, staging_items_mark_staged
+from staging.services import staging_items_mark_staged, staging_job_cancel, staging_job_create, staging_job_notify
 from staging.work import StageHandler
 from tests import factories as f
 from tests.staging.conftest import archived_package
