@@ -1,0 +1,206 @@
+"""The staging-jobs API for scientists: create, list, read, cancel (session or token)."""
+
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from opsdb.choices import JobStatus
+from opsdb.services import job_claim
+from staging.models import StagingJob
+from staging.services import staging_job_create
+from tests import factories as f
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/staging-jobs/"
+
+
+@pytest.fixture
+def api(alice):
+    client = APIClient()
+    client.force_authenticate(alice)
+    return client
+
+
+def make_job(owner, topology, packages=None):
+    return staging_job_create(owner=owner, raw_packages=packages or topology.packages,
+                              destination_location=topology.cologne_processing)
+
+
+def test_create_with_ids_returns_201(api, topology, alice):
+    response = api.post(URL, {"raw_packages": [str(p.pk) for p in topology.packages],
+                              "destination_location": topology.cologne_processing.pk,
+                              "lifetime_days": 5, "note": "quick look"}, format="json")
+
+    job = StagingJob.objects.get()
+    assert response.status_code == 201
+    assert response.json()["id"] == job.pk
+    assert response.json()["status"] == "PENDING"
+    assert response.json()["lifetime_days"] == 5
+    assert response.json()["progress"] == {"packages_total": 3, "packages_done": 0,
+                                           "bytes_total": 15 * 10**9, "bytes_done": 0}
+    assert job.owner == alice
+
+
+def test_create_with_names_and_site_location(api, topology):
+    response = api.post(URL, {"raw_packages": [p.name for p in topology.packages[:2]],
+                              "destination_location": "cornell:processing"}, format="json")
+
+    assert response.status_code == 201
+    assert response.json()["destination_location"] == "cornell:processing"
+    assert sorted(p["name"] for p in response.json()["packages"]) == sorted(p.name for p in topology.packages[:2])
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"raw_packages": [], "destination_location": "cologne:processing"}, "raw_packages"),
+    ({"raw_packages": ["no-such.tar"], "destination_location": "cologne:processing"}, "raw_packages"),
+    ({"raw_packages": ["PKG"], "destination_location": "cologne:buffer"}, "destination_location"),
+    ({"raw_packages": ["PKG"], "destination_location": "mars:processing"}, "destination_location"),
+    ({"raw_packages": ["PKG"], "destination_location": "cologne:processing", "lifetime_days": 10_000},
+     "lifetime_days"),
+    ({"raw_packages": ["PKG"], "destination_location": "cologne:processing", "lifetime_days": "x"},
+     "lifetime_days"),
+    ({"raw_packages": "PKG", "destination_location": "cologne:processing"}, "raw_packages"),
+    ({"destination_location": "cologne:processing"}, "raw_packages"),
+])
+def test_create_bad_input_is_400_with_field_errors(api, topology, body, field):
+    body = {k: ([topology.packages[0].name] if v == ["PKG"] else v) for k, v in body.items()}
+
+    response = api.post(URL, body, format="json")
+
+    assert response.status_code == 400
+    assert field in response.json()
+    assert StagingJob.objects.count() == 0
+
+
+def test_create_not_archived_is_400(api, topology):
+    loose = f.RawDataPackageFactory(name="loose.tar")
+
+    response = api.post(URL, {"raw_packages": [loose.name], "destination_location": "cologne:processing"},
+                        format="json")
+
+    assert response.status_code == 400
+    assert "loose.tar" in response.json()["raw_packages"][0]
+
+
+def test_list_only_own_jobs(api, topology, alice, bob):
+    mine = make_job(alice, topology)
+    make_job(bob, topology)
+
+    response = api.get(URL)
+
+    assert response.status_code == 200
+    assert [j["id"] for j in response.json()["results"]] == [mine.pk]
+
+
+def test_list_operator_sees_all(topology, alice, bob, operator_user):
+    jobs = [make_job(alice, topology), make_job(bob, topology)]
+    client = APIClient()
+    client.force_authenticate(operator_user)
+
+    response = client.get(URL)
+
+    assert sorted(j["id"] for j in response.json()["results"]) == sorted(j.pk for j in jobs)
+
+
+def test_list_filter_by_status(api, topology, alice):
+    pending = make_job(alice, topology)
+    cancelled = make_job(alice, topology)
+    api.post(f"{URL}{cancelled.pk}/cancel/")
+
+    response = api.get(URL, {"status": "PENDING"})
+
+    assert [j["id"] for j in response.json()["results"]] == [pending.pk]
+
+
+def test_list_query_count_constant_for_1_and_3_jobs(api, topology, alice, django_assert_num_queries):
+    make_job(alice, topology)
+    with django_assert_num_queries(4):
+        one = api.get(URL)
+    make_job(alice, topology)
+    make_job(alice, topology)
+    with django_assert_num_queries(4):
+        three = api.get(URL)
+
+    assert (one.json()["count"], three.json()["count"]) == (1, 3)
+
+
+def test_detail_others_job_is_404(api, topology, bob):
+    job = make_job(bob, topology)
+
+    assert api.get(f"{URL}{job.pk}/").status_code == 404
+
+
+def test_cancel_own_pending_job_is_200(api, topology, alice):
+    job = make_job(alice, topology)
+
+    response = api.post(f"{URL}{job.pk}/cancel/")
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "CANCELLED"
+
+
+def test_cancel_active_job_is_409(api, topology, alice):
+    job = make_job(alice, topology)
+    job_claim(job=job, worker="w")
+
+    response = api.post(f"{URL}{job.pk}/cancel/")
+
+    assert response.status_code == 409
+    assert response.json()["status"] == "ACTIVE"
+    assert "right now" in response.json()["detail"]
+
+
+def test_cancel_cancelled_job_is_409(api, topology, alice):
+    job = make_job(alice, topology)
+    api.post(f"{URL}{job.pk}/cancel/")
+
+    response = api.post(f"{URL}{job.pk}/cancel/")
+
+    assert response.status_code == 409
+    assert response.json() == {"detail": "This request is already cancelled.", "status": "CANCELLED"}
+
+
+def test_cancel_others_job_is_404(api, topology, bob):
+    job = make_job(bob, topology)
+
+    response = api.post(f"{URL}{job.pk}/cancel/")
+
+    job.refresh_from_db()
+    assert response.status_code == 404
+    assert job.status == JobStatus.PENDING
+
+
+def test_token_auth_works(topology, alice):
+    token = Token.objects.create(user=alice)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+
+    response = client.post(URL, {"raw_packages": [topology.packages[0].name],
+                                 "destination_location": "cologne:processing"}, format="json")
+
+    assert response.status_code == 201
+
+
+def test_session_auth_requires_csrf(topology, alice):
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(alice)
+
+    response = client.post(URL, {"raw_packages": [topology.packages[0].name],
+                                 "destination_location": "cologne:processing"}, format="json")
+
+    assert response.status_code == 403
+    assert StagingJob.objects.count() == 0
+
+
+def test_anonymous_is_401(topology):
+    response = APIClient().get(URL)
+
+    assert response.status_code == 401
+
+
+def test_worker_is_403(topology):
+    client = APIClient()
+    client.force_authenticate(f.worker_user())
+
+    assert client.get(URL).status_code == 403
