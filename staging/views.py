@@ -2,6 +2,7 @@
 
 from functools import wraps
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -24,7 +25,12 @@ from staging.services import staging_job_cancel, staging_job_check, staging_job_
 
 PAGE_SIZE = 25
 UNDER_WAY = (JobStatus.PENDING, JobStatus.ACTIVE)
-REFRESH_SECONDS = 5
+
+
+def refresh_seconds() -> int:
+    """How often pages with work under way reload themselves."""
+    return getattr(settings, "STAGING_PAGE_REFRESH_SECONDS", 5)
+
 
 
 def scientist_required(view):
@@ -160,7 +166,7 @@ def request_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
     under_way = any(job.status in UNDER_WAY for job in page)
     return render(request, "staging/request_list.html", {
-        "page": page, "refresh": REFRESH_SECONDS if under_way else None,
+        "page": page, "refresh": refresh_seconds() if under_way else None,
         "show_owner": selectors.is_operator(request.user),
     })
 
@@ -182,7 +188,7 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "staging/request_detail.html", {
         "job": job, "items": items, "logs": logs, "status_words": status_words(job.status),
         "error_words": plain_error(job.last_error), "all_paths": [p for item in items for p in item.paths],
-        "refresh": REFRESH_SECONDS if job.status in UNDER_WAY else None,
+        "refresh": refresh_seconds() if job.status in UNDER_WAY else None,
         "can_cancel": job.status in (JobStatus.PENDING, JobStatus.FAILED),
         "is_open": job.status in OPEN_STATUSES, "max_attempts": job.max_attempts(),
     })
