@@ -2,8 +2,8 @@
 
 import hashlib
 import io
-import os
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,9 +14,6 @@ from opsdb.choices import JobStatus, LocationType
 from staging.models import StagingJob
 from tests import factories as f
 from tests.staging.worker_double import StageWorkerDouble
-
-# Playwright's sync API runs an event loop in this thread; the ORM calls here are plain sync code.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -73,96 +70,106 @@ def world(tmp_path):
     return {"processing": processing, "site_ids": [sites["cologne"].pk]}
 
 
-@pytest.fixture
-def browser(chromium_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def test_scientist_requests_data_watches_it_staged_and_cancels_another(live_server, world, browser, settings):
+def scientist_session(url: str, chromium_path: str, processing_base: str) -> list[str]:
+    """Everything the scientist does in the browser; returns the staged paths the page showed.
+
+    Runs in its own thread: Playwright's sync API switches greenlets, which would give Django's
+    context-local connections of the test thread a life of their own.
+    """
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900},
+                                      permissions=["clipboard-read", "clipboard-write"])
+        page = context.new_page()
+        page.set_default_timeout(15000)
+        try:
+            return scientist_steps(page, url, processing_base)
+        finally:
+            browser.close()
+
+
+def scientist_steps(page, url: str, base: str) -> list[str]:
+    # Sign in (anonymous visitors land on the login page).
+    page.goto(f"{url}/")
+    assert "/accounts/login/" in page.url
+    shot(page, "01-login")
+    page.fill("#id_username", "scientist")
+    page.fill("#id_password", "correct-horse-battery")
+    page.click("button:has-text('Sign in')")
+
+    # Search and select: one package by its checkbox, then a whole observation.
+    page.fill("#id_target", "orion")
+    page.click("button:has-text('Search')")
+    assert page.locator("table.data tbody tr:not(.obs-row)").count() == 3
+    page.check("input[aria-label='Select orion-1-a.tar']")
+    page.click("button:has-text('Add checked packages')")
+    page.click("tr.obs-row:has-text('obs-orion-2') button:has-text('Select whole observation')")
+    assert "3 packages selected" in page.inner_text("#selection-bar")
+    shot(page, "02-find-data")
+
+    # Preview, then submit.
+    page.click("a:has-text('Request staging →')")
+    page.select_option("#id_destination_location", label=f"cologne:processing — {base}")
+    page.fill("#id_note", "Orion maps for the paper")
+    page.click("button:has-text('Preview')")
+    preview = page.inner_text("section.preview")
+    assert "3 packages" in preview and "cologne:archive" in preview
+    shot(page, "03-preview")
+    page.click("button:has-text('Submit request')")
+
+    # Watch it reach READY while the worker double stages it; the page refreshes itself.
+    page.wait_for_selector("#job-status[data-status='READY']", timeout=30000)
+    paths = page.input_value("#all-paths").split()
+    page.click("button[data-copy-target='all-paths']")
+    page.wait_for_selector("button:has-text('Copied ✓')")
+    assert page.evaluate("navigator.clipboard.readText()").split() == paths
+    page.click("summary:has-text('orion-1-a.tar')")
+    shot(page, "04-request-ready")
+
+    # A second request, to a site no worker serves, is cancelled while it waits.
+    page.click("nav >> text=Find data")
+    page.fill("#id_target", "M82")
+    page.click("button:has-text('Search')")
+    page.click("button:has-text('Add all 1 results')")
+    page.click("a:has-text('Request staging →')")
+    page.select_option("#id_destination_location", index=2)
+    page.click("button:has-text('Preview')")
+    page.click("button:has-text('Submit request')")
+    page.wait_for_selector("#job-status[data-status='PENDING']")
+    page.click("nav >> text=My requests")
+    assert page.locator("table.data tbody tr").count() == 2
+    shot(page, "05-my-requests")
+    page.click("table.data tbody tr:first-child a")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button:has-text('Cancel request')")
+    page.wait_for_selector("#job-status[data-status='CANCELLED']")
+    shot(page, "06-request-cancelled")
+    return paths
+
+
+def test_scientist_requests_data_watches_it_staged_and_cancels_another(live_server, world, chromium_path, settings):
     settings.STAGING_PAGE_REFRESH_SECONDS = 1
+    base = world["processing"].base_path
     worker = StageWorkerDouble(world["site_ids"])
     worker.start()
-    context = browser.new_context(viewport={"width": 1280, "height": 900},
-                                  permissions=["clipboard-read", "clipboard-write"])
-    page = context.new_page()
-    page.set_default_timeout(15000)
     try:
-        # Sign in (anonymous visitors land on the login page).
-        page.goto(f"{live_server.url}/")
-        assert "/accounts/login/" in page.url
-        shot(page, "01-login")
-        page.fill("#id_username", "scientist")
-        page.fill("#id_password", "correct-horse-battery")
-        page.click("button:has-text('Sign in')")
-
-        # Search and select: one package by its checkbox, then a whole observation.
-        page.fill("#id_target", "orion")
-        page.click("button:has-text('Search')")
-        assert page.locator("table.data tbody tr:not(.obs-row)").count() == 3
-        page.check("input[aria-label='Select orion-1-a.tar']")
-        page.click("button:has-text('Add checked packages')")
-        page.click("tr.obs-row:has-text('obs-orion-2') button:has-text('Select whole observation')")
-        assert "3 packages selected" in page.inner_text("#selection-bar")
-        shot(page, "02-find-data")
-
-        # Preview, then submit.
-        page.click("a:has-text('Request staging →')")
-        page.select_option("#id_destination_location", label=f"cologne:processing — {world['processing'].base_path}")
-        page.fill("#id_note", "Orion maps for the paper")
-        page.click("button:has-text('Preview')")
-        preview = page.inner_text("section.preview")
-        assert "3 packages" in preview and "cologne:archive" in preview
-        shot(page, "03-preview")
-        page.click("button:has-text('Submit request')")
-
-        # Watch it reach READY while the worker double stages it; the page refreshes itself.
-        page.wait_for_selector("#job-status[data-status='READY']", timeout=30000)
-        assert worker.errors == []
-        paths = page.input_value("#all-paths").split()
-        base = world["processing"].base_path
-        assert sorted(paths) == sorted([
-            f"{base}/staged/orion-1-a/meta.json", f"{base}/staged/orion-1-a/scan-01.fits",
-            f"{base}/staged/orion-2-a/scan-01.fits", f"{base}/staged/orion-2-b/scan-02.fits",
-        ])
-        assert all(Path(p).is_file() for p in paths)
-        page.click("button[data-copy-target='all-paths']")
-        page.wait_for_selector("button:has-text('Copied ✓')")
-        assert page.evaluate("navigator.clipboard.readText()").split() == paths
-        page.click("summary:has-text('orion-1-a.tar')")
-        shot(page, "04-request-ready")
-
-        # A second request, to a site no worker serves, is cancelled while it waits.
-        page.click("nav >> text=Find data")
-        page.fill("#id_target", "M82")
-        page.click("button:has-text('Search')")
-        page.click("button:has-text('Add all 1 results')")
-        page.click("a:has-text('Request staging →')")
-        page.select_option("#id_destination_location", index=2)
-        page.click("button:has-text('Preview')")
-        page.click("button:has-text('Submit request')")
-        page.wait_for_selector("#job-status[data-status='PENDING']")
-        page.click("nav >> text=My requests")
-        assert page.locator("table.data tbody tr").count() == 2
-        shot(page, "05-my-requests")
-        page.click("table.data tbody tr:first-child a")
-        page.once("dialog", lambda dialog: dialog.accept())
-        page.click("button:has-text('Cancel request')")
-        page.wait_for_selector("#job-status[data-status='CANCELLED']")
-        shot(page, "06-request-cancelled")
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            paths = pool.submit(scientist_session, live_server.url, chromium_path, base).result(timeout=180)
     finally:
-        context.close()
         worker.stop()
 
     assert worker.errors == []
+    assert sorted(paths) == sorted([
+        f"{base}/staged/orion-1-a/meta.json", f"{base}/staged/orion-1-a/scan-01.fits",
+        f"{base}/staged/orion-2-a/scan-01.fits", f"{base}/staged/orion-2-b/scan-02.fits",
+    ])
+    assert all(Path(p).is_file() for p in paths)
     statuses = dict(StagingJob.objects.values_list("destination_location__site__name", "status"))
     assert statuses == {"cologne": JobStatus.READY, "cornell": JobStatus.CANCELLED}

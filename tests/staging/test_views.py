@@ -424,9 +424,10 @@ def test_detail_cancel_active_request_is_refused_with_message(client_alice, topo
     assert "copying this request's data right now" in str(list(response.context["messages"])[0])
 
 
-def test_detail_explains_errors_in_plain_words(client_alice, topology, alice):
+def test_detail_explains_errors_in_plain_words(client_alice, topology, alice, settings):
     from opsdb.services import job_fail
 
+    settings.JOB_MAX_ATTEMPTS = 5
     job = make_job(alice, topology)
     job = job_claim(job=job, worker="w")
     job_fail(job=job, lease_token=job.lease_token, error="sha256 checksum mismatch on scan-00.fits")
@@ -435,7 +436,7 @@ def test_detail_explains_errors_in_plain_words(client_alice, topology, alice):
 
     assert b"A file arrived damaged" in response.content
     assert b"<summary>Technical details</summary><pre>sha256 checksum mismatch on scan-00.fits" in response.content
-    assert b"1 failed of at most" in response.content
+    assert b"1 failed (at most 5 are tried)" in response.content
 
 
 def test_detail_shows_absolute_paths_of_staged_files(client_alice, topology, alice):
