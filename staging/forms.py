@@ -13,10 +13,22 @@ class DateInput(forms.DateInput):
     input_type = "date"
 
 
+MAX_ID = 2**63 - 1
+
+
+class BoundedModelChoiceField(forms.ModelChoiceField):
+    """Refuses ids past 64 bits as an invalid choice (SQLite would overflow on them)."""
+
+    def to_python(self, value):
+        if value not in self.empty_values and str(value).isdigit() and int(value) > MAX_ID:
+            raise ValidationError(self.error_messages["invalid_choice"], code="invalid_choice")
+        return super().to_python(value)
+
+
 class SearchForm(forms.Form):
     """Find raw packages by their observation (instrument, target, date) or by package name."""
 
-    instrument = forms.ModelChoiceField(Instrument.objects.all(), required=False, empty_label="Any instrument")
+    instrument = BoundedModelChoiceField(Instrument.objects.all(), required=False, empty_label="Any instrument")
     target = forms.CharField(required=False, max_length=200, label="Target name")
     date_from = forms.DateField(required=False, label="Observed from", widget=DateInput)
     date_to = forms.DateField(required=False, label="Observed until", widget=DateInput)
@@ -47,7 +59,7 @@ class SearchForm(forms.Form):
         return packages.filter(conditions)
 
 
-class ProcessingLocationField(forms.ModelChoiceField):
+class ProcessingLocationField(BoundedModelChoiceField):
     def label_from_instance(self, obj: DataLocation) -> str:
         return f"{obj} — {obj.base_path}"
 
@@ -67,6 +79,13 @@ class StagingRequestForm(forms.Form):
         error_messages={"min_value": "The lifetime must be at least one day."},
     )
     note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}), max_length=2000)
+
+    def clean_lifetime_days(self) -> int | None:
+        # Past the maximum here already: a huge number would overflow a timedelta.
+        days = self.cleaned_data["lifetime_days"]
+        if days is not None and days > settings.STAGING_MAX_LIFETIME_DAYS:
+            raise ValidationError(f"The lifetime can be at most {settings.STAGING_MAX_LIFETIME_DAYS} days.")
+        return days
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

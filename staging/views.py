@@ -24,6 +24,7 @@ from staging.selection import Selection, SelectionFull
 from staging.services import staging_job_cancel, staging_job_check, staging_job_create, staging_lifetime
 
 PAGE_SIZE = 25
+MAX_ID = 2**63 - 1
 UNDER_WAY = (JobStatus.PENDING, JobStatus.ACTIVE)
 
 
@@ -116,10 +117,12 @@ def _add_all_results(request: HttpRequest, selection: Selection) -> None:
 
 
 def _int(value: str) -> int | None:
+    """A database id, or None for anything else (SQLite overflows on ids past 64 bits)."""
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError):
         return None
+    return number if 0 < number <= MAX_ID else None
 
 
 def _ints(values: list[str]) -> list[int]:

@@ -9,6 +9,8 @@ from staging.explain import plain_error, status_words
 from staging.models import StagingJob, StagingJobPackage
 from staging.selectors import absolute_path
 
+MAX_ID = 2**63 - 1
+
 
 class StagingJobPackageSerializer(serializers.ModelSerializer):
     raw_package_id = serializers.IntegerField(source="raw_package.pk", read_only=True)
@@ -69,7 +71,7 @@ class LocationRefField(serializers.Field):
     def to_internal_value(self, value):
         locations = DataLocation.objects.select_related("site")
         if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
-            found = locations.filter(pk=int(value)).first()
+            found = locations.filter(pk=int(value)).first() if 0 < int(value) <= MAX_ID else None
         elif isinstance(value, str) and ":" in value:
             site, name = value.split(":", 1)
             found = locations.filter(site__name=site, name=name).first()
@@ -92,13 +94,21 @@ class StagingJobCreateSerializer(serializers.Serializer):
     )
     destination_location = LocationRefField(help_text="A PROCESSING location: id or site:name.")
     lifetime_days = serializers.IntegerField(required=False, allow_null=True)
+
+    def validate_lifetime_days(self, days: int | None) -> int | None:
+        # Past the maximum here already: a huge number would overflow a timedelta.
+        if days is not None and days < 1:
+            raise serializers.ValidationError("The lifetime must be at least one day.")
+        if days is not None and days > settings.STAGING_MAX_LIFETIME_DAYS:
+            raise serializers.ValidationError(f"The lifetime can be at most {settings.STAGING_MAX_LIFETIME_DAYS} days.")
+        return days
     note = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
 
     def validate_raw_packages(self, refs: list[str]) -> list[RawDataPackage]:
         limit = settings.STAGING_SELECTION_MAX
         if len(refs) > limit:
             raise serializers.ValidationError(f"At most {limit} packages per request.")
-        ids = {int(r) for r in refs if r.isdigit()}
+        ids = {int(r) for r in refs if r.isdigit() and int(r) <= MAX_ID}
         names = {r for r in refs if not r.isdigit()}
         found = list(RawDataPackage.objects.filter(Q(pk__in=ids) | Q(name__in=names)))
         known = {str(p.pk) for p in found} | {p.name for p in found}

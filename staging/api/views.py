@@ -29,6 +29,7 @@ class StagingJobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.R
     """Staging requests: a scientist's own (operators: all); others' are 404."""
 
     serializer_class = StagingJobSerializer
+    lookup_value_regex = "[0-9]{1,18}"
     permission_classes = [permissions.IsAuthenticated, CanStage]
     filterset_class = StagingJobFilter
     ordering_fields = ["created_at", "updated_at", "id"]

@@ -1,6 +1,8 @@
 """The staging-jobs API for scientists: create, list, read, cancel (session or token)."""
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -209,3 +211,43 @@ def test_worker_is_403(topology):
     client.force_authenticate(f.worker_user())
 
     assert client.get(URL).status_code == 403
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"lifetime_days": 10**30}, "lifetime_days"),
+    ({"lifetime_days": -(10**30)}, "lifetime_days"),
+    ({"destination_location": 10**30}, "destination_location"),
+    ({"destination_location": str(10**30)}, "destination_location"),
+    ({"raw_packages": [str(10**30)]}, "raw_packages"),
+    ({"destination_location": None}, "destination_location"),
+    ({"destination_location": ["x"]}, "destination_location"),
+])
+def test_create_absurd_values_are_400(api, topology, body, field):
+    data = {"raw_packages": [topology.packages[0].name], "destination_location": "cologne:processing", **body}
+
+    response = api.post(URL, data, format="json")
+
+    assert response.status_code == 400
+    assert list(response.json()) == [field]
+
+
+def test_detail_absurd_id_is_404(api, topology):
+    assert api.get(f"{URL}{10**30}/").status_code == 404
+    assert api.post(f"{URL}{10**30}/cancel/").status_code == 404
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.dictionaries(
+    st.sampled_from(["raw_packages", "destination_location", "lifetime_days", "note"]), json_values, max_size=4,
+))
+def test_create_any_json_is_201_or_400(api, topology, body):
+    response = api.post(URL, body, format="json")
+
+    assert response.status_code in (201, 400)

@@ -1,16 +1,18 @@
 """Staging services: creating requests (refusals, sources, reuse), cancelling, notifying."""
 
+import threading
 from datetime import timedelta
 
 import pytest
 from django.core import mail
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connection
 from django.utils import timezone
 from django_fsm import TransitionNotAllowed
 
 from opsdb.choices import CopyStatus, JobStatus
 from opsdb.models import RawDataFileCopy
-from opsdb.services import job_claim, job_fail
+from opsdb.services import claim_next, job_claim, job_fail
 from staging.choices import StagedPackageState
 from staging.services import staging_items_mark_staged, staging_job_cancel, staging_job_create, staging_job_notify
 from staging.work import StageHandler
@@ -304,3 +306,46 @@ def test_items_mark_staged_unknown_name_is_refused(topology, alice):
 
     assert list(refused.value.message_dict) == ["items_done"]
     assert job.items.get().state == StagedPackageState.PENDING
+
+
+def race_claim_and_cancel(job, owner) -> dict:
+    """Claim and cancel ``job`` from two threads released at once; what each of them got."""
+    barrier, results = threading.Barrier(2), {}
+
+    def claim():
+        barrier.wait()
+        try:
+            queryset = StageHandler().queryset().filter(pk=job.pk)
+            results["claimed"] = claim_next(queryset=queryset, worker="w") is not None
+        finally:
+            connection.close()
+
+    def cancel():
+        barrier.wait()
+        try:
+            staging_job_cancel(job=type(job).objects.get(pk=job.pk), by=owner)
+            results["cancelled"] = True
+        except TransitionNotAllowed:
+            results["cancelled"] = False
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claim), threading.Thread(target=cancel)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_racing_a_claim_ends_in_exactly_one_outcome(topology, alice):
+    for _ in range(5):
+        job = staging_job_create(owner=alice, raw_packages=topology.packages[:1],
+                                 destination_location=topology.cologne_processing)
+
+        results = race_claim_and_cancel(job, alice)
+
+        job.refresh_from_db()
+        assert results["claimed"] != results["cancelled"]
+        assert job.status == (JobStatus.ACTIVE if results["claimed"] else JobStatus.CANCELLED)

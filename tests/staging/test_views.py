@@ -451,3 +451,53 @@ def test_detail_shows_absolute_paths_of_staged_files(client_alice, topology, ali
     base = topology.cologne_processing.base_path
     assert response.context["all_paths"] == [f"{base}/staged/x/scan-00.fits", f"{base}/staged/x/scan-01.fits"]
     assert b"data-copy-target" in response.content
+
+
+def test_absurd_ids_are_harmless(client_alice, topology):
+    huge = str(10**30)
+
+    detail = client_alice.get(f"/requests/{huge}/")
+    cancel = client_alice.post(f"/requests/{huge}/cancel/")
+    client_alice.post(SELECT, {"action": "add", "package": [huge, "abc"]})
+    client_alice.post(SELECT, {"observation": huge})
+    search = client_alice.get(FIND, {"instrument": huge})
+
+    assert (detail.status_code, cancel.status_code) == (404, 404)
+    assert client_alice.session.get(SESSION_KEY, []) == []
+    assert search.context["form"].errors == {
+        "instrument": ["Select a valid choice. That choice is not one of the available choices."]
+    }
+
+
+def test_request_absurd_lifetime_is_refused(client_alice, topology):
+    select(client_alice, topology.packages)
+
+    response = post_request(client_alice, destination=topology.cologne_processing.pk, lifetime_days=str(10**30))
+
+    assert response.context["form"].errors["lifetime_days"] == ["The lifetime can be at most 90 days."]
+
+
+def test_request_absurd_location_id_is_refused(client_alice, topology):
+    select(client_alice, topology.packages)
+
+    response = post_request(client_alice, destination=str(10**30))
+
+    assert response.context["form"].errors["destination_location"] == ["That location does not exist."]
+
+
+def test_detail_query_count_constant_for_1_and_3_packages(client_alice, topology, alice, django_assert_num_queries):
+    def staged(package):
+        for raw_file in package.files.all():
+            f.RawDataFileCopyFactory(raw_file=raw_file, location=topology.cologne_processing)
+        return package
+
+    one = make_job(alice, topology, packages=[staged(topology.packages[0])])
+    three = make_job(alice, topology, packages=[staged(p) for p in topology.packages[1:]] + [topology.packages[0]])
+    counts = []
+    for job in (one, three):
+        with django_assert_num_queries(9, exact=False) as captured:
+            response = client_alice.get(reverse("staging:request-detail", args=[job.pk]))
+        counts.append(len(captured))
+        assert len(response.context["all_paths"]) == 2 * job.items.count()
+
+    assert counts[0] == counts[1]
