@@ -1,3 +1,5 @@
+from importlib import import_module
+
 from django.apps import AppConfig
 
 
@@ -7,9 +9,6 @@ class StagingConfig(AppConfig):
     verbose_name = "Archive and staging"
 
     def ready(self) -> None:
-        # Registering the job kind here (not at import of the models) keeps the registry complete
-        # for every entry point: API, scheduler, tests.
-        from opsdb.work import register
-        from staging.work import StageHandler
-
-        register(StageHandler)
+        # Importing the module registers the ``stage`` job kind (``@register``) for every entry
+        # point: API, scheduler, tests.
+        import_module("staging.work")

@@ -11,7 +11,8 @@ from django.utils import timezone
 
 from opsdb.choices import CopyStatus, JobKind, JobStatus, LocationType
 from opsdb.models import DataLocation, RawDataFile, RawDataFileCopy, RawDataPackageCopy
-from opsdb.work import JobKindHandler
+from opsdb.work import JobKindHandler, register
+from staging.api.serializers import StageResultSerializer
 from staging.choices import StagedPackageState
 from staging.models import StagingJob, StagingJobPackage
 
@@ -35,11 +36,14 @@ def _safe_relative(path: str) -> bool:
     return bool(path) and not path.startswith("/") and ".." not in parts
 
 
+@register
 class StageHandler(JobKindHandler):
     """Stage jobs are *at* their destination (processing) location's site."""
 
     kind = JobKind.STAGE
     model = StagingJob
+    # The shape of the ``complete`` body (for the API's 400s and schema); apply_result checks the rest.
+    result_serializer = StageResultSerializer
 
     def queryset(self) -> QuerySet:
         archive_copies = RawDataPackageCopy.objects.present().filter(
@@ -117,7 +121,7 @@ class StageHandler(JobKindHandler):
 
     def _validated_reports(self, items: list[StagingJobPackage], data: dict[str, Any]) -> dict[str, dict]:
         """Reported files by package name and relative path; ValidationError unless complete and matching."""
-        packages = data.get("packages")
+        packages = data.get("packages") if isinstance(data, dict) else None
         if not isinstance(packages, list) or not all(isinstance(p, dict) for p in packages):
             raise ValidationError({"packages": ["A list of staged packages is required."]})
         reported: dict[str, dict[str, dict]] = {}
@@ -168,6 +172,12 @@ class StageHandler(JobKindHandler):
             copies, update_conflicts=True, unique_fields=["raw_file", "location"],
             update_fields=["status", "path", "checksum_verified", "verified_at", "expires_at", "updated_at"],
         )
+
+    def record_progress(self, job: StagingJob, items_done: Sequence[str]) -> None:
+        """Heartbeat ``items_done``: mark those packages STAGED now (see ``staging_items_mark_staged``)."""
+        from staging.services import staging_items_mark_staged
+
+        staging_items_mark_staged(job=job, names=items_done)
 
     def on_failed(self, job: StagingJob) -> None:
         """Call after ``opsdb.services.job_fail``/``job_expire``: email the owner when the job is FAILED."""

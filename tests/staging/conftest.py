@@ -29,6 +29,18 @@ def archived_package(archive: DataLocation, *, files: int = 2, **kwargs) -> RawD
     return package
 
 
+@pytest.fixture(autouse=True)
+def role_groups(db) -> None:
+    """The role groups come from a data migration; a transactional test's flush removes them."""
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    from opsdb.roles import SCIENTISTS, sync_role_groups
+
+    if not Group.objects.filter(name=SCIENTISTS).exists():
+        sync_role_groups(apps)
+
+
 @pytest.fixture
 def topology(db) -> Topology:
     cologne, cornell = f.SiteFactory(name="cologne"), f.SiteFactory(name="cornell")

@@ -226,3 +226,31 @@ def test_apply_restaging_revives_deleted_file_records(job, topology):
     assert copies.count() == 2
     assert {c.status for c in copies} == {CopyStatus.PRESENT}
     assert "old/path" not in {c.path for c in copies}
+
+
+def test_record_progress_marks_named_packages_staged(job, topology):
+    handler = StageHandler()
+    name = sorted(p.name for p in topology.packages[:2])[0]
+
+    handler.record_progress(job, [name])
+
+    assert dict(job.items.values_list("raw_package__name", "state")) == {
+        name: StagedPackageState.STAGED,
+        sorted(p.name for p in topology.packages[:2])[1]: StagedPackageState.PENDING,
+    }
+
+
+def test_apply_non_object_report_is_refused(job):
+    with pytest.raises(ValidationError) as refused:
+        complete(job, ["not", "an", "object"])
+
+    assert list(refused.value.message_dict) == ["packages"]
+
+
+def test_result_serializer_accepts_a_good_report_and_refuses_a_malformed_one(job):
+    good = StageHandler.result_serializer(data=good_report(job))
+    bad = StageHandler.result_serializer(data={"packages": [{"name": "x", "files": [{"path": "a"}]}]})
+
+    assert good.is_valid(), good.errors
+    assert not bad.is_valid()
+    assert bad.errors["packages"][0]["files"][0].keys() == {"relative_path", "checksum"}
