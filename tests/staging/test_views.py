@@ -501,3 +501,12 @@ def test_detail_query_count_constant_for_1_and_3_packages(client_alice, topology
         assert len(response.context["all_paths"]) == 2 * job.items.count()
 
     assert counts[0] == counts[1]
+
+
+def test_forbidden_page_explains_who_may_use_it(client):
+    client.force_login(f.worker_user())
+
+    response = client.get(FIND)
+
+    assert response.status_code == 403
+    assert b"Only scientists and operators can use these pages." in response.content
