@@ -57,15 +57,15 @@ def catalogue() -> QuerySet[RawDataPackage]:
 
 @scientist_required
 def find_data(request: HttpRequest) -> HttpResponse:
-    form = SearchForm(request.GET or None)
-    searched = form.is_bound
-    results = form.filter(catalogue()) if searched else catalogue().none()
+    # No criteria is a valid search: the newest observations first, so the page is never empty.
+    form = SearchForm(request.GET)
+    results = form.filter(catalogue())
     page = Paginator(results, PAGE_SIZE).get_page(request.GET.get("page"))
     selection = Selection(request.session)
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "staging/find.html", {
-        "form": form, "searched": searched, "page": page, "selection": selection,
+        "form": form, "page": page, "selection": selection,
         "selected_ids": set(selection.ids), "query": query.urlencode(),
         "total": page.paginator.count, "limit": Selection.limit(),
         "selection_summary": _selection_summary(selection),
