@@ -118,6 +118,11 @@ def scientist_steps(page, url: str, base: str) -> list[str]:
     page.click("a:has-text('Request staging →')")
     page.select_option("#id_destination_location", label=f"cologne:processing — {base}")
     page.fill("#id_note", "Orion maps for the paper")
+    page.fill("#id_lifetime_days", "400")
+    page.click("button:has-text('Preview')")
+    assert "The lifetime can be at most 90 days." in page.inner_text("form.card")
+    shot(page, "03a-refusal")
+    page.fill("#id_lifetime_days", "14")
     page.click("button:has-text('Preview')")
     preview = page.inner_text("section.preview")
     assert "3 packages" in preview and "cologne:archive" in preview
