@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from opsdb.choices import CopyStatus, LocationType
 from opsdb.models import DataLocation, RawDataFileCopy, RawDataPackage, RawDataPackageCopy
-from opsdb.roles import OPERATORS, SCIENTISTS
+from opsdb.roles import OPERATORS, SCIENTISTS, WORKERS
 from staging.choices import StagedPackageState
 from staging.models import StagingJob, StagingJobPackage
 
@@ -25,6 +25,10 @@ def _group_names(user: AbstractBaseUser) -> set[str]:
 
 def is_operator(user: AbstractBaseUser) -> bool:
     return bool(user.is_authenticated and (user.is_superuser or OPERATORS in _group_names(user)))
+
+
+def is_worker(user: AbstractBaseUser) -> bool:
+    return bool(user.is_authenticated and WORKERS in _group_names(user))
 
 
 def can_stage(user: AbstractBaseUser) -> bool:

@@ -13,20 +13,24 @@ from rest_framework.response import Response
 from staging import selectors
 from staging.api.filters import StagingJobFilter
 from staging.api.serializers import StagingJobCreateSerializer, StagingJobSerializer
-from staging.models import StagingJobPackage
+from staging.models import StagingJob, StagingJobPackage
 from staging.services import staging_job_cancel, staging_job_create, staging_lifetime
 
 
 class CanStage(permissions.BasePermission):
+    """Scientists and operators: everything; workers: read only."""
+
     message = "Only scientists and operators can use staging requests."
 
     def has_permission(self, request, view) -> bool:
+        if request.method in permissions.SAFE_METHODS and selectors.is_worker(request.user):
+            return True
         return selectors.can_stage(request.user)
 
 
 class StagingJobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
                         viewsets.GenericViewSet):
-    """Staging requests: a scientist's own (operators: all); others' are 404."""
+    """Staging requests: a scientist's own (operators and workers: all); others' are 404."""
 
     serializer_class = StagingJobSerializer
     lookup_value_regex = "[0-9]{1,18}"
@@ -37,7 +41,10 @@ class StagingJobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.R
 
     def get_queryset(self):
         items = StagingJobPackage.objects.select_related("raw_package", "source_location__site")
-        jobs = selectors.with_progress(selectors.staging_jobs_visible_to(self.request.user))
+        user = self.request.user
+        # Workers read every request (they do them); scientists only their own.
+        visible = StagingJob.objects.all() if selectors.is_worker(user) else selectors.staging_jobs_visible_to(user)
+        jobs = selectors.with_progress(visible)
         return jobs.prefetch_related(Prefetch("items", queryset=items)).order_by("-created_at", "-id")
 
     @extend_schema(request=StagingJobCreateSerializer, responses={201: StagingJobSerializer})
