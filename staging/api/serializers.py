@@ -2,6 +2,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Q
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from opsdb.models import DataLocation, RawDataPackage
@@ -63,6 +64,7 @@ class StagingJobSerializer(serializers.ModelSerializer):
                 "bytes_total": job.size_total or 0, "bytes_done": job.size_done or 0}
 
 
+@extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string", "example": "cologne:processing"}]})
 class LocationRefField(serializers.Field):
     """A location by id or as "site:name"."""
 

@@ -258,3 +258,15 @@ def test_create_any_json_is_201_or_400(api, topology, body):
     response = api.post(URL, body, format="json")
 
     assert response.status_code in (201, 400)
+
+
+def test_openapi_schema_documents_staging_jobs_without_warnings(tmp_path):
+    from django.core.management import call_command
+
+    target = tmp_path / "schema.yml"
+
+    call_command("spectacular", "--fail-on-warn", "--file", str(target))
+
+    schema = target.read_text()
+    assert "/api/v1/staging-jobs/{id}/cancel/" in schema
+    assert "StagingJobCreate" in schema
