@@ -44,3 +44,10 @@ STATUS_WORDS = {
 
 def status_words(status: str) -> str:
     return STATUS_WORDS.get(status, status.title())
+
+
+def job_status_words(job) -> str:
+    """A request's state in words, telling an expired (cleaned up) READY request from a usable one."""
+    if job.status == "READY" and job.cleaned_at:
+        return "Expired, files removed"
+    return status_words(job.status)

@@ -18,7 +18,7 @@ from django_fsm import TransitionNotAllowed
 from opsdb.choices import OPEN_STATUSES, JobStatus
 from opsdb.models import RawDataPackage
 from staging import selectors
-from staging.explain import plain_error, status_words
+from staging.explain import job_status_words, plain_error
 from staging.forms import SearchForm, StagingRequestForm
 from staging.selection import Selection, SelectionFull
 from staging.services import staging_job_cancel, staging_job_check, staging_job_create, staging_lifetime
@@ -189,7 +189,7 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
     for log in logs:
         log.plain = plain_error(log.message) if log.level in ("ERROR", "WARNING") else ""
     return render(request, "staging/request_detail.html", {
-        "job": job, "items": items, "logs": logs, "status_words": status_words(job.status),
+        "job": job, "items": items, "logs": logs, "status_words": job_status_words(job),
         "error_words": plain_error(job.last_error), "all_paths": [p for item in items for p in item.paths],
         "refresh": refresh_seconds() if job.status in UNDER_WAY else None,
         "can_cancel": job.status in (JobStatus.PENDING, JobStatus.FAILED),

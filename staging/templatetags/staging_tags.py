@@ -1,6 +1,6 @@
 from django import template
 
-from staging.explain import status_words
+from staging.explain import job_status_words, status_words
 
 register = template.Library()
 
@@ -30,3 +30,8 @@ def percent(done, total) -> int:
 @register.filter
 def status_text(status: str) -> str:
     return status_words(status)
+
+
+@register.filter
+def job_status(job) -> str:
+    return job_status_words(job)

@@ -510,3 +510,19 @@ def test_forbidden_page_explains_who_may_use_it(client):
 
     assert response.status_code == 403
     assert b"Only scientists and operators can use these pages." in response.content
+
+
+def test_detail_and_list_say_when_files_were_cleaned_up(client_alice, topology, alice):
+    package = topology.packages[0]
+    for raw_file in package.files.all():
+        f.RawDataFileCopyFactory(raw_file=raw_file, location=topology.cologne_processing)
+    job = make_job(alice, topology, packages=[package])  # all reused: READY at once
+    StagingJob.objects.filter(pk=job.pk).update(cleaned_at=timezone.now())
+
+    detail = client_alice.get(reverse("staging:request-detail", args=[job.pk]))
+    listing = client_alice.get(LIST)
+
+    assert job.status == JobStatus.READY
+    assert b"Expired, files removed" in detail.content
+    assert b"because the request's lifetime ended" in detail.content
+    assert b"Expired, files removed" in listing.content
