@@ -30,7 +30,7 @@ UNDER_WAY = (JobStatus.PENDING, JobStatus.ACTIVE)
 
 def refresh_seconds() -> int:
     """How often pages with work under way reload themselves."""
-    return getattr(settings, "STAGING_PAGE_REFRESH_SECONDS", 5)
+    return settings.STAGING_PAGE_REFRESH_SECONDS
 
 
 
