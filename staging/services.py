@@ -31,40 +31,53 @@ def staging_lifetime(days: int | None) -> timedelta | None:
     return None if days is None else timedelta(days=days)
 
 
+def _destination_errors(location: DataLocation | None) -> list[str]:
+    if location is None:
+        return ["Choose a processing location to stage to."]
+    if location.location_type != LocationType.PROCESSING:
+        kind = location.get_location_type_display().lower()
+        return [f"{location} is a {kind} location, not a processing area: choose a processing location."]
+    if not location.active:
+        return [f"{location} is not in use at the moment."]
+    return []
+
+
+def _lifetime_errors(lifetime: timedelta | None) -> list[str]:
+    max_days = settings.STAGING_MAX_LIFETIME_DAYS
+    if lifetime is not None and lifetime <= timedelta(0):
+        return ["The lifetime must be at least one day."]
+    if lifetime is not None and lifetime > timedelta(days=max_days):
+        return [f"The lifetime can be at most {max_days} days."]
+    return []
+
+
+def _selection_errors(packages: list[RawDataPackage], plan: StagingPlan) -> list[str]:
+    limit = settings.STAGING_SELECTION_MAX
+    if not packages:
+        return ["Select at least one package to stage."]
+    if len(packages) > limit:
+        return [f"A request can hold at most {limit} packages; split it into several."]
+    missing = plan.not_archived
+    if not missing:
+        return []
+    names = ", ".join(item.package.name for item in missing[:10])
+    more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+    return [f"Not archived anywhere yet, so they cannot be staged: {names}{more}. Remove them from the selection."]
+
+
 def staging_job_check(*, raw_packages: Iterable[RawDataPackage], destination_location: DataLocation | None,
                       lifetime: timedelta | None = None) -> StagingPlan:
     """Validate a request and plan it (nothing changes); ValidationError with a field dict when refused."""
-    errors: dict[str, list[str]] = {}
     packages = list(raw_packages)
-    if destination_location is None:
-        errors.setdefault("destination_location", []).append("Choose a processing location to stage to.")
-    elif destination_location.location_type != LocationType.PROCESSING:
-        errors.setdefault("destination_location", []).append(
-            f"{destination_location} is a {destination_location.get_location_type_display().lower()} "
-            "location, not a processing area: choose a processing location."
-        )
-    elif not destination_location.active:
-        errors.setdefault("destination_location", []).append(f"{destination_location} is not in use at the moment.")
-    max_days = settings.STAGING_MAX_LIFETIME_DAYS
-    if lifetime is not None and lifetime <= timedelta(0):
-        errors.setdefault("lifetime", []).append("The lifetime must be at least one day.")
-    elif lifetime is not None and lifetime > timedelta(days=max_days):
-        errors.setdefault("lifetime", []).append(f"The lifetime can be at most {max_days} days.")
-    if not packages:
-        errors.setdefault("raw_packages", []).append("Select at least one package to stage.")
-    elif len(packages) > settings.STAGING_SELECTION_MAX:
-        errors.setdefault("raw_packages", []).append(
-            f"A request can hold at most {settings.STAGING_SELECTION_MAX} packages; split it into several."
-        )
-    plan = staging_plan(raw_packages=packages, destination=destination_location if not errors.get(
-        "destination_location") else None)
-    missing = plan.not_archived
-    if missing:
-        names = ", ".join(item.package.name for item in missing[:10])
-        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        errors.setdefault("raw_packages", []).append(
-            f"Not archived anywhere yet, so they cannot be staged: {names}{more}. Remove them from the selection."
-        )
+    destination_errors = _destination_errors(destination_location)
+    # Reuse is only looked for at a valid destination; sources are chosen either way.
+    plan = staging_plan(raw_packages=packages, destination=None if destination_errors else destination_location)
+    errors = {
+        "destination_location": destination_errors,
+        "lifetime": _lifetime_errors(lifetime),
+        "raw_packages": _selection_errors(packages, plan),
+    }
+    errors = {field: messages for field, messages in errors.items() if messages}
     if errors:
         raise ValidationError(errors)
     return plan
