@@ -111,7 +111,12 @@ def _add_all_results(request: HttpRequest, selection: Selection) -> None:
     if not form.is_valid():
         messages.error(request, "Search first, then add its results.")
         return
-    ids = list(form.filter(RawDataPackage.objects.all()).values_list("pk", flat=True)[: Selection.limit() + 1])
+    results = form.filter(RawDataPackage.objects.all())
+    total = results.count()
+    if total > Selection.limit():
+        raise SelectionFull(f"This search has {total} results, more than the {Selection.limit()} a request can hold. "
+                            "Narrow it (instrument, target, dates) or add packages one by one.")
+    ids = list(results.values_list("pk", flat=True))
     added = selection.add(ids)
     messages.success(request, f"Added all {len(ids)} result(s) of the search: {added} new package(s).")
 
