@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
-from opsdb.choices import CopyStatus, JobKind, JobStatus, LocationType
+from opsdb.choices import CopyStatus, JobKind, LocationType
 from opsdb.models import DataLocation, RawDataFile, RawDataFileCopy, RawDataPackageCopy
 from opsdb.work import JobKindHandler, register
 from staging.api.serializers import StageResultSerializer
@@ -180,8 +180,11 @@ class StageHandler(JobKindHandler):
         staging_items_mark_staged(job=job, names=items_done)
 
     def on_failed(self, job: StagingJob) -> None:
-        """Call after ``opsdb.services.job_fail``/``job_expire``: email the owner when the job is FAILED."""
+        """Call after a failed attempt (``job_fail``, ``job_expire``, the scheduler's bulk expiry).
+
+        The owner is emailed when the transaction commits if the job is FAILED then (the status is
+        read afresh, so an instance updated in bulk is fine); back to PENDING sends nothing.
+        """
         from staging.services import notify_on_commit
 
-        if job.status == JobStatus.FAILED:
-            notify_on_commit(job)
+        notify_on_commit(job)

@@ -349,3 +349,19 @@ def test_cancel_racing_a_claim_ends_in_exactly_one_outcome(topology, alice):
         job.refresh_from_db()
         assert results["claimed"] != results["cancelled"]
         assert job.status == (JobStatus.ACTIVE if results["claimed"] else JobStatus.CANCELLED)
+
+
+def test_on_failed_reads_the_status_afresh(topology, alice, settings, django_capture_on_commit_callbacks):
+    settings.JOB_MAX_ATTEMPTS = 1
+    job = staging_job_create(owner=alice, raw_packages=topology.packages,
+                             destination_location=topology.cologne_processing)
+    job_claim(job=job, worker="w")
+    stale = type(job).objects.get(pk=job.pk)  # ACTIVE in memory, as after a bulk update elsewhere
+    fresh = type(job).objects.get(pk=job.pk)
+    job_fail(job=fresh, lease_token=fresh.lease_token, error="timeout")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        StageHandler().on_failed(stale)
+
+    assert stale.status == JobStatus.ACTIVE
+    assert [m.subject for m in mail.outbox] == [f"Your staging request #{job.pk} failed"]
