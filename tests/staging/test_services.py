@@ -262,17 +262,16 @@ def test_notify_pending_job_sends_nothing(topology, alice):
     assert mail.outbox == []
 
 
-def test_on_failed_hook_emails_only_when_failed(topology, alice, settings, django_capture_on_commit_callbacks):
+def test_failed_attempt_that_will_retry_sends_no_email(topology, alice, settings,
+                                                        django_capture_on_commit_callbacks):
     settings.JOB_MAX_ATTEMPTS = 2
     job = staging_job_create(owner=alice, raw_packages=topology.packages,
                              destination_location=topology.cologne_processing)
-    handler = StageHandler()
 
     for _ in range(2):  # each report commits on its own
         with django_capture_on_commit_callbacks(execute=True):
             job = job_claim(job=job, worker="w")
             job, _ = job_fail(job=job, lease_token=job.lease_token, error="timeout")
-            handler.on_failed(job)
         if job.status == JobStatus.PENDING:
             assert mail.outbox == []
             type(job).objects.filter(pk=job.pk).update(next_attempt_at=None)
@@ -364,4 +363,25 @@ def test_on_failed_reads_the_status_afresh(topology, alice, settings, django_cap
         StageHandler().on_failed(stale)
 
     assert stale.status == JobStatus.ACTIVE
+    assert [m.subject for m in mail.outbox] == [f"Your staging request #{job.pk} failed"]
+
+
+@pytest.mark.parametrize("how", ["fail", "expire"])
+def test_failed_attempts_email_the_owner_once_failed(topology, alice, settings, django_capture_on_commit_callbacks,
+                                                      how):
+    from opsdb.services import job_expire
+
+    settings.JOB_MAX_ATTEMPTS = 1
+    job = staging_job_create(owner=alice, raw_packages=topology.packages,
+                             destination_location=topology.cologne_processing)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        job = job_claim(job=job, worker="w")
+        if how == "fail":
+            job_fail(job=job, lease_token=job.lease_token, error="No such file or directory")
+        else:
+            job_expire(job=job, now=timezone.now() + timedelta(days=2))
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
     assert [m.subject for m in mail.outbox] == [f"Your staging request #{job.pk} failed"]
