@@ -91,3 +91,20 @@ def test_stage_heartbeat_unknown_item_is_400_over_http(worker_api, job):
     assert response.status_code == 400
     assert list(response.json()) == ["items_done"]
     assert set(job.items.values_list("state", flat=True)) == {StagedPackageState.PENDING}
+
+
+def test_stage_fail_not_retryable_emails_the_owner_over_http(worker_api, job, django_capture_on_commit_callbacks):
+    from django.core import mail
+
+    claimed = claim(worker_api)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = worker_api.post(f"/api/v1/work/stage/{job.pk}/fail/",
+                                   {"lease_token": claimed["lease_token"], "error": "No space left on device",
+                                    "retryable": False}, format="json")
+
+    job.refresh_from_db()
+    assert response.status_code == 200
+    assert job.status == JobStatus.FAILED
+    assert [m.subject for m in mail.outbox] == [f"Your staging request #{job.pk} failed"]
+    assert "ran out of space" in mail.outbox[0].body
