@@ -199,6 +199,10 @@ BUNDLE_MAX_WAIT_SECONDS = env_int("BUNDLE_MAX_WAIT_SECONDS", 6 * 3600, minimum=0
 # Staging lifetime for scientists' requests.
 STAGING_DEFAULT_LIFETIME_DAYS = env_int("STAGING_DEFAULT_LIFETIME_DAYS", 14, minimum=1)
 STAGING_MAX_LIFETIME_DAYS = env_int("STAGING_MAX_LIFETIME_DAYS", 90, minimum=1)
+# At most this many packages in one selection / request (bounds "select all results").
+STAGING_SELECTION_MAX = env_int("STAGING_SELECTION_MAX", 500, minimum=1)
+# Pages of requests with work under way reload themselves this often.
+STAGING_PAGE_REFRESH_SECONDS = env_int("STAGING_PAGE_REFRESH_SECONDS", 5, minimum=1)
 
 LOGGING = {
     "version": 1,

@@ -14,4 +14,5 @@ urlpatterns = [
     path("api/v1/", include("staging.api.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("staging.urls")),
 ]

@@ -1,14 +1,14 @@
 from importlib import import_module
-from importlib.util import find_spec
 
 from django.apps import AppConfig
 
 
 class StagingConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
     name = "staging"
     verbose_name = "Archive and staging"
 
     def ready(self) -> None:
-        import_module("staging.archive_work")  # registers the ``archive`` job kind
-        if find_spec("staging.work"):  # the ``stage`` job kind, when its module is there
-            import_module("staging.work")
+        # Importing a kind's module registers its handler (``@register``) for every entry point.
+        import_module("staging.archive_work")  # the ``archive`` job kind
+        import_module("staging.work")  # the ``stage`` job kind

@@ -1,9 +1,17 @@
 """Serializers of archive transfers and staging jobs."""
 
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from opsdb.api.serializers import JOB_FIELDS
+from opsdb.models import DataLocation, RawDataPackage
+from staging.explain import plain_error, status_words
 from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
+from staging.selectors import absolute_path
 
 
 class LongTermArchiveTransferSerializer(serializers.ModelSerializer):
@@ -16,19 +24,129 @@ class LongTermArchiveTransferSerializer(serializers.ModelSerializer):
                   "site_name", "requires_intervention"]
 
 
+MAX_ID = 2**63 - 1
+
+
 class StagingJobPackageSerializer(serializers.ModelSerializer):
-    raw_package_name = serializers.CharField(source="raw_package.name", read_only=True)
+    raw_package_id = serializers.IntegerField(source="raw_package.pk", read_only=True)
+    name = serializers.CharField(source="raw_package.name", read_only=True)
+    size = serializers.IntegerField(source="raw_package.size", read_only=True)
+    source_location = serializers.StringRelatedField(read_only=True)
 
     class Meta:
         model = StagingJobPackage
-        fields = ["raw_package", "raw_package_name", "source_location", "state", "bytes_staged", "staged_at", "error"]
+        fields = ["raw_package_id", "name", "size", "state", "bytes_staged", "staged_at", "source_location", "error"]
+        read_only_fields = fields
 
 
 class StagingJobSerializer(serializers.ModelSerializer):
-    owner = serializers.CharField(source="owner.username", read_only=True)
-    items = StagingJobPackageSerializer(many=True, read_only=True)
+    """A staging request as its owner sees it: state in words, progress, packages."""
+
+    owner = serializers.CharField(source="owner.get_username", read_only=True)
+    destination_location = serializers.StringRelatedField(read_only=True)
+    destination_location_id = serializers.IntegerField(read_only=True)
+    destination_path = serializers.SerializerMethodField()
+    status_text = serializers.SerializerMethodField()
+    error_text = serializers.SerializerMethodField()
+    lifetime_days = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
+    packages = StagingJobPackageSerializer(source="items", many=True, read_only=True)
 
     class Meta:
         model = StagingJob
-        fields = [*JOB_FIELDS, "owner", "destination_location", "note", "lifetime", "expires_at", "cleaned_at",
-                  "items"]
+        fields = [
+            "id", "owner", "status", "status_text", "destination_location", "destination_location_id",
+            "destination_path", "note", "lifetime_days", "expires_at", "attempts", "last_error", "error_text",
+            "created_at", "updated_at", "finished_at", "progress", "packages",
+        ]
+        read_only_fields = fields
+
+    def get_destination_path(self, job: StagingJob) -> str:
+        return absolute_path(job.destination_location, "staged/")
+
+    def get_status_text(self, job: StagingJob) -> str:
+        return status_words(job.status)
+
+    def get_error_text(self, job: StagingJob) -> str:
+        return plain_error(job.last_error)
+
+    def get_lifetime_days(self, job: StagingJob) -> float:
+        return job.lifetime / timedelta(days=1)
+
+    def get_progress(self, job: StagingJob) -> dict:
+        return {"packages_total": job.packages_total, "packages_done": job.packages_done,
+                "bytes_total": job.size_total or 0, "bytes_done": job.size_done or 0}
+
+
+@extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string", "example": "cologne:processing"}]})
+class LocationRefField(serializers.Field):
+    """A location by id or as "site:name"."""
+
+    default_error_messages = {"unknown": "No location {value!r}: give its id or site:name."}
+
+    def to_internal_value(self, value):
+        locations = DataLocation.objects.select_related("site")
+        if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+            found = locations.filter(pk=int(value)).first() if 0 < int(value) <= MAX_ID else None
+        elif isinstance(value, str) and ":" in value:
+            site, name = value.split(":", 1)
+            found = locations.filter(site__name=site, name=name).first()
+        else:
+            found = None
+        if found is None:
+            self.fail("unknown", value=value)
+        return found
+
+    def to_representation(self, value):
+        return str(value)
+
+
+class StagingJobCreateSerializer(serializers.Serializer):
+    """What a scientist sends to request staging; the service does the domain checks."""
+
+    raw_packages = serializers.ListField(
+        child=serializers.CharField(max_length=255), allow_empty=True,
+        help_text="Raw package ids or names.",
+    )
+    destination_location = LocationRefField(help_text="A PROCESSING location: id or site:name.")
+    lifetime_days = serializers.IntegerField(required=False, allow_null=True)
+
+    def validate_lifetime_days(self, days: int | None) -> int | None:
+        # Past the maximum here already: a huge number would overflow a timedelta.
+        if days is not None and days < 1:
+            raise serializers.ValidationError("The lifetime must be at least one day.")
+        if days is not None and days > settings.STAGING_MAX_LIFETIME_DAYS:
+            raise serializers.ValidationError(f"The lifetime can be at most {settings.STAGING_MAX_LIFETIME_DAYS} days.")
+        return days
+    note = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+
+    def validate_raw_packages(self, refs: list[str]) -> list[RawDataPackage]:
+        limit = settings.STAGING_SELECTION_MAX
+        if len(refs) > limit:
+            raise serializers.ValidationError(f"At most {limit} packages per request.")
+        ids = {int(r) for r in refs if r.isdigit() and int(r) <= MAX_ID}
+        names = {r for r in refs if not r.isdigit()}
+        found = list(RawDataPackage.objects.filter(Q(pk__in=ids) | Q(name__in=names)))
+        known = {str(p.pk) for p in found} | {p.name for p in found}
+        unknown = [r for r in refs if r not in known]
+        if unknown:
+            raise serializers.ValidationError(f"Unknown packages: {', '.join(unknown[:10])}.")
+        return found
+
+
+class StagedFileSerializer(serializers.Serializer):
+    relative_path = serializers.CharField(max_length=1024)
+    path = serializers.CharField(max_length=1024, required=False,
+                                 help_text="Relative to the location's base path; default staged/<package>/<file>.")
+    checksum = serializers.CharField(max_length=128)
+
+
+class StagedPackageSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=255)
+    files = StagedFileSerializer(many=True)
+
+
+class StageResultSerializer(serializers.Serializer):
+    """``complete`` of a stage job: every staged package with every file and its verified checksum."""
+
+    packages = StagedPackageSerializer(many=True)

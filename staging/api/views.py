@@ -1,16 +1,28 @@
-"""Archive transfers (read-only) and staging jobs.
+"""Scientists' staging requests over the API: create, list, read and cancel their own."""
 
-Staging jobs: operators and workers see all (a restricted worker those at its sites), a scientist
-only their own. Creating and cancelling staging jobs is added here by the staging pages' API.
-"""
-
+from django.core.exceptions import ValidationError
 from django.db.models import Prefetch
+from django_fsm import TransitionNotAllowed
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError as DRFValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
 
 from opsdb.api.permissions import is_operator, is_worker
 from opsdb.api.views import JobViewSetMixin, ReadOnlyViewSet
 from opsdb.choices import JobKind
-from staging.api import filters, serializers
+from staging import selectors
+from staging.api import filters
+from staging.api.filters import StagingJobFilter
+from staging.api.serializers import (
+    LongTermArchiveTransferSerializer,
+    StagingJobCreateSerializer,
+    StagingJobSerializer,
+)
 from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
+from staging.services import staging_job_cancel, staging_job_create, staging_lifetime
 from transfers.api.views import JOB_ORDERING
 
 
@@ -18,24 +30,78 @@ class LongTermArchiveTransferViewSet(JobViewSetMixin, ReadOnlyViewSet):
     job_kind = JobKind.ARCHIVE
     site_field = "source_location__site_id"
     queryset = LongTermArchiveTransfer.objects.select_related("raw_package", "source_location__site")
-    serializer_class = serializers.LongTermArchiveTransferSerializer
+    serializer_class = LongTermArchiveTransferSerializer
     filterset_class = filters.LongTermArchiveTransferFilter
     ordering_fields = JOB_ORDERING
 
 
-class StagingJobViewSet(JobViewSetMixin, ReadOnlyViewSet):
+class CanStage(permissions.BasePermission):
+    """Scientists and operators: everything; workers: read (the jobs at their sites)."""
+
+    message = "Only scientists and operators can use staging requests."
+
+    def has_permission(self, request, view) -> bool:
+        if request.method in permissions.SAFE_METHODS and is_worker(request.user):
+            return True
+        return selectors.can_stage(request.user)
+
+
+class StagingJobViewSet(JobViewSetMixin, mixins.CreateModelMixin, mixins.ListModelMixin,
+                        mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Staging requests: a scientist's own (operators, workers at their sites: all); others' are 404."""
+
     job_kind = JobKind.STAGE
     site_field = "destination_location__site_id"
-    queryset = StagingJob.objects.select_related("owner").prefetch_related(
-        Prefetch("items", queryset=StagingJobPackage.objects.select_related("raw_package"))
-    )
-    serializer_class = serializers.StagingJobSerializer
-    filterset_class = filters.StagingJobFilter
+
+    serializer_class = StagingJobSerializer
+    lookup_value_regex = "[0-9]{1,18}"
+    permission_classes = [permissions.IsAuthenticated, CanStage]
+    filterset_class = StagingJobFilter
     ordering_fields = JOB_ORDERING
+    ordering = ["-created_at", "-id"]
+
+    queryset = StagingJob.objects.all()
 
     def get_queryset(self):
-        queryset = super().get_queryset()
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user
+            return StagingJob.objects.none()
         user = self.request.user
-        if is_operator(user) or is_worker(user):
-            return queryset
-        return queryset.filter(owner=user)  # scientists: their own requests, nobody else's
+        items = StagingJobPackage.objects.select_related("raw_package", "source_location__site")
+        jobs = super().get_queryset()  # JobViewSetMixin: a restricted worker sees its sites' jobs
+        if not (is_operator(user) or is_worker(user)):
+            jobs = jobs.filter(owner=user)  # scientists: their own requests, nobody else's
+        jobs = selectors.with_progress(jobs)
+        return jobs.prefetch_related(Prefetch("items", queryset=items)).order_by("-created_at", "-id")
+
+    @extend_schema(request=StagingJobCreateSerializer, responses={201: StagingJobSerializer})
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        incoming = StagingJobCreateSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        data = incoming.validated_data
+        try:
+            job = staging_job_create(
+                owner=request.user, raw_packages=data["raw_packages"],
+                destination_location=data["destination_location"],
+                lifetime=staging_lifetime(data.get("lifetime_days")), note=data.get("note", ""),
+            )
+        except ValidationError as refused:
+            raise DRFValidationError(_api_errors(refused)) from refused
+        job = self.get_queryset().get(pk=job.pk)
+        return Response(self.get_serializer(job).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: StagingJobSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk=None) -> Response:
+        job = self.get_object()
+        try:
+            staging_job_cancel(job=job, by=request.user)
+        except TransitionNotAllowed as refused:
+            job.refresh_from_db(fields=["status"])
+            return Response({"detail": str(refused), "status": job.status}, status=status.HTTP_409_CONFLICT)
+        return Response(self.get_serializer(self.get_queryset().get(pk=job.pk)).data)
+
+
+def _api_errors(error: ValidationError) -> dict:
+    """Service field names to the API's (lifetime → lifetime_days)."""
+    renamed = {"lifetime": "lifetime_days"}
+    return {renamed.get(field, field): messages for field, messages in error.message_dict.items()}

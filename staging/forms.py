@@ -1,0 +1,106 @@
+"""Forms of the scientists' pages: searching the catalogue and requesting staging."""
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db.models import Q, QuerySet
+
+from opsdb.choices import LocationType
+from opsdb.models import DataLocation, Instrument, RawDataPackage
+
+
+class DateInput(forms.DateInput):
+    input_type = "date"
+
+
+MAX_ID = 2**63 - 1
+
+
+class BoundedModelChoiceField(forms.ModelChoiceField):
+    """Refuses ids past 64 bits as an invalid choice (SQLite would overflow on them)."""
+
+    def to_python(self, value):
+        if value not in self.empty_values and str(value).isdigit() and int(value) > MAX_ID:
+            raise ValidationError(self.error_messages["invalid_choice"], code="invalid_choice")
+        return super().to_python(value)
+
+
+class SearchForm(forms.Form):
+    """Find raw packages by their observation (instrument, target, date) or by package name."""
+
+    instrument = BoundedModelChoiceField(Instrument.objects.all(), required=False, empty_label="Any instrument")
+    target = forms.CharField(required=False, max_length=200, label="Target name")
+    date_from = forms.DateField(required=False, label="Observed from", widget=DateInput)
+    date_to = forms.DateField(required=False, label="Observed until", widget=DateInput)
+    package = forms.CharField(required=False, max_length=255, label="Package name")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
+            raise ValidationError({"date_to": "The end date must not be before the start date."})
+        return data
+
+    def filter(self, packages: QuerySet[RawDataPackage]) -> QuerySet[RawDataPackage]:
+        """``packages`` narrowed by the valid criteria (all of them when the form is invalid)."""
+        if not self.is_valid():
+            return packages.none()
+        data = self.cleaned_data
+        conditions = Q()
+        if data["instrument"]:
+            conditions &= Q(observation__instrument=data["instrument"])
+        if data["target"]:
+            conditions &= Q(observation__target_name__icontains=data["target"])
+        if data["date_from"]:
+            conditions &= Q(observation__start_time__date__gte=data["date_from"])
+        if data["date_to"]:
+            conditions &= Q(observation__start_time__date__lte=data["date_to"])
+        if data["package"]:
+            conditions &= Q(name__icontains=data["package"])
+        return packages.filter(conditions)
+
+
+class ProcessingLocationField(BoundedModelChoiceField):
+    def label_from_instance(self, obj: DataLocation) -> str:
+        return f"{obj} — {obj.base_path}"
+
+
+class StagingRequestForm(forms.Form):
+    """Where to stage the selection, for how long, and why; the service does the real checks."""
+
+    destination_location = ProcessingLocationField(
+        # Any location validates, so a non-processing one gets the service's clear refusal
+        # instead of a bare "invalid choice"; the menu offers only processing areas.
+        DataLocation.objects.select_related("site"), label="Stage to", empty_label="Choose a processing area",
+        error_messages={"required": "Choose a processing location to stage to.",
+                        "invalid_choice": "That location does not exist."},
+    )
+    lifetime_days = forms.IntegerField(
+        required=False, min_value=1, label="Keep the data for (days)",
+        error_messages={"min_value": "The lifetime must be at least one day."},
+    )
+    note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}), max_length=2000)
+
+    def clean_lifetime_days(self) -> int | None:
+        # Past the maximum here already: a huge number would overflow a timedelta.
+        days = self.cleaned_data["lifetime_days"]
+        if days is not None and days > settings.STAGING_MAX_LIFETIME_DAYS:
+            raise ValidationError(f"The lifetime can be at most {settings.STAGING_MAX_LIFETIME_DAYS} days.")
+        return days
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        max_days = settings.STAGING_MAX_LIFETIME_DAYS
+        field = self.fields["lifetime_days"]
+        field.initial = settings.STAGING_DEFAULT_LIFETIME_DAYS
+        field.help_text = f"Default {settings.STAGING_DEFAULT_LIFETIME_DAYS} days, at most {max_days}."
+        field.widget.attrs.update({"max": max_days, "min": 1})
+        processing = DataLocation.objects.active().of_type(LocationType.PROCESSING).select_related("site")
+        self.fields["destination_location"].widget.choices = [("", "Choose a processing area")] + [
+            (loc.pk, f"{loc} — {loc.base_path}") for loc in processing
+        ]
+
+    def add_service_errors(self, error: ValidationError) -> None:
+        """Show the service's field errors on this form; the selection's errors above the form."""
+        for field, messages in error.message_dict.items():
+            target = {"lifetime": "lifetime_days"}.get(field, field)
+            self.add_error(target if target in self.fields else None, messages)

@@ -1,0 +1,205 @@
+"""Reads for the staging pages, the API and the staging services: plans, visibility, progress."""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Count, Prefetch, Q, QuerySet, Sum
+from django.utils import timezone
+
+from opsdb.choices import CopyStatus, LocationType
+from opsdb.models import DataLocation, RawDataFileCopy, RawDataPackage, RawDataPackageCopy
+from opsdb.roles import OPERATORS, SCIENTISTS, WORKERS
+from staging.choices import StagedPackageState
+from staging.models import StagingJob, StagingJobPackage
+
+DONE_ITEM_STATES = (StagedPackageState.STAGED, StagedPackageState.REUSED)
+
+
+def _group_names(user: AbstractBaseUser) -> set[str]:
+    # Cached on the user object: one query per request however often a page asks.
+    if not hasattr(user, "_opsdb_group_names"):
+        user._opsdb_group_names = set(user.groups.values_list("name", flat=True)) if user.is_authenticated else set()
+    return user._opsdb_group_names
+
+
+def is_operator(user: AbstractBaseUser) -> bool:
+    return bool(user.is_authenticated and (user.is_superuser or OPERATORS in _group_names(user)))
+
+
+def is_worker(user: AbstractBaseUser) -> bool:
+    return bool(user.is_authenticated and WORKERS in _group_names(user))
+
+
+def can_stage(user: AbstractBaseUser) -> bool:
+    """Scientists and operators may browse the catalogue and request staging."""
+    return is_operator(user) or (user.is_authenticated and SCIENTISTS in _group_names(user))
+
+
+def staging_jobs_visible_to(user: AbstractBaseUser) -> QuerySet[StagingJob]:
+    """Operators see every request, everyone else only their own."""
+    jobs = StagingJob.objects.all()
+    return jobs if is_operator(user) else jobs.filter(owner=user)
+
+
+def with_progress(jobs: QuerySet[StagingJob]) -> QuerySet[StagingJob]:
+    """Annotate package and byte counts (total and done) in the same query as the jobs."""
+    done = Q(items__state__in=DONE_ITEM_STATES)
+    return jobs.select_related("owner", "destination_location__site").annotate(
+        packages_total=Count("items", distinct=True),
+        packages_done=Count("items", filter=done, distinct=True),
+        size_total=Sum("items__raw_package__size"),
+        size_done=Sum("items__raw_package__size", filter=done),
+    )
+
+
+def archive_copies_prefetch(to_attr: str = "archive_copies") -> Prefetch:
+    """Present copies of packages in long-term archives, with their location and site."""
+    copies = (
+        RawDataPackageCopy.objects.present()
+        .filter(location__location_type=LocationType.LONG_TERM_ARCHIVE)
+        .select_related("location__site")
+        .order_by("location__site__name", "location__name")
+    )
+    return Prefetch("copies", queryset=copies, to_attr=to_attr)
+
+
+@dataclass
+class PlannedPackage:
+    """One package of a staging request: where it comes from, or that it is already there."""
+
+    package: RawDataPackage
+    source: DataLocation | None
+    reused: bool
+
+    @property
+    def archived(self) -> bool:
+        return self.source is not None
+
+
+@dataclass
+class SourceSummary:
+    location: DataLocation
+    count: int = 0
+    size: int = 0
+
+
+@dataclass
+class StagingPlan:
+    """What a staging request would do: per package its source archive or reuse."""
+
+    destination: DataLocation | None
+    items: list[PlannedPackage] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.items)
+
+    @property
+    def total_size(self) -> int:
+        return sum(item.package.size for item in self.items)
+
+    @property
+    def reused(self) -> list[PlannedPackage]:
+        return [item for item in self.items if item.reused]
+
+    @property
+    def to_stage(self) -> list[PlannedPackage]:
+        return [item for item in self.items if not item.reused]
+
+    @property
+    def not_archived(self) -> list[PlannedPackage]:
+        return [item for item in self.to_stage if not item.archived]
+
+    @property
+    def stage_size(self) -> int:
+        return sum(item.package.size for item in self.to_stage)
+
+    @property
+    def sources(self) -> list[SourceSummary]:
+        summaries: dict[int, SourceSummary] = {}
+        for item in self.to_stage:
+            if item.source is not None:
+                summary = summaries.setdefault(item.source.pk, SourceSummary(location=item.source))
+                summary.count += 1
+                summary.size += item.package.size
+        return sorted(summaries.values(), key=lambda s: str(s.location))
+
+
+def alive_file_copies(location: DataLocation, now: datetime | None = None) -> QuerySet[RawDataFileCopy]:
+    """File access records at ``location`` that are present and not past their expiry."""
+    now = now or timezone.now()
+    return RawDataFileCopy.objects.filter(location=location, status=CopyStatus.PRESENT).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    )
+
+
+def reused_package_ids(package_ids: list[int], location: DataLocation, now: datetime | None = None) -> set[int]:
+    """Packages whose every file (at least one) is staged and alive at ``location``."""
+    now = now or timezone.now()
+    alive = Q(files__copies__location=location, files__copies__status=CopyStatus.PRESENT) & (
+        Q(files__copies__expires_at__isnull=True) | Q(files__copies__expires_at__gt=now)
+    )
+    rows = (
+        RawDataPackage.objects.filter(pk__in=package_ids)
+        .annotate(n_files=Count("files", distinct=True), n_alive=Count("files", filter=alive, distinct=True))
+        .values_list("pk", "n_files", "n_alive")
+    )
+    return {pk for pk, n_files, n_alive in rows if n_files > 0 and n_files == n_alive}
+
+
+def choose_sources(package_ids: list[int], destination: DataLocation | None) -> dict[int, DataLocation]:
+    """Each package's source archive: same site as the destination first, then location priority."""
+    copies = (
+        RawDataPackageCopy.objects.present()
+        .filter(raw_package_id__in=package_ids, location__location_type=LocationType.LONG_TERM_ARCHIVE,
+                location__active=True)
+        .select_related("location__site")
+    )
+    site_id = destination.site_id if destination else None
+
+    def rank(copy: RawDataPackageCopy) -> tuple:
+        return (copy.location.site_id != site_id, -copy.location.priority, copy.location.pk)
+
+    chosen: dict[int, DataLocation] = {}
+    for copy in sorted(copies, key=rank):
+        chosen.setdefault(copy.raw_package_id, copy.location)
+    return chosen
+
+
+def staging_plan(*, raw_packages: list[RawDataPackage], destination: DataLocation | None) -> StagingPlan:
+    """Plan a request without changing anything: reuse what is staged and alive, else pick an archive."""
+    packages = list({p.pk: p for p in raw_packages}.values())
+    ids = [p.pk for p in packages]
+    reused = reused_package_ids(ids, destination) if destination and ids else set()
+    sources = choose_sources(ids, destination) if ids else {}
+    items = [PlannedPackage(package=p, source=sources.get(p.pk), reused=p.pk in reused) for p in packages]
+    return StagingPlan(destination=destination, items=items)
+
+
+def job_items(job: StagingJob) -> list[StagingJobPackage]:
+    return list(
+        job.items.select_related("raw_package__observation__instrument", "source_location__site")
+        .order_by("raw_package__name")
+    )
+
+
+def staged_file_paths(job: StagingJob) -> dict[int, list[str]]:
+    """Absolute paths of the staged (or reused) files of ``job``, by raw package id."""
+    location = job.destination_location
+    package_ids = list(job.items.filter(state__in=DONE_ITEM_STATES).values_list("raw_package_id", flat=True))
+    copies = (
+        RawDataFileCopy.objects.filter(
+            location=location, status=CopyStatus.PRESENT, raw_file__package_id__in=package_ids
+        )
+        .select_related("raw_file")
+        .order_by("raw_file__package_id", "path")
+    )
+    paths: dict[int, list[str]] = {}
+    for copy in copies:
+        paths.setdefault(copy.raw_file.package_id, []).append(absolute_path(location, copy.path))
+    return paths
+
+
+def absolute_path(location: DataLocation, path: str) -> str:
+    return f"{location.base_path.rstrip('/')}/{path.lstrip('/')}"

@@ -1,0 +1,206 @@
+"""Staging services: create, cancel and notify scientists' staging requests.
+
+The web forms, the API and the stage job handler all call these; none maps statuses itself.
+"""
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from django_fsm import TransitionNotAllowed
+
+from opsdb.choices import CopyStatus, JobStatus, LocationType
+from opsdb.models import DataLocation, RawDataFileCopy, RawDataPackage
+from opsdb.services import job_cancel, job_claim, job_complete, lock_job
+from staging.choices import StagedPackageState
+from staging.explain import plain_error
+from staging.models import StagingJob, StagingJobPackage
+from staging.selectors import StagingPlan, absolute_path, is_operator, staging_plan
+
+# Name under which ops-db itself "claims" a request whose packages are all already staged.
+REUSE_WORKER = "ops-db (already staged)"
+
+
+def staging_lifetime(days: int | None) -> timedelta | None:
+    return None if days is None else timedelta(days=days)
+
+
+def _destination_errors(location: DataLocation | None) -> list[str]:
+    if location is None:
+        return ["Choose a processing location to stage to."]
+    if location.location_type != LocationType.PROCESSING:
+        kind = location.get_location_type_display().lower()
+        return [f"{location} is a {kind} location, not a processing area: choose a processing location."]
+    if not location.active:
+        return [f"{location} is not in use at the moment."]
+    return []
+
+
+def _lifetime_errors(lifetime: timedelta | None) -> list[str]:
+    max_days = settings.STAGING_MAX_LIFETIME_DAYS
+    if lifetime is not None and lifetime <= timedelta(0):
+        return ["The lifetime must be at least one day."]
+    if lifetime is not None and lifetime > timedelta(days=max_days):
+        return [f"The lifetime can be at most {max_days} days."]
+    return []
+
+
+def _selection_errors(packages: list[RawDataPackage], plan: StagingPlan) -> list[str]:
+    limit = settings.STAGING_SELECTION_MAX
+    if not packages:
+        return ["Select at least one package to stage."]
+    if len(packages) > limit:
+        return [f"A request can hold at most {limit} packages; split it into several."]
+    missing = plan.not_archived
+    if not missing:
+        return []
+    names = ", ".join(item.package.name for item in missing[:10])
+    more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+    return [f"Not archived anywhere yet, so they cannot be staged: {names}{more}. Remove them from the selection."]
+
+
+def staging_job_check(*, raw_packages: Iterable[RawDataPackage], destination_location: DataLocation | None,
+                      lifetime: timedelta | None = None) -> StagingPlan:
+    """Validate a request and plan it (nothing changes); ValidationError with a field dict when refused."""
+    packages = list(raw_packages)
+    destination_errors = _destination_errors(destination_location)
+    # Reuse is only looked for at a valid destination; sources are chosen either way.
+    plan = staging_plan(raw_packages=packages, destination=None if destination_errors else destination_location)
+    errors = {
+        "destination_location": destination_errors,
+        "lifetime": _lifetime_errors(lifetime),
+        "raw_packages": _selection_errors(packages, plan),
+    }
+    errors = {field: messages for field, messages in errors.items() if messages}
+    if errors:
+        raise ValidationError(errors)
+    return plan
+
+
+@transaction.atomic
+def staging_job_create(*, owner: AbstractBaseUser, raw_packages: Iterable[RawDataPackage],
+                       destination_location: DataLocation | None, lifetime: timedelta | None = None,
+                       note: str = "") -> StagingJob:
+    """Create a staging request; packages staged and alive there are reused, all reused → READY at once."""
+    plan = staging_job_check(raw_packages=raw_packages, destination_location=destination_location,
+                             lifetime=lifetime)
+    job = StagingJob(owner=owner, destination_location=destination_location, note=note)
+    if lifetime is not None:
+        job.lifetime = lifetime
+    job.save()
+    now = timezone.now()
+    StagingJobPackage.objects.bulk_create([
+        StagingJobPackage(
+            job=job, raw_package=item.package, source_location=item.source,
+            state=StagedPackageState.REUSED if item.reused else StagedPackageState.PENDING,
+            bytes_staged=item.package.size if item.reused else 0, staged_at=now if item.reused else None,
+        )
+        for item in plan.items
+    ])
+    # Keep reused data alive at least as long as this request could need it.
+    extend_file_expiry(job=job, until=now + job.lifetime)
+    if not plan.to_stage:
+        job = _complete_without_worker(job)
+    return job
+
+
+def _complete_without_worker(job: StagingJob) -> StagingJob:
+    """Everything is already staged: through the state machine (claim, complete) with no worker."""
+    from staging.work import StageHandler
+
+    job = job_claim(job=job, worker=REUSE_WORKER, lease_seconds=60)
+    job, _ = job_complete(job=job, lease_token=job.lease_token,
+                          apply=lambda locked: StageHandler().apply_result(locked, {"packages": []}))
+    return job
+
+
+def extend_file_expiry(*, job: StagingJob, until: datetime) -> int:
+    """Push the expiry of the reused packages' file access records to at least ``until``."""
+    reused = job.items.filter(state=StagedPackageState.REUSED).values("raw_package_id")
+    return RawDataFileCopy.objects.filter(
+        location_id=job.destination_location_id, status=CopyStatus.PRESENT, raw_file__package_id__in=reused,
+    ).filter(Q(expires_at__isnull=False) & Q(expires_at__lt=until)).update(expires_at=until)
+
+
+CANCEL_REFUSALS = {
+    JobStatus.ACTIVE: "A worker is copying this request's data right now, so it cannot be cancelled at this "
+                      "moment. Try again when the current attempt has ended.",
+    JobStatus.READY: "This request is already finished: the data is ready.",
+    JobStatus.CANCELLED: "This request is already cancelled.",
+}
+
+
+@transaction.atomic
+def staging_job_cancel(*, job: StagingJob, by: AbstractBaseUser) -> StagingJob:
+    """Cancel a request that is waiting (PENDING) or failed; TransitionNotAllowed with a reason otherwise.
+
+    An ACTIVE request is refused: the fixed state machine has no ACTIVE → CANCELLED, and a worker
+    holding the lease must be able to report its result.
+    """
+    if job.owner_id != by.pk and not is_operator(by):
+        raise PermissionDenied("Only the owner of a request or an operator can cancel it.")
+    job = lock_job(job)
+    if job.status in CANCEL_REFUSALS:
+        raise TransitionNotAllowed(CANCEL_REFUSALS[job.status], object=job, method=job.cancel)
+    return job_cancel(job=job, by=by, reason=f"cancelled by {by}")
+
+
+def staging_items_mark_staged(*, job: StagingJob, names: Iterable[str]) -> int:
+    """Mark the named packages of ``job`` STAGED (heartbeat ``items_done``); returns how many changed.
+
+    Unknown names are refused with a ValidationError on ``items_done``; reused or already staged
+    packages are left as they are.
+    """
+    names = set(names)
+    if not names:
+        return 0
+    items = job.items.filter(raw_package__name__in=names).select_related("raw_package")
+    known = {item.raw_package.name for item in items}
+    unknown = sorted(names - known)
+    if unknown:
+        raise ValidationError({"items_done": [f"Not packages of this staging job: {', '.join(unknown[:10])}."]})
+    now = timezone.now()
+    changed = [item for item in items if item.state in (StagedPackageState.PENDING, StagedPackageState.FAILED)]
+    for item in changed:
+        item.state, item.bytes_staged, item.staged_at, item.error = (
+            StagedPackageState.STAGED, item.raw_package.size, now, ""
+        )
+    StagingJobPackage.objects.bulk_update(changed, ["state", "bytes_staged", "staged_at", "error"])
+    return len(changed)
+
+
+def staging_job_notify(job: StagingJob) -> bool:
+    """Email the owner that the request is READY or FAILED; False when there is nothing to send."""
+    job = StagingJob.objects.select_related("owner", "destination_location__site").get(pk=job.pk)
+    if not job.owner.email or job.status not in (JobStatus.READY, JobStatus.FAILED):
+        return False
+    count = job.items.count()
+    location = job.destination_location
+    if job.status == JobStatus.READY:
+        subject = f"Your staging request #{job.pk} is ready"
+        body = (
+            f"The {count} package(s) of your staging request #{job.pk} are ready at {location}, under\n"
+            f"  {absolute_path(location, 'staged/')}\n"
+            f"They stay there until {job.expires_at:%Y-%m-%d %H:%M} UTC.\n"
+        )
+    else:
+        subject = f"Your staging request #{job.pk} failed"
+        body = (
+            f"Your staging request #{job.pk} ({count} package(s) to {location}) failed after "
+            f"{job.attempts} attempt(s).\n{plain_error(job.last_error)}\n"
+            "The operators have been told and can retry it; you can also cancel it.\n\n"
+            f"Technical detail: {job.last_error}\n"
+        )
+    send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [job.owner.email])
+    return True
+
+
+def notify_on_commit(job: StagingJob) -> None:
+    """Send the owner's email once the transaction that finished ``job`` has committed."""
+    transaction.on_commit(lambda: staging_job_notify(job))

@@ -1,0 +1,37 @@
+from django import template
+
+from staging.explain import job_status_words, status_words
+
+register = template.Library()
+
+UNITS = ["bytes", "kB", "MB", "GB", "TB", "PB"]
+
+
+@register.filter
+def human_bytes(value) -> str:
+    """Decimal units, as storage is sold and as the instruments report: 5000000000 → '5.0 GB'."""
+    if value is None:
+        return "—"
+    size = float(value)
+    for unit in UNITS:
+        if abs(size) < 1000 or unit == UNITS[-1]:
+            return f"{int(size)} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} {UNITS[-1]}"
+
+
+@register.filter
+def percent(done, total) -> int:
+    if not total:
+        return 0
+    return max(0, min(100, round(100 * (done or 0) / total)))
+
+
+@register.filter
+def status_text(status: str) -> str:
+    return status_words(status)
+
+
+@register.filter
+def job_status(job) -> str:
+    return job_status_words(job)
