@@ -18,6 +18,7 @@ from django_fsm_log.models import StateLog
 from opsdb.choices import JobStatus, LogLevel
 from opsdb.leases import LeasedJob
 from opsdb.planning import PassResult
+from opsdb.services import after_failed_attempt
 
 FAILURE_FIELDS = ["attempts", "last_error", "lease_expires_at", "lease_token", "finished_at", "next_attempt_at"]
 
@@ -55,6 +56,7 @@ def _expire_model(model: type[LeasedJob], now: datetime, result: PassResult) -> 
             model.objects.filter(pk__in=ids).update(status=state, updated_at=now)
     _write_logs(model, jobs, outcome, now)
     for job in jobs:
+        after_failed_attempt(job)  # the kind's on_failed hook, as for a reported failure
         _say(result, job, outcome[job.pk][1], now)
     return len(jobs)
 

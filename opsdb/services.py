@@ -154,11 +154,11 @@ def job_fail(*, job: LeasedJob, lease_token: str, error: str, log_path: str = ""
     outcome = "will retry" if job.status == JobStatus.PENDING else "needs an operator"
     write_job_log(job=job, level=LogLevel.ERROR, message=f"attempt {job.attempts} failed ({outcome}): {error}",
                   log_path=log_path, worker=worker)
-    _after_failed_attempt(job)
+    after_failed_attempt(job)
     return job, True
 
 
-def _after_failed_attempt(job: LeasedJob) -> None:
+def after_failed_attempt(job: LeasedJob) -> None:
     """Let the job's kind react to a failed attempt (``on_failed``, e.g. staging's email to its owner)."""
     from opsdb.work import REGISTRY
 
@@ -181,7 +181,7 @@ def job_expire(*, job: LeasedJob, now: datetime | None = None) -> bool:
     job.save()
     write_job_log(job=job, level=LogLevel.WARNING, message=f"lease of {worker} expired: {job.last_error}",
                   worker=worker)
-    _after_failed_attempt(job)
+    after_failed_attempt(job)
     return True
 
 

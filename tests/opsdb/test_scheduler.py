@@ -419,3 +419,19 @@ def test_run_forever_survives_a_failing_tick(monkeypatch):
     scheduler.run_forever()
 
     assert len(calls) == 2
+
+
+def test_expired_lease_that_fails_a_staging_job_emails_its_owner(settings, django_capture_on_commit_callbacks):
+    from django.core import mail
+
+    settings.JOB_MAX_ATTEMPTS = 1
+    job = f.StagingJobFactory(owner=f.UserFactory(username="alice"))
+    job = job_claim(job=job, worker="w")
+    type(job).objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        expire_leases(now=timezone.now())
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
+    assert [m.to for m in mail.outbox] == [["alice@example.org"]]
