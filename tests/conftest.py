@@ -36,3 +36,13 @@ def chromium_path() -> str:
     if not CHROMIUM:
         pytest.fail("OPSDB_REQUIRE_BROWSER=1 but no chromium found: apt-get install chromium")
     return CHROMIUM
+
+
+@pytest.fixture
+def role_groups(db) -> None:
+    """The role groups: a transactional test's flush removes what the data migration created."""
+    from django.apps import apps
+
+    from opsdb.roles import sync_role_groups
+
+    sync_role_groups(apps)

@@ -2,18 +2,20 @@
 
 import hashlib
 import io
+import signal
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 
 from opsdb.choices import JobStatus, LocationType
 from staging.models import StagingJob
 from tests import factories as f
-from tests.staging.worker_double import StageWorkerDouble
+from tests.worker.conftest import WorkerLauncher
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -67,7 +69,7 @@ def world(tmp_path):
     write_archived_package(archive, double, "orion-2-b.tar", {"scan-02.fits": b"C" * 2000})
     write_archived_package(archive, other, "m82-1-a.tar", {"scan-01.fits": b"D" * 1000})
     f.scientist("scientist")
-    return {"processing": processing, "site_ids": [sites["cologne"].pk]}
+    return {"processing": processing}
 
 
 def shot(page, name: str) -> None:
@@ -159,18 +161,28 @@ def scientist_steps(page, url: str, base: str) -> list[str]:
     return paths
 
 
-def test_scientist_requests_data_watches_it_staged_and_cancels_another(live_server, world, chromium_path, settings):
+@pytest.fixture
+def cologne_worker(live_server, role_groups, world, tmp_path):
+    """The reference worker, speaking HTTP to the live server, doing stage jobs at cologne only."""
+    out = io.StringIO()
+    call_command("create_worker", "cologne-stager", "--site", "cologne", stdout=out, stderr=io.StringIO())
+    launcher = WorkerLauncher(live_server.url, out.getvalue().strip(), tmp_path / "worker-logs")
+    process = launcher.start("--kinds", "stage", "--sites", "cologne")
+    yield process
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.communicate(timeout=20)
+    finally:
+        launcher.kill_leftovers()
+
+
+def test_scientist_requests_data_watches_it_staged_and_cancels_another(live_server, world, cologne_worker,
+                                                                       chromium_path, settings):
     settings.STAGING_PAGE_REFRESH_SECONDS = 1
     base = world["processing"].base_path
-    worker = StageWorkerDouble(world["site_ids"])
-    worker.start()
-    try:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            paths = pool.submit(scientist_session, live_server.url, chromium_path, base).result(timeout=180)
-    finally:
-        worker.stop()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        paths = pool.submit(scientist_session, live_server.url, chromium_path, base).result(timeout=180)
 
-    assert worker.errors == []
     assert sorted(paths) == sorted([
         f"{base}/staged/orion-1-a/meta.json", f"{base}/staged/orion-1-a/scan-01.fits",
         f"{base}/staged/orion-2-a/scan-01.fits", f"{base}/staged/orion-2-b/scan-02.fits",

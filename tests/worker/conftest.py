@@ -107,16 +107,6 @@ def topology(role_groups, tmp_path) -> Topology:
 
 
 @pytest.fixture
-def role_groups(db) -> None:
-    """The role groups: a transactional test's flush removes what the data migration created."""
-    from django.apps import apps
-
-    from opsdb.roles import sync_role_groups
-
-    sync_role_groups(apps)
-
-
-@pytest.fixture
 def worker_token(role_groups, topology) -> str:
     """A worker account for both sites, made the way an operator makes one."""
     out = io.StringIO()
