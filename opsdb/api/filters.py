@@ -1,6 +1,7 @@
 """Filters of the catalogue endpoints: ``<fk>`` by natural key (name), ``<fk>_id`` by primary key."""
 
 import django_filters as filters
+from django import forms
 from django.db.models import Exists, OuterRef
 
 from opsdb.choices import CopyStatus, JobStatus, LocationType, StorageType
@@ -14,6 +15,19 @@ from opsdb.models import (
     RawDataPackageCopy,
     Site,
 )
+
+MAX_ID = 2**63 - 1
+
+
+class IdFilter(filters.NumberFilter):
+    """A primary key: an integer in the database's range (a larger one is a 400, not an overflow)."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 0)
+        kwargs.setdefault("max_value", MAX_ID)
+        super().__init__(*args, **kwargs)
 
 
 class CreatedRangeFilterSet(filters.FilterSet):
@@ -39,7 +53,7 @@ class SiteFilter(CreatedRangeFilterSet):
 
 class DataLocationFilter(CreatedRangeFilterSet):
     site = filters.CharFilter(field_name="site__name")
-    site_id = filters.NumberFilter(field_name="site_id")
+    site_id = IdFilter(field_name="site_id")
     location_type = filters.MultipleChoiceFilter(choices=LocationType.choices)
     storage_type = filters.MultipleChoiceFilter(choices=StorageType.choices)
 
@@ -56,7 +70,7 @@ class InstrumentFilter(filters.FilterSet):
 
 class ObservationFilter(filters.FilterSet):
     instrument = filters.CharFilter(field_name="instrument__name")
-    instrument_id = filters.NumberFilter(field_name="instrument_id")
+    instrument_id = IdFilter(field_name="instrument_id")
     target_name = filters.CharFilter(lookup_expr="icontains")
     start_after = filters.IsoDateTimeFilter(field_name="start_time", lookup_expr="gte")
     start_before = filters.IsoDateTimeFilter(field_name="start_time", lookup_expr="lt")
@@ -68,11 +82,11 @@ class ObservationFilter(filters.FilterSet):
 
 class RawDataPackageFilter(CreatedRangeFilterSet):
     observation = filters.CharFilter(field_name="observation__obs_id")
-    observation_id = filters.NumberFilter(field_name="observation_id")
+    observation_id = IdFilter(field_name="observation_id")
     instrument = filters.CharFilter(field_name="observation__instrument__name")
-    location_id = filters.NumberFilter(method="filter_present_at", help_text="Has a present copy at this location.")
+    location_id = IdFilter(method="filter_present_at", help_text="Has a present copy at this location.")
     site = filters.CharFilter(method="filter_present_at", help_text="Has a present copy at this site.")
-    site_id = filters.NumberFilter(method="filter_present_at", help_text="Has a present copy at this site.")
+    site_id = IdFilter(method="filter_present_at", help_text="Has a present copy at this site.")
 
     class Meta:
         model = RawDataPackage
@@ -87,7 +101,7 @@ class RawDataPackageFilter(CreatedRangeFilterSet):
 
 class RawDataFileFilter(filters.FilterSet):
     package = filters.CharFilter(field_name="package__name")
-    package_id = filters.NumberFilter(field_name="package_id")
+    package_id = IdFilter(field_name="package_id")
 
     class Meta:
         model = RawDataFile
@@ -97,14 +111,14 @@ class RawDataFileFilter(filters.FilterSet):
 class CopyFilterSet(CreatedRangeFilterSet):
     status = filters.MultipleChoiceFilter(choices=CopyStatus.choices)
     location = filters.CharFilter(field_name="location__name")
-    location_id = filters.NumberFilter(field_name="location_id")
+    location_id = IdFilter(field_name="location_id")
     site = filters.CharFilter(field_name="location__site__name")
-    site_id = filters.NumberFilter(field_name="location__site_id")
+    site_id = IdFilter(field_name="location__site_id")
 
 
 class RawDataPackageCopyFilter(CopyFilterSet):
     raw_package = filters.CharFilter(field_name="raw_package__name")
-    raw_package_id = filters.NumberFilter(field_name="raw_package_id")
+    raw_package_id = IdFilter(field_name="raw_package_id")
 
     class Meta:
         model = RawDataPackageCopy
@@ -112,9 +126,9 @@ class RawDataPackageCopyFilter(CopyFilterSet):
 
 
 class RawDataFileCopyFilter(CopyFilterSet):
-    raw_file_id = filters.NumberFilter(field_name="raw_file_id")
+    raw_file_id = IdFilter(field_name="raw_file_id")
     raw_package = filters.CharFilter(field_name="raw_file__package__name")
-    raw_package_id = filters.NumberFilter(field_name="raw_file__package_id")
+    raw_package_id = IdFilter(field_name="raw_file__package_id")
     expires_before = filters.IsoDateTimeFilter(field_name="expires_at", lookup_expr="lt")
 
     class Meta:
