@@ -1,7 +1,10 @@
 """Filters of the catalogue endpoints: ``<fk>`` by natural key (name), ``<fk>_id`` by primary key."""
 
+from datetime import UTC
+
 import django_filters as filters
 from django import forms
+from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef
 
 from opsdb.choices import CopyStatus, JobStatus, LocationType, StorageType
@@ -30,9 +33,26 @@ class IdFilter(filters.NumberFilter):
         super().__init__(*args, **kwargs)
 
 
+class UTCDateTimeField(filters.fields.IsoDateTimeField):
+    """An ISO 8601 time, turned into UTC here: PostgreSQL refuses offsets Python accepts (e.g. -20:56)."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value is None:
+            return None
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError("This time is out of range.", code="invalid") from None
+
+
+class TimeFilter(filters.IsoDateTimeFilter):
+    field_class = UTCDateTimeField
+
+
 class CreatedRangeFilterSet(filters.FilterSet):
-    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = TimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = TimeFilter(field_name="created_at", lookup_expr="lt")
 
 
 class JobFilterSet(CreatedRangeFilterSet):
@@ -40,9 +60,9 @@ class JobFilterSet(CreatedRangeFilterSet):
 
     status = filters.MultipleChoiceFilter(choices=JobStatus.choices)
     worker = filters.CharFilter(field_name="lease_holder")
-    next_attempt_before = filters.IsoDateTimeFilter(field_name="next_attempt_at", lookup_expr="lt")
-    finished_after = filters.IsoDateTimeFilter(field_name="finished_at", lookup_expr="gte")
-    finished_before = filters.IsoDateTimeFilter(field_name="finished_at", lookup_expr="lt")
+    next_attempt_before = TimeFilter(field_name="next_attempt_at", lookup_expr="lt")
+    finished_after = TimeFilter(field_name="finished_at", lookup_expr="gte")
+    finished_before = TimeFilter(field_name="finished_at", lookup_expr="lt")
 
 
 class SiteFilter(CreatedRangeFilterSet):
@@ -72,8 +92,8 @@ class ObservationFilter(filters.FilterSet):
     instrument = filters.CharFilter(field_name="instrument__name")
     instrument_id = IdFilter(field_name="instrument_id")
     target_name = filters.CharFilter(lookup_expr="icontains")
-    start_after = filters.IsoDateTimeFilter(field_name="start_time", lookup_expr="gte")
-    start_before = filters.IsoDateTimeFilter(field_name="start_time", lookup_expr="lt")
+    start_after = TimeFilter(field_name="start_time", lookup_expr="gte")
+    start_before = TimeFilter(field_name="start_time", lookup_expr="lt")
 
     class Meta:
         model = Observation
@@ -129,7 +149,7 @@ class RawDataFileCopyFilter(CopyFilterSet):
     raw_file_id = IdFilter(field_name="raw_file_id")
     raw_package = filters.CharFilter(field_name="raw_file__package__name")
     raw_package_id = IdFilter(field_name="raw_file__package_id")
-    expires_before = filters.IsoDateTimeFilter(field_name="expires_at", lookup_expr="lt")
+    expires_before = TimeFilter(field_name="expires_at", lookup_expr="lt")
 
     class Meta:
         model = RawDataFileCopy

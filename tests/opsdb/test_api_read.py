@@ -302,3 +302,20 @@ def test_location_type_filter_accepts_several():
     response = operator_client().get(f"{API}locations/?location_type=BUFFER&location_type=LONG_TERM_ARCHIVE")
 
     assert ids(response) == sorted([buffer.pk, archive.pk])
+
+
+# Found by the schemathesis run: values Python accepts but the databases refuse.
+
+def test_filter_by_id_out_of_range_is_400():
+    response = operator_client().get(f"{API}unpacks/", {"transfer_id": 10**25})
+
+    assert response.status_code == 400
+    assert "transfer_id" in response.json()
+
+
+def test_filter_by_time_with_an_offset_postgres_refuses_is_answered():
+    old = f.SiteFactory(created_at=timezone.now() - timedelta(days=1))
+
+    response = operator_client().get(f"{API}sites/", {"created_after": "0055-02-27T21:58:25.3581-20:56"})
+
+    assert ids(response) == [old.pk]
