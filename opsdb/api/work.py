@@ -160,7 +160,9 @@ class ClaimView(WorkView):
             handler = REGISTRY.get(kind)
             if handler is None:  # a valid kind whose app does not register it (yet)
                 continue
-            queryset = handler.queryset()
+            # The claim locks and orders job rows only; joining the payload's tables into the
+            # locking query would make PostgreSQL hash whole tables (raw packages) per claim.
+            queryset = handler.model.objects.all()
             if site_ids is not None:
                 queryset = handler.at_sites(queryset, site_ids)
             if data.get("methods"):
@@ -170,7 +172,7 @@ class ClaimView(WorkView):
                 lease_seconds=data.get("lease_seconds"), guard=handler.claim_guard,
             )
             if job is not None:
-                return Response(job_payload(handler, job))
+                return Response(job_payload(handler, handler.queryset().get(pk=job.pk)))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @staticmethod
