@@ -397,3 +397,10 @@ def test_report_with_a_token_of_another_job_is_409(client, claimed):
                            format="json")
 
     assert response.status_code == 409
+
+
+def test_body_too_large_is_400_json(client, claimed):
+    response = client.post(CLAIM, '{"worker": "' + "x" * 3_000_000 + '"}', content_type="application/json")
+
+    assert response.status_code == 400
+    assert "larger than" in response.json()["non_field_errors"][0]
