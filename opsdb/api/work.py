@@ -39,10 +39,13 @@ def max_lease_seconds() -> int:
 class Claim(serializers.Serializer):
     worker = serializers.CharField(max_length=200, help_text="The worker's name, e.g. cologne-dtn-1.")
     kinds = serializers.ListField(child=serializers.ChoiceField(choices=JobKind.choices), required=False,
+                                  allow_empty=False,
                                   max_length=len(JobKind.choices), help_text="Default: every kind.")
     sites = serializers.ListField(child=serializers.CharField(max_length=50), required=False, max_length=100,
+                                  allow_empty=False,
                                   help_text="Site names; default: every site the worker may work at.")
     methods = serializers.ListField(child=serializers.ChoiceField(choices=TransferMethod.choices), required=False,
+                                    allow_empty=False,
                                     max_length=len(TransferMethod.choices), help_text="Transfer methods it can do.")
     lease_seconds = serializers.IntegerField(min_value=1, required=False)
 

@@ -143,6 +143,8 @@ def test_claim_restricted_worker_asking_for_other_site_is_403(job):
         ({}, "worker"),
         ({"worker": "w", "kinds": ["bogus"]}, "kinds"),
         ({"worker": "w", "kinds": "archive"}, "kinds"),
+        ({"worker": "w", "kinds": []}, "kinds"),
+        ({"worker": "w", "methods": []}, "methods"),
         ({"worker": "w", "sites": ["no-such-site"]}, "sites"),
         ({"worker": "w", "methods": ["ftp"]}, "methods"),
         ({"worker": "w", "lease_seconds": -5}, "lease_seconds"),
