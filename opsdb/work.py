@@ -25,7 +25,11 @@ class JobKindHandler:
     result_serializer: ClassVar[type | None] = None
 
     def queryset(self) -> QuerySet:
-        """Jobs of this kind with what ``payload`` needs fetched up front."""
+        """Jobs of this kind with what ``payload`` needs fetched up front.
+
+        Loads a job once it is claimed; the claim itself locks rows of ``model.objects`` narrowed
+        by ``at_sites``/``for_methods``/``claimable``, so limits on what may be claimed go there.
+        """
         return self.model.objects.all()
 
     def at_sites(self, queryset: QuerySet, site_ids: Sequence[int]) -> QuerySet:
