@@ -1,0 +1,392 @@
+"""Handlers for the five job kinds of docs/worker-protocol.md, on local/POSIX storage.
+
+A handler takes the claimed job (the JSON ops-db sent) and a JobContext, does the work, and
+returns the ``complete`` body (without the lease token). It raises to fail the job; it never
+returns for data whose checksum it has not verified.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from worker import storage
+from worker.storage import ChecksumMismatch, Expected, StorageError, TarInput
+
+Job = dict[str, Any]
+Result = dict[str, Any]
+
+DEFAULT_COMMANDS: dict[str, str] = {
+    "rsync": "rsync -a {source} {destination}",
+    "bbcp": "bbcp -f {source} {host}:{destination}",
+    "s3": "aws s3 cp --only-show-errors {source} {destination}",
+}
+# copy is done in-process unless a command is configured for it.
+INCOMING_FOLDER = ".opsdb-incoming"
+
+
+class JobError(Exception):
+    """The job cannot be done now; ``retryable`` says whether another attempt may succeed."""
+
+    def __init__(self, message: str, *, retryable: bool = True):
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class JobAborted(Exception):
+    """The job was stopped from outside: the lease was lost or the worker is shutting down."""
+
+
+@dataclass
+class JobContext:
+    """What a handler may use while it runs: the log, progress reports, and the stop signal."""
+
+    job: Job
+    log_file: IO[str]
+    commands: dict[str, str] = field(default_factory=dict)
+    checksum_command: str = ""
+    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str = ""
+    wake: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+    lease_lost: bool = False
+    bytes_done: int = 0
+    items_done: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def log(self, message: str) -> None:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        with self._lock:
+            self.log_file.write(f"{stamp} {message}\n")
+            self.log_file.flush()
+
+    def check(self) -> None:
+        """Raise JobAborted when the job must stop (call it between chunks of work)."""
+        if self.cancel.is_set():
+            raise JobAborted(self.cancel_reason or "job aborted")
+
+    def abort(self, reason: str, *, lease_lost: bool = False) -> None:
+        """Stop the job at its next check; ``lease_lost`` means nothing may be reported for it."""
+        self.lease_lost = self.lease_lost or lease_lost
+        if not self.cancel.is_set():
+            self.cancel_reason = reason
+            self.cancel.set()
+            self.wake.set()
+
+    def add_bytes(self, count: int) -> None:
+        self.bytes_done += count
+        self.check()
+
+    def item_done(self, name: str) -> None:
+        """Mark a package done (stage) and have the heartbeat report it right away."""
+        with self._lock:
+            self.items_done.append(name)
+        self.wake.set()
+
+
+Handler = Callable[[Job, JobContext], Result]
+
+
+# -- locations -------------------------------------------------------------------------------
+def local_path(location: dict[str, Any], relative: str) -> Path:
+    """Where a location's relative path is on this machine; only DISK locations are local."""
+    if location.get("storage_type", "DISK") != "DISK":
+        raise JobError(f"location {location.get('name')} is {location.get('storage_type')} storage; "
+                       "this worker handles it only through a transfer command", retryable=False)
+    return storage.resolve(location["base_path"], relative)
+
+
+def uri(location: dict[str, Any], relative: str) -> str:
+    """A location's relative path as a path or URI string for a command template."""
+    if location.get("storage_type", "DISK") == "DISK":
+        return str(storage.resolve(location["base_path"], relative))
+    storage.resolve("/", relative)  # the same '..' refusal as on disk
+    return f"{location['base_path'].rstrip('/')}/{relative}"
+
+
+def algorithm_of(record: dict[str, Any]) -> str:
+    return record.get("checksum_algorithm") or "sha256"
+
+
+# -- package ---------------------------------------------------------------------------------
+def do_package(job: Job, ctx: JobContext) -> Result:
+    """Build the transfer package tar from its members' raw package archives at the buffer."""
+    package, location = job["transfer_package"], job["location"]
+    algorithm = algorithm_of(package)
+    inputs = [_tar_input(location, member) for member in job["members"]]
+    destination = local_path(location, package["archive_path"])
+    ctx.log(f"building {destination} from {len(inputs)} raw package(s)")
+    for item in inputs:
+        ctx.log(f"  + {item.arcname} <- {item.path} ({item.size} bytes, {item.algorithm} {item.checksum})")
+    built = storage.build_tar(destination, inputs, algorithm=algorithm, progress=ctx.add_bytes, check=ctx.check)
+    ctx.log(f"built {destination}: {built.size} bytes, {algorithm} {built.checksum}")
+    return {"size": built.size, "checksum": built.checksum, "checksum_algorithm": algorithm}
+
+
+def _tar_input(location: dict[str, Any], member: dict[str, Any]) -> TarInput:
+    path = local_path(location, member["path"])
+    if not path.is_file():
+        raise JobError(f"raw package {member['name']} is missing at {path}")
+    return TarInput(path=path, arcname=f"raw/{member['name']}", checksum=member["checksum"],
+                    algorithm=algorithm_of(member), size=member.get("size"))
+
+
+# -- transfer --------------------------------------------------------------------------------
+def do_transfer(job: Job, ctx: JobContext) -> Result:
+    """Move a transfer package archive with the job's method, then verify it at the destination."""
+    package, method = job["transfer_package"], job["method"]
+    source, destination = job["source"], job["destination"]
+    ctx.log(f"transfer {package['name']} by {method}: {uri(source['location'], source['path'])} -> "
+            f"{uri(destination['location'], destination['path'])}")
+    if not package.get("checksum"):
+        raise JobError(f"transfer package {package['name']} has no checksum to verify against", retryable=False)
+    if method == "copy" and "copy" not in ctx.commands:
+        checksum, size = _copy_local(job, ctx)
+    elif destination["location"].get("storage_type", "DISK") == "DISK":
+        checksum, size = _command_to_local(job, ctx)
+    else:
+        checksum, size = _command_to_remote(job, ctx)
+    ctx.log(f"verified at destination: {algorithm_of(package)} {checksum}")
+    result: Result = {"checksum": checksum, "path": destination["path"]}
+    if size is not None:
+        result["size"] = size
+    return result
+
+
+def _copy_local(job: Job, ctx: JobContext) -> tuple[str, int]:
+    package = job["transfer_package"]
+    source = local_path(job["source"]["location"], job["source"]["path"])
+    target = local_path(job["destination"]["location"], job["destination"]["path"])
+    _require_file(source, f"transfer package {package['name']}")
+    result = storage.atomic_copy(source, target, algorithm=algorithm_of(package), expected=package["checksum"],
+                                 progress=ctx.add_bytes)
+    ctx.log(f"copied {result.size} bytes; source and copy read back: {result.destination_checksum}")
+    return result.destination_checksum, result.size
+
+
+def _command_to_local(job: Job, ctx: JobContext) -> tuple[str, int]:
+    package, method = job["transfer_package"], job["method"]
+    target = local_path(job["destination"]["location"], job["destination"]["path"])
+    values = _template_values(job)
+    with storage.atomic_target(target) as temporary:
+        values["destination"] = str(temporary)
+        run_command(_template(method, ctx), values, ctx, progress_path=temporary)
+        try:
+            checksum = storage.verify_file(temporary, package["checksum"], algorithm_of(package),
+                                           what=f"{package['name']} at {target}")
+        except ChecksumMismatch as mismatch:
+            _blame_source(job, ctx, mismatch)
+            raise
+        return checksum, temporary.stat().st_size
+
+
+def _command_to_remote(job: Job, ctx: JobContext) -> tuple[str, None]:
+    package, method = job["transfer_package"], job["method"]
+    values = _template_values(job)
+    run_command(_template(method, ctx), values, ctx)
+    if not ctx.checksum_command:
+        raise JobError(f"cannot verify {values['destination']}: it is not on local disk and no "
+                       "--checksum-command is configured", retryable=False)
+    output = run_command(ctx.checksum_command, {**values, "path": values["destination"]}, ctx)
+    actual = output.split()[0].lower() if output.split() else ""
+    if actual != package["checksum"].lower():
+        raise ChecksumMismatch(f"{package['name']} at {values['destination']}", package["checksum"], actual)
+    return actual, None
+
+
+def _blame_source(job: Job, ctx: JobContext, mismatch: ChecksumMismatch) -> None:
+    """A bad copy of a bad source is not worth retrying: mark it so when the source is local and bad."""
+    package = job["transfer_package"]
+    if job["source"]["location"].get("storage_type", "DISK") != "DISK":
+        return
+    source = local_path(job["source"]["location"], job["source"]["path"])
+    actual = storage.file_checksum(source, algorithm_of(package))
+    ctx.log(f"copy mismatch; source {source} has {actual}")
+    if actual != package["checksum"].lower():
+        mismatch.retryable = False
+        mismatch.what = f"source {source}"
+        mismatch.actual = actual
+        mismatch.args = (f"checksum mismatch for source {source}: expected {package['checksum']}, got {actual}",)
+
+
+def _template(method: str, ctx: JobContext) -> str:
+    template = ctx.commands.get(method) or DEFAULT_COMMANDS.get(method)
+    if not template:
+        raise JobError(f"no command configured for method {method!r}", retryable=False)
+    return template
+
+
+def _template_values(job: Job) -> dict[str, str]:
+    source, destination, package = job["source"], job["destination"], job["transfer_package"]
+    return {
+        "source": uri(source["location"], source["path"]),
+        "destination": uri(destination["location"], destination["path"]),
+        "host": destination["location"].get("host") or "",
+        "source_host": source["location"].get("host") or "",
+        "destination_host": destination["location"].get("host") or "",
+        "name": package["name"],
+        "size": str(package.get("size") or ""),
+        "checksum": package["checksum"],
+    }
+
+
+def render_command(template: str, values: dict[str, str]) -> list[str]:
+    """Split the template like a shell would, then fill each word: no shell, so paths need no quoting."""
+    try:
+        return [word.format_map(values) for word in shlex.split(template)]
+    except (KeyError, ValueError, IndexError) as exc:
+        raise JobError(f"bad command template {template!r}: unknown or malformed placeholder {exc}",
+                       retryable=False) from exc
+
+
+def run_command(template: str, values: dict[str, str], ctx: JobContext, *, progress_path: Path | None = None,
+                poll: float = 0.2) -> str:
+    """Run a command, logging its output; stop it when the job is aborted. Returns its output."""
+    argv = render_command(template, values)
+    ctx.log(f"$ {shlex.join(argv)}")
+    try:
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   start_new_session=True)
+    except OSError as exc:
+        raise JobError(f"cannot run {argv[0]}: {exc}") from exc
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(process.stdout or []), daemon=True)
+    reader.start()
+    _wait(process, ctx, progress_path, poll)
+    reader.join(timeout=5)
+    text = "".join(output)
+    if text:
+        ctx.log(text.rstrip())
+    if process.returncode != 0:
+        raise JobError(f"{argv[0]} exited with status {process.returncode}: {text.strip()[-300:]}")
+    return text
+
+
+def _wait(process: subprocess.Popen, ctx: JobContext, progress_path: Path | None, poll: float) -> None:
+    while True:
+        try:
+            process.wait(timeout=poll)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        if progress_path is not None and progress_path.exists():
+            ctx.bytes_done = progress_path.stat().st_size
+        if ctx.cancel.is_set():
+            _stop(process)
+            ctx.log(f"stopped the command: {ctx.cancel_reason}")
+            ctx.check()
+
+
+def _stop(process: subprocess.Popen, grace: float = 5.0) -> None:
+    """Stop the command and everything it started (it leads its own process group)."""
+    _signal_group(process, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        _signal_group(process, signal.SIGKILL)
+        process.wait()
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _require_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise JobError(f"{what} is missing at {path}")
+
+
+# -- unpack ----------------------------------------------------------------------------------
+def do_unpack(job: Job, ctx: JobContext) -> Result:
+    """Extract a transferred archive's raw packages at the destination, verifying each one."""
+    location = job["location"]
+    archive = local_path(location, job["archive_path"])
+    _require_file(archive, f"transfer package {job['transfer_package']['name']}")
+    expected = {member["path"]: Expected(member["checksum"], algorithm_of(member)) for member in job["members"]}
+    for relative in expected:
+        local_path(location, relative)  # refuse member paths outside the location up front
+    ctx.log(f"unpacking {archive} into {location['base_path']} ({len(expected)} member(s))")
+    extracted = storage.safe_extract(archive, Path(location["base_path"]), expected=expected,
+                                     progress=ctx.add_bytes, check=ctx.check,
+                                     on_file=lambda item: ctx.log(f"  {item.name}: {item.size} bytes, "
+                                                                  f"{item.checksum} ok"))
+    by_name = {item.name: item for item in extracted}
+    return {"members": [{"name": member["name"], "path": member["path"], "checksum": by_name[member["path"]].checksum}
+                        for member in job["members"]]}
+
+
+# -- archive ---------------------------------------------------------------------------------
+def do_archive(job: Job, ctx: JobContext) -> Result:
+    """Copy a raw package from the buffer into the long-term archive and verify the copy."""
+    package, source, destination = job["raw_package"], job["source"], job["destination"]
+    source_path = local_path(source["location"], source["path"])
+    target = local_path(destination["location"], destination["path"])
+    _require_file(source_path, f"raw package {package['name']}")
+    ctx.log(f"archiving {source_path} -> {target}")
+    result = storage.atomic_copy(source_path, target, algorithm=algorithm_of(package), expected=package["checksum"],
+                                 progress=ctx.add_bytes)
+    ctx.log(f"archived {result.size} bytes, verified {result.destination_checksum}")
+    return {"checksum": result.destination_checksum, "path": destination["path"]}
+
+
+# -- stage -----------------------------------------------------------------------------------
+def do_stage(job: Job, ctx: JobContext) -> Result:
+    """Bring each archived raw package to the processing location, verify it, unpack and verify its files."""
+    destination = job["destination"]["location"]
+    staged = []
+    for package in job["packages"]:
+        ctx.check()
+        staged.append(_stage_one(package, destination, ctx))
+        ctx.item_done(package["name"])
+    return {"packages": staged}
+
+
+def _stage_one(package: dict[str, Any], destination: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    source = local_path(package["source"]["location"], package["source"]["path"])
+    _require_file(source, f"raw package {package['name']}")
+    incoming = local_path(destination, f"{INCOMING_FOLDER}/{package['name']}")
+    folder = local_path(destination, package["destination_path"])
+    started = time.monotonic()
+    ctx.log(f"staging {package['name']}: {source} -> {folder}")
+    try:
+        storage.atomic_copy(source, incoming, algorithm=algorithm_of(package), expected=package["checksum"],
+                            progress=ctx.add_bytes)
+        expected = {f["relative_path"]: Expected(f["checksum"], algorithm_of(f)) for f in package["files"]}
+        extracted = storage.safe_extract(incoming, folder, expected=expected, check=ctx.check)
+    finally:
+        incoming.unlink(missing_ok=True)
+    ctx.log(f"staged {package['name']}: {len(extracted)} file(s) verified in {time.monotonic() - started:.1f}s")
+    prefix = package["destination_path"].rstrip("/")
+    return {"name": package["name"], "files": [
+        {"relative_path": item.name, "path": f"{prefix}/{item.name}", "checksum": item.checksum}
+        for item in extracted
+    ]}
+
+
+HANDLERS: dict[str, Handler] = {
+    "package": do_package,
+    "transfer": do_transfer,
+    "unpack": do_unpack,
+    "archive": do_archive,
+    "stage": do_stage,
+}
+KINDS = tuple(HANDLERS)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether another attempt may succeed: bad stored data and bad configuration will not."""
+    if isinstance(error, JobError | StorageError):
+        return error.retryable
+    return True
