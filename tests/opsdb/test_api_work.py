@@ -3,6 +3,8 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from opsdb.choices import JobStatus, LogLevel
@@ -406,3 +408,21 @@ def test_body_too_large_is_400_json(client, claimed):
 
     assert response.status_code == 400
     assert "larger than" in response.json()["non_field_errors"][0]
+
+
+@pytest.mark.parametrize("kind", ["package", "transfer", "archive"])
+def test_claim_query_count_does_not_grow_with_pending_jobs(kind):
+    make = {"package": f.DataTransferPackageFactory, "transfer": f.DataTransferFactory,
+            "archive": f.LongTermArchiveTransferFactory}[kind]
+    client = worker_client()
+    make()
+    claim(client, kinds=[kind])  # warms the content-type cache the transition log uses
+    counts = []
+    for pending in (1, 3):
+        for _ in range(pending):
+            make()
+        with CaptureQueriesContext(connection) as queries:
+            assert claim(client, kinds=[kind]).status_code == 200
+        counts.append(len(queries))
+
+    assert counts[0] == counts[1]
