@@ -27,6 +27,7 @@ from opsdb.models import (
     RawDataPackage,
     RawDataPackageCopy,
     Site,
+    WorkerProfile,
 )
 from opsdb.services import job_cancel, job_retry
 
@@ -449,3 +450,21 @@ def related_or_none(obj, name: str):
         return getattr(obj, name)
     except ObjectDoesNotExist:
         return None
+
+
+@admin.register(WorkerProfile)
+class WorkerProfileAdmin(admin.ModelAdmin):
+    """The sites a worker account may claim jobs at (its token is under Auth Token › Tokens)."""
+
+    list_display = ["user", "site_names"]
+    list_select_related = ["user"]
+    filter_horizontal = ["sites"]
+    raw_id_fields = ["user"]
+    search_fields = ["user__username"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("sites")
+
+    @admin.display(description="sites")
+    def site_names(self, profile: WorkerProfile) -> str:
+        return ", ".join(site.name for site in profile.sites.all()) or "every site"

@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from opsdb.api.permissions import is_operator, is_worker
-from opsdb.api.views import JobViewSetMixin, ReadOnlyViewSet
+from opsdb.api.views import JobViewSetMixin, OperatorJobActionsMixin, ReadOnlyViewSet
 from opsdb.choices import JobKind
 from staging import selectors
 from staging.api import filters
@@ -26,7 +26,7 @@ from staging.services import staging_job_cancel, staging_job_create, staging_lif
 from transfers.api.views import JOB_ORDERING
 
 
-class LongTermArchiveTransferViewSet(JobViewSetMixin, ReadOnlyViewSet):
+class LongTermArchiveTransferViewSet(OperatorJobActionsMixin, JobViewSetMixin, ReadOnlyViewSet):
     job_kind = JobKind.ARCHIVE
     site_field = "source_location__site_id"
     queryset = LongTermArchiveTransfer.objects.select_related("raw_package", "source_location__site")
