@@ -198,6 +198,7 @@ class RawDataPackageCopy(PhysicalCopy):
     raw_package = models.ForeignKey(RawDataPackage, on_delete=models.CASCADE, related_name="copies")
 
     class Meta:
+        verbose_name_plural = "raw data package copies"
         constraints = [
             models.UniqueConstraint(fields=["raw_package", "location"], name="rawpackagecopy_one_per_location"),
         ]
@@ -214,6 +215,7 @@ class RawDataFileCopy(PhysicalCopy):
     expires_at = models.DateTimeField(null=True, blank=True, help_text="Cleaned up after this time.")
 
     class Meta:
+        verbose_name_plural = "file access records (raw file copies)"
         constraints = [
             models.UniqueConstraint(fields=["raw_file", "location"], name="rawfilecopy_one_per_location"),
         ]

@@ -186,6 +186,7 @@ class DataTransferPackageCopy(PhysicalCopy):
     transfer_package = models.ForeignKey(DataTransferPackage, on_delete=models.CASCADE, related_name="copies")
 
     class Meta:
+        verbose_name_plural = "transfer package copies"
         constraints = [
             models.UniqueConstraint(fields=["transfer_package", "location"], name="dtpcopy_one_per_location"),
         ]
