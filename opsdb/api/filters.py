@@ -1,6 +1,10 @@
 """Filters of the catalogue endpoints: ``<fk>`` by natural key (name), ``<fk>_id`` by primary key."""
 
+from datetime import UTC
+
 import django_filters as filters
+from django import forms
+from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef
 
 from opsdb.choices import CopyStatus, JobStatus, LocationType, StorageType
@@ -15,10 +19,40 @@ from opsdb.models import (
     Site,
 )
 
+MAX_ID = 2**63 - 1
+
+
+class IdFilter(filters.NumberFilter):
+    """A primary key: an integer in the database's range (a larger one is a 400, not an overflow)."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 0)
+        kwargs.setdefault("max_value", MAX_ID)
+        super().__init__(*args, **kwargs)
+
+
+class UTCDateTimeField(filters.fields.IsoDateTimeField):
+    """An ISO 8601 time, turned into UTC here: PostgreSQL refuses offsets Python accepts (e.g. -20:56)."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value is None:
+            return None
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError("This time is out of range.", code="invalid") from None
+
+
+class TimeFilter(filters.IsoDateTimeFilter):
+    field_class = UTCDateTimeField
+
 
 class CreatedRangeFilterSet(filters.FilterSet):
-    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = TimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = TimeFilter(field_name="created_at", lookup_expr="lt")
 
 
 class JobFilterSet(CreatedRangeFilterSet):
@@ -26,9 +60,9 @@ class JobFilterSet(CreatedRangeFilterSet):
 
     status = filters.MultipleChoiceFilter(choices=JobStatus.choices)
     worker = filters.CharFilter(field_name="lease_holder")
-    next_attempt_before = filters.IsoDateTimeFilter(field_name="next_attempt_at", lookup_expr="lt")
-    finished_after = filters.IsoDateTimeFilter(field_name="finished_at", lookup_expr="gte")
-    finished_before = filters.IsoDateTimeFilter(field_name="finished_at", lookup_expr="lt")
+    next_attempt_before = TimeFilter(field_name="next_attempt_at", lookup_expr="lt")
+    finished_after = TimeFilter(field_name="finished_at", lookup_expr="gte")
+    finished_before = TimeFilter(field_name="finished_at", lookup_expr="lt")
 
 
 class SiteFilter(CreatedRangeFilterSet):
@@ -39,7 +73,7 @@ class SiteFilter(CreatedRangeFilterSet):
 
 class DataLocationFilter(CreatedRangeFilterSet):
     site = filters.CharFilter(field_name="site__name")
-    site_id = filters.NumberFilter(field_name="site_id")
+    site_id = IdFilter(field_name="site_id")
     location_type = filters.MultipleChoiceFilter(choices=LocationType.choices)
     storage_type = filters.MultipleChoiceFilter(choices=StorageType.choices)
 
@@ -56,10 +90,10 @@ class InstrumentFilter(filters.FilterSet):
 
 class ObservationFilter(filters.FilterSet):
     instrument = filters.CharFilter(field_name="instrument__name")
-    instrument_id = filters.NumberFilter(field_name="instrument_id")
+    instrument_id = IdFilter(field_name="instrument_id")
     target_name = filters.CharFilter(lookup_expr="icontains")
-    start_after = filters.IsoDateTimeFilter(field_name="start_time", lookup_expr="gte")
-    start_before = filters.IsoDateTimeFilter(field_name="start_time", lookup_expr="lt")
+    start_after = TimeFilter(field_name="start_time", lookup_expr="gte")
+    start_before = TimeFilter(field_name="start_time", lookup_expr="lt")
 
     class Meta:
         model = Observation
@@ -68,11 +102,11 @@ class ObservationFilter(filters.FilterSet):
 
 class RawDataPackageFilter(CreatedRangeFilterSet):
     observation = filters.CharFilter(field_name="observation__obs_id")
-    observation_id = filters.NumberFilter(field_name="observation_id")
+    observation_id = IdFilter(field_name="observation_id")
     instrument = filters.CharFilter(field_name="observation__instrument__name")
-    location_id = filters.NumberFilter(method="filter_present_at", help_text="Has a present copy at this location.")
+    location_id = IdFilter(method="filter_present_at", help_text="Has a present copy at this location.")
     site = filters.CharFilter(method="filter_present_at", help_text="Has a present copy at this site.")
-    site_id = filters.NumberFilter(method="filter_present_at", help_text="Has a present copy at this site.")
+    site_id = IdFilter(method="filter_present_at", help_text="Has a present copy at this site.")
 
     class Meta:
         model = RawDataPackage
@@ -87,7 +121,7 @@ class RawDataPackageFilter(CreatedRangeFilterSet):
 
 class RawDataFileFilter(filters.FilterSet):
     package = filters.CharFilter(field_name="package__name")
-    package_id = filters.NumberFilter(field_name="package_id")
+    package_id = IdFilter(field_name="package_id")
 
     class Meta:
         model = RawDataFile
@@ -97,14 +131,14 @@ class RawDataFileFilter(filters.FilterSet):
 class CopyFilterSet(CreatedRangeFilterSet):
     status = filters.MultipleChoiceFilter(choices=CopyStatus.choices)
     location = filters.CharFilter(field_name="location__name")
-    location_id = filters.NumberFilter(field_name="location_id")
+    location_id = IdFilter(field_name="location_id")
     site = filters.CharFilter(field_name="location__site__name")
-    site_id = filters.NumberFilter(field_name="location__site_id")
+    site_id = IdFilter(field_name="location__site_id")
 
 
 class RawDataPackageCopyFilter(CopyFilterSet):
     raw_package = filters.CharFilter(field_name="raw_package__name")
-    raw_package_id = filters.NumberFilter(field_name="raw_package_id")
+    raw_package_id = IdFilter(field_name="raw_package_id")
 
     class Meta:
         model = RawDataPackageCopy
@@ -112,10 +146,10 @@ class RawDataPackageCopyFilter(CopyFilterSet):
 
 
 class RawDataFileCopyFilter(CopyFilterSet):
-    raw_file_id = filters.NumberFilter(field_name="raw_file_id")
+    raw_file_id = IdFilter(field_name="raw_file_id")
     raw_package = filters.CharFilter(field_name="raw_file__package__name")
-    raw_package_id = filters.NumberFilter(field_name="raw_file__package_id")
-    expires_before = filters.IsoDateTimeFilter(field_name="expires_at", lookup_expr="lt")
+    raw_package_id = IdFilter(field_name="raw_file__package_id")
+    expires_before = TimeFilter(field_name="expires_at", lookup_expr="lt")
 
     class Meta:
         model = RawDataFileCopy

@@ -3,6 +3,7 @@
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -91,6 +92,7 @@ class IngestedPackage(RawDataPackageSerializer):
 
 class RawPackageIngestView(APIView):
     permission_classes = [IsAuthenticated, IsWorker]
+    parser_classes = [JSONParser]
 
     @extend_schema(
         operation_id="ingest_raw_package", request=RawPackageIngest,

@@ -12,6 +12,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, Polymorphic
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.exceptions import ValidationError as DRFValidationError
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -35,7 +36,7 @@ def max_lease_seconds() -> int:
     return settings.JOB_MAX_LEASE_SECONDS
 
 
-class ClaimRequest(serializers.Serializer):
+class Claim(serializers.Serializer):
     worker = serializers.CharField(max_length=200, help_text="The worker's name, e.g. cologne-dtn-1.")
     kinds = serializers.ListField(child=serializers.ChoiceField(choices=JobKind.choices), required=False,
                                   max_length=len(JobKind.choices), help_text="Default: every kind.")
@@ -74,30 +75,30 @@ class LeaseReport(serializers.Serializer):
     lease_token = LEASE_TOKEN
 
 
-class HeartbeatRequest(LeaseReport):
+class Heartbeat(LeaseReport):
     bytes_done = serializers.IntegerField(min_value=0, max_value=MAX_ID, required=False)
     lease_seconds = serializers.IntegerField(min_value=1, required=False)
     items_done = serializers.ListField(child=serializers.CharField(max_length=255), required=False,
                                        max_length=10000, help_text="Finished items (stage: raw package names).")
 
-    validate_lease_seconds = ClaimRequest.validate_lease_seconds
+    validate_lease_seconds = Claim.validate_lease_seconds
 
 
 class HeartbeatResponse(serializers.Serializer):
     lease_expires_at = serializers.DateTimeField()
 
 
-class CompleteRequest(LeaseReport):
+class CompleteReport(LeaseReport):
     log_path = LogPathField()
 
 
-class FailRequest(LeaseReport):
+class FailReport(LeaseReport):
     error = serializers.CharField(max_length=65536, help_text=f"Kept to {ERROR_MAX_LENGTH} characters.")
     log_path = LogPathField()
     retryable = serializers.BooleanField(required=False, default=True)
 
 
-class LogRequest(serializers.Serializer):
+class LogEntry(serializers.Serializer):
     lease_token = serializers.CharField(max_length=64, required=False)
     level = serializers.ChoiceField(choices=LogLevel.choices)
     message = serializers.CharField(max_length=LOG_MESSAGE_MAX_LENGTH,
@@ -142,17 +143,18 @@ ERRORS = {400: OpenApiResponse(description="Field errors."), 401: OpenApiRespons
 
 class WorkView(APIView):
     permission_classes = [IsAuthenticated, IsWorker]
+    parser_classes = [JSONParser]  # the protocol speaks JSON only
 
 
 class ClaimView(WorkView):
     @extend_schema(
-        operation_id="work_claim", request=ClaimRequest,
+        operation_id="work_claim", request=Claim,
         responses={200: ClaimedJob, 204: OpenApiResponse(description="No job to do."),
                    **{k: v for k, v in ERRORS.items() if k != 404 and k != 409}},
         description="Claim one job. The answer carries everything needed to do it; see docs/worker-protocol.md.",
     )
     def post(self, request):
-        data = validated(ClaimRequest, request)
+        data = validated(Claim, request)
         site_ids = self.site_ids(request.user, data.get("sites"))
         for kind in data.get("kinds") or list(REGISTRY):
             handler = REGISTRY.get(kind)
@@ -204,11 +206,11 @@ class JobView(WorkView):
 
 class HeartbeatView(JobView):
     @extend_schema(operation_id="work_heartbeat", parameters=[KIND_PARAMETER, ID_PARAMETER],
-                   request=HeartbeatRequest, responses={200: HeartbeatResponse, **ERRORS},
+                   request=Heartbeat, responses={200: HeartbeatResponse, **ERRORS},
                    description="Extend the lease and report progress.")
     def post(self, request, kind: str, pk: int):
         handler, job = self.get_job(request, kind, pk)
-        data = validated(HeartbeatRequest, request)
+        data = validated(Heartbeat, request)
         job = services.job_heartbeat(job=job, lease_token=data["lease_token"], bytes_done=data.get("bytes_done"),
                                      lease_seconds=data.get("lease_seconds"))
         if data.get("items_done"):
@@ -223,10 +225,10 @@ def complete_serializer(handler) -> type:
     """The ``complete`` body of a kind: lease_token and log_path plus the handler's result fields."""
     result = handler.result_serializer
     if result is None:
-        return CompleteRequest
+        return CompleteReport
     if result not in _COMPLETE_SERIALIZERS:
         name = f"{str(handler.kind).title()}Complete"
-        _COMPLETE_SERIALIZERS[result] = type(name, (CompleteRequest, result), {"__doc__": f"complete: {handler.kind}"})
+        _COMPLETE_SERIALIZERS[result] = type(name, (CompleteReport, result), {"__doc__": f"complete: {handler.kind}"})
     return _COMPLETE_SERIALIZERS[result]
 
 
@@ -256,12 +258,12 @@ class CompleteView(JobView):
 
 
 class FailView(JobView):
-    @extend_schema(operation_id="work_fail", parameters=[KIND_PARAMETER, ID_PARAMETER], request=FailRequest,
+    @extend_schema(operation_id="work_fail", parameters=[KIND_PARAMETER, ID_PARAMETER], request=FailReport,
                    responses={200: JobState, **ERRORS},
                    description="Report a failed attempt: back to PENDING with backoff, or FAILED when spent.")
     def post(self, request, kind: str, pk: int):
         _handler, job = self.get_job(request, kind, pk)
-        data = validated(FailRequest, request)
+        data = validated(FailReport, request)
         job, _changed = services.job_fail(
             job=job, lease_token=data["lease_token"], error=data["error"], log_path=data.get("log_path", ""),
             retryable=data["retryable"], by=request.user,
@@ -270,12 +272,12 @@ class FailView(JobView):
 
 
 class LogView(JobView):
-    @extend_schema(operation_id="work_log", parameters=[KIND_PARAMETER, ID_PARAMETER], request=LogRequest,
+    @extend_schema(operation_id="work_log", parameters=[KIND_PARAMETER, ID_PARAMETER], request=LogEntry,
                    responses={201: OpenApiResponse(description="Logged."), **ERRORS},
                    description="A short log line about the job; the detail stays in the file at log_path.")
     def post(self, request, kind: str, pk: int):
         _handler, job = self.get_job(request, kind, pk)
-        data = validated(LogRequest, request)
+        data = validated(LogEntry, request)
         token = data.get("lease_token")
         if token is not None and token != job.lease_token:
             raise services.LeaseConflict(job, "this lease token is not the job's current or last lease")

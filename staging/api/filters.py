@@ -2,18 +2,18 @@
 
 import django_filters as filters
 
-from opsdb.api.filters import JobFilterSet
+from opsdb.api.filters import IdFilter, JobFilterSet
 from staging.models import LongTermArchiveTransfer, StagingJob
 
 
 class LongTermArchiveTransferFilter(JobFilterSet):
     raw_package = filters.CharFilter(field_name="raw_package__name")
-    raw_package_id = filters.NumberFilter(field_name="raw_package_id")
+    raw_package_id = IdFilter(field_name="raw_package_id")
     site = filters.CharFilter(field_name="source_location__site__name")
-    site_id = filters.NumberFilter(field_name="source_location__site_id")
-    source_location_id = filters.NumberFilter(field_name="source_location_id")
-    destination_location_id = filters.NumberFilter(field_name="destination_location_id")
-    location_id = filters.NumberFilter(field_name="destination_location_id", help_text="The archive location.")
+    site_id = IdFilter(field_name="source_location__site_id")
+    source_location_id = IdFilter(field_name="source_location_id")
+    destination_location_id = IdFilter(field_name="destination_location_id")
+    location_id = IdFilter(field_name="destination_location_id", help_text="The archive location.")
 
     class Meta:
         model = LongTermArchiveTransfer
@@ -22,11 +22,11 @@ class LongTermArchiveTransferFilter(JobFilterSet):
 
 class StagingJobFilter(JobFilterSet):
     owner = filters.CharFilter(field_name="owner__username")
-    owner_id = filters.NumberFilter(field_name="owner_id")
+    owner_id = IdFilter(field_name="owner_id")
     site = filters.CharFilter(field_name="destination_location__site__name")
-    site_id = filters.NumberFilter(field_name="destination_location__site_id")
-    location_id = filters.NumberFilter(field_name="destination_location_id")
-    destination_location_id = filters.NumberFilter(field_name="destination_location_id")
+    site_id = IdFilter(field_name="destination_location__site_id")
+    location_id = IdFilter(field_name="destination_location_id")
+    destination_location_id = IdFilter(field_name="destination_location_id")
 
     class Meta:
         model = StagingJob

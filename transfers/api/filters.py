@@ -4,7 +4,7 @@ import django_filters as filters
 from django.contrib.contenttypes.models import ContentType
 from django.db.models import Q
 
-from opsdb.api.filters import CopyFilterSet, CreatedRangeFilterSet, JobFilterSet
+from opsdb.api.filters import CopyFilterSet, CreatedRangeFilterSet, IdFilter, JobFilterSet
 from opsdb.choices import JobKind, LogLevel
 from transfers.choices import RouteType, TransferMethod
 from transfers.models import (
@@ -19,11 +19,11 @@ from transfers.models import (
 
 class DataTransferRouteFilter(CreatedRangeFilterSet):
     origin_site = filters.CharFilter(field_name="origin_site__name")
-    origin_site_id = filters.NumberFilter(field_name="origin_site_id")
+    origin_site_id = IdFilter(field_name="origin_site_id")
     destination_site = filters.CharFilter(field_name="destination_site__name")
-    destination_site_id = filters.NumberFilter(field_name="destination_site_id")
+    destination_site_id = IdFilter(field_name="destination_site_id")
     relay_site = filters.CharFilter(field_name="relay_site__name")
-    relay_site_id = filters.NumberFilter(field_name="relay_site_id")
+    relay_site_id = IdFilter(field_name="relay_site_id")
     site = filters.CharFilter(method="filter_site", help_text="Starts, ends or relays at this site.")
     route_type = filters.MultipleChoiceFilter(choices=RouteType.choices)
     method = filters.MultipleChoiceFilter(choices=TransferMethod.choices)
@@ -40,10 +40,10 @@ class DataTransferRouteFilter(CreatedRangeFilterSet):
 
 class DataTransferPackageFilter(JobFilterSet):
     site = filters.CharFilter(field_name="origin_location__site__name")
-    site_id = filters.NumberFilter(field_name="origin_location__site_id")
+    site_id = IdFilter(field_name="origin_location__site_id")
     location = filters.CharFilter(field_name="origin_location__name")
-    location_id = filters.NumberFilter(field_name="origin_location_id")
-    raw_package_id = filters.NumberFilter(field_name="members__raw_package_id")
+    location_id = IdFilter(field_name="origin_location_id")
+    raw_package_id = IdFilter(field_name="members__raw_package_id")
 
     class Meta:
         model = DataTransferPackage
@@ -52,7 +52,7 @@ class DataTransferPackageFilter(JobFilterSet):
 
 class DataTransferPackageCopyFilter(CopyFilterSet):
     transfer_package = filters.CharFilter(field_name="transfer_package__name")
-    transfer_package_id = filters.NumberFilter(field_name="transfer_package_id")
+    transfer_package_id = IdFilter(field_name="transfer_package_id")
 
     class Meta:
         model = DataTransferPackageCopy
@@ -60,18 +60,18 @@ class DataTransferPackageCopyFilter(CopyFilterSet):
 
 
 class DataTransferFilter(JobFilterSet):
-    route = filters.NumberFilter(field_name="route_id")
-    route_id = filters.NumberFilter(field_name="route_id")
+    route = IdFilter(field_name="route_id")
+    route_id = IdFilter(field_name="route_id")
     transfer_package = filters.CharFilter(field_name="transfer_package__name")
-    transfer_package_id = filters.NumberFilter(field_name="transfer_package_id")
+    transfer_package_id = IdFilter(field_name="transfer_package_id")
     origin_site = filters.CharFilter(field_name="origin_location__site__name")
-    origin_site_id = filters.NumberFilter(field_name="origin_location__site_id")
+    origin_site_id = IdFilter(field_name="origin_location__site_id")
     destination_site = filters.CharFilter(field_name="destination_location__site__name")
-    destination_site_id = filters.NumberFilter(field_name="destination_location__site_id")
+    destination_site_id = IdFilter(field_name="destination_location__site_id")
     site = filters.CharFilter(method="filter_site", help_text="Leaves from or arrives at this site.")
-    origin_location_id = filters.NumberFilter(field_name="origin_location_id")
-    destination_location_id = filters.NumberFilter(field_name="destination_location_id")
-    location_id = filters.NumberFilter(method="filter_location", help_text="Leaves from or arrives at it.")
+    origin_location_id = IdFilter(field_name="origin_location_id")
+    destination_location_id = IdFilter(field_name="destination_location_id")
+    location_id = IdFilter(method="filter_location", help_text="Leaves from or arrives at it.")
     method = filters.MultipleChoiceFilter(choices=TransferMethod.choices)
 
     class Meta:
@@ -86,12 +86,12 @@ class DataTransferFilter(JobFilterSet):
 
 
 class DataTransferUnpackFilter(JobFilterSet):
-    transfer = filters.NumberFilter(field_name="transfer_id")
-    transfer_id = filters.NumberFilter(field_name="transfer_id")
-    transfer_package_id = filters.NumberFilter(field_name="transfer__transfer_package_id")
+    transfer = IdFilter(field_name="transfer_id")
+    transfer_id = IdFilter(field_name="transfer_id")
+    transfer_package_id = IdFilter(field_name="transfer__transfer_package_id")
     site = filters.CharFilter(field_name="transfer__destination_location__site__name")
-    site_id = filters.NumberFilter(field_name="transfer__destination_location__site_id")
-    location_id = filters.NumberFilter(field_name="transfer__destination_location_id")
+    site_id = IdFilter(field_name="transfer__destination_location__site_id")
+    location_id = IdFilter(field_name="transfer__destination_location_id")
 
     class Meta:
         model = DataTransferUnpack
@@ -100,7 +100,7 @@ class DataTransferUnpackFilter(JobFilterSet):
 
 class DataTransferLogFilter(CreatedRangeFilterSet):
     kind = filters.ChoiceFilter(choices=JobKind.choices, method="filter_kind", help_text="The job's kind.")
-    job_id = filters.NumberFilter(field_name="object_id")
+    job_id = IdFilter(field_name="object_id")
     level = filters.MultipleChoiceFilter(choices=LogLevel.choices)
 
     class Meta:
