@@ -97,6 +97,10 @@ class LeasedJob(ConcurrentTransitionMixin, models.Model):
     def max_attempts(cls) -> int:
         return settings.JOB_MAX_ATTEMPTS
 
+    def clean_fields(self, exclude=None):
+        # Model validation re-assigns every field; the protected status only changes by transition.
+        super().clean_fields(exclude={*(exclude or ()), "status"})
+
     @property
     def is_done(self) -> bool:
         return self.status in DONE_STATUSES

@@ -77,6 +77,7 @@ if _database_url:
         DATABASES["default"].setdefault("OPTIONS", {})
         DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",

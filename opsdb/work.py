@@ -25,7 +25,11 @@ class JobKindHandler:
     result_serializer: ClassVar[type | None] = None
 
     def queryset(self) -> QuerySet:
-        """Jobs of this kind with what ``payload`` needs fetched up front."""
+        """Jobs of this kind with what ``payload`` needs fetched up front.
+
+        Loads a job once it is claimed; the claim itself locks rows of ``model.objects`` narrowed
+        by ``at_sites``/``for_methods``/``claimable``, so limits on what may be claimed go there.
+        """
         return self.model.objects.all()
 
     def at_sites(self, queryset: QuerySet, site_ids: Sequence[int]) -> QuerySet:
@@ -96,14 +100,28 @@ def job_payload(handler: JobKindHandler, job: LeasedJob) -> dict[str, Any]:
     }
 
 
-def record_copy(copy_model, *, location, path: str, checksum: str, **of) -> None:
-    """Record (or refresh) the PRESENT copy of an object at ``location``, verified now."""
+def record_copies(copy_model, *, of: str, location, entries) -> None:
+    """Record (or refresh) PRESENT copies at ``location``, verified now: one upsert for all of them.
+
+    ``of`` names the copied object's field (``raw_package``, ``transfer_package``); ``entries`` are
+    ``(object, path, checksum)``. One ``INSERT … ON CONFLICT DO UPDATE`` on the (object, location)
+    unique constraint, rather than a select-then-write per copy.
+    """
     from django.utils import timezone
 
     from opsdb.choices import CopyStatus
 
-    copy_model.objects.update_or_create(
-        location=location, **of,
-        defaults={"path": path, "status": CopyStatus.PRESENT, "checksum_verified": checksum,
-                  "verified_at": timezone.now()},
+    now = timezone.now()
+    rows = [copy_model(location=location, path=path, status=CopyStatus.PRESENT, checksum_verified=checksum,
+                       verified_at=now, **{of: obj})
+            for obj, path, checksum in entries]
+    copy_model.objects.bulk_create(
+        rows, update_conflicts=True, unique_fields=[of, "location"],
+        update_fields=["path", "status", "checksum_verified", "verified_at", "updated_at"],
     )
+
+
+def record_copy(copy_model, *, location, path: str, checksum: str, **of) -> None:
+    """Record (or refresh) the PRESENT copy of one object at ``location``, verified now."""
+    [(field, obj)] = of.items()
+    record_copies(copy_model, of=field, location=location, entries=[(obj, path, checksum)])

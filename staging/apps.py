@@ -6,6 +6,7 @@ from django.apps import AppConfig
 
 class StagingConfig(AppConfig):
     name = "staging"
+    verbose_name = "Archive and staging"
 
     def ready(self) -> None:
         import_module("staging.archive_work")  # registers the ``archive`` job kind

@@ -83,14 +83,14 @@ def _field_errors(route) -> dict[str, str]:
 
 def _custom_location_errors(route) -> dict[str, str]:
     errors: dict[str, str] = {}
-    for field, site_field, label in (
-        ("origin_location", "origin_site", "origin"),
-        ("destination_location", "destination_site", "destination"),
+    for field, site_field, label, article in (
+        ("origin_location", "origin_site", "origin", "an"),
+        ("destination_location", "destination_site", "destination", "a"),
     ):
         location = getattr(route, field)
         site_id = getattr(route, f"{site_field}_id")
         if location is None:
-            errors[field] = f"A custom route needs an {label} location."
+            errors[field] = f"A custom route needs {article} {label} location."
         elif site_id and location.site_id != site_id:
             site = getattr(route, site_field)
             errors[field] = f"{location} is at site {location.site}, not at the route's {label} site {site}."

@@ -14,7 +14,7 @@ from rest_framework import serializers
 from opsdb.api.fields import ChecksumField, RelativePathField
 from opsdb.choices import ChecksumAlgorithm, JobKind, JobStatus
 from opsdb.models import RawDataPackageCopy
-from opsdb.work import JobKindHandler, location_payload, raw_package_path, record_copy, register
+from opsdb.work import JobKindHandler, location_payload, raw_package_path, record_copies, record_copy, register
 from transfers.models import (
     DataTransfer,
     DataTransferPackage,
@@ -206,10 +206,9 @@ class UnpackHandler(JobKindHandler):
             errors.append("A member is reported more than once.")
         if errors:
             raise ValidationError({"members": errors})
-        for name, raw in expected.items():
-            member = reported[name]
-            record_copy(RawDataPackageCopy, raw_package=raw, location=transfer.destination_location,
-                        path=member["path"], checksum=member["checksum"])
+        record_copies(RawDataPackageCopy, of="raw_package", location=transfer.destination_location,
+                      entries=[(raw, reported[name]["path"], reported[name]["checksum"])
+                               for name, raw in expected.items()])
 
 
 def _member_errors(expected: dict, reported: dict) -> list[str]:

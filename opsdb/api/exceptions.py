@@ -3,6 +3,8 @@
 DRF handles its own exceptions; this adds the domain ones raised by services and models.
 """
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.db.models import ProtectedError, RestrictedError
@@ -39,6 +41,10 @@ def api_exception_handler(exc, context):
         return conflict(str(exc) or "This transition is not allowed now.", getattr(job, "status", None))
     if isinstance(exc, ConcurrentTransition):
         return conflict("Someone else changed this job at the same time; read it again and retry.")
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response({"non_field_errors": [f"The request body is larger than {limit} bytes."]},
+                        status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, DjangoValidationError):
         return Response(validation_error_body(exc), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, ProtectedError | RestrictedError):

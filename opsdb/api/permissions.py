@@ -63,3 +63,10 @@ class IsWorker(permissions.BasePermission):
     def has_permission(self, request, view) -> bool:
         user = request.user
         return bool(user and user.is_authenticated) and (is_worker(user) or is_operator(user))
+
+
+class IsOperator(permissions.BasePermission):
+    message = "Only operators may do this."
+
+    def has_permission(self, request, view) -> bool:
+        return is_operator(request.user)

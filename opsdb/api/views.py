@@ -1,10 +1,15 @@
 """Read endpoints of the catalogue; operators also write sites and locations."""
 
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers as drf_serializers
 from rest_framework import viewsets
+from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
 
+from opsdb import services
 from opsdb.api import filters, serializers
-from opsdb.api.permissions import ModelRolePermissions, allowed_site_ids
+from opsdb.api.permissions import IsOperator, ModelRolePermissions, allowed_site_ids
 from opsdb.models import (
     DataLocation,
     Instrument,
@@ -48,6 +53,31 @@ class JobViewSetMixin:
         if handler is None:
             return queryset.filter(**{f"{self.site_field}__in": site_ids})
         return handler.at_sites(queryset, site_ids)
+
+
+REASON = inline_serializer("TransitionReason", {"reason": drf_serializers.CharField(required=False, max_length=500)})
+
+
+class OperatorJobActionsMixin:
+    """An operator's retry (FAILED → PENDING) and cancel (PENDING/FAILED → CANCELLED); 409 with the status otherwise."""
+
+    def _transition(self, request, service):
+        job = self.get_object()
+        reason = request.data.get("reason", "") if isinstance(request.data, dict) else ""
+        if not isinstance(reason, str) or len(reason) > 500:
+            return Response({"reason": ["Give a short text (at most 500 characters)."]}, status=400)
+        service(job=job, by=request.user, reason=reason)
+        return Response(self.get_serializer(self.get_queryset().get(pk=job.pk)).data)
+
+    @extend_schema(request=REASON)
+    @action(detail=True, methods=["post"], permission_classes=[IsAuthenticated, IsOperator])
+    def retry(self, request, pk=None):
+        return self._transition(request, services.job_retry)
+
+    @extend_schema(request=REASON)
+    @action(detail=True, methods=["post"], permission_classes=[IsAuthenticated, IsOperator])
+    def cancel(self, request, pk=None):
+        return self._transition(request, services.job_cancel)
 
 
 class SiteViewSet(WritableViewSet):

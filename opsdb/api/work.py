@@ -39,10 +39,13 @@ def max_lease_seconds() -> int:
 class Claim(serializers.Serializer):
     worker = serializers.CharField(max_length=200, help_text="The worker's name, e.g. cologne-dtn-1.")
     kinds = serializers.ListField(child=serializers.ChoiceField(choices=JobKind.choices), required=False,
+                                  allow_empty=False,
                                   max_length=len(JobKind.choices), help_text="Default: every kind.")
     sites = serializers.ListField(child=serializers.CharField(max_length=50), required=False, max_length=100,
+                                  allow_empty=False,
                                   help_text="Site names; default: every site the worker may work at.")
     methods = serializers.ListField(child=serializers.ChoiceField(choices=TransferMethod.choices), required=False,
+                                    allow_empty=False,
                                     max_length=len(TransferMethod.choices), help_text="Transfer methods it can do.")
     lease_seconds = serializers.IntegerField(min_value=1, required=False)
 
@@ -160,7 +163,9 @@ class ClaimView(WorkView):
             handler = REGISTRY.get(kind)
             if handler is None:  # a valid kind whose app does not register it (yet)
                 continue
-            queryset = handler.queryset()
+            # The claim locks and orders job rows only; joining the payload's tables into the
+            # locking query would make PostgreSQL hash whole tables (raw packages) per claim.
+            queryset = handler.model.objects.all()
             if site_ids is not None:
                 queryset = handler.at_sites(queryset, site_ids)
             if data.get("methods"):
@@ -170,7 +175,7 @@ class ClaimView(WorkView):
                 lease_seconds=data.get("lease_seconds"), guard=handler.claim_guard,
             )
             if job is not None:
-                return Response(job_payload(handler, job))
+                return Response(job_payload(handler, handler.queryset().get(pk=job.pk)))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @staticmethod

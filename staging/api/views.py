@@ -7,14 +7,14 @@ only their own. Creating and cancelling staging jobs is added here by the stagin
 from django.db.models import Prefetch
 
 from opsdb.api.permissions import is_operator, is_worker
-from opsdb.api.views import JobViewSetMixin, ReadOnlyViewSet
+from opsdb.api.views import JobViewSetMixin, OperatorJobActionsMixin, ReadOnlyViewSet
 from opsdb.choices import JobKind
 from staging.api import filters, serializers
 from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
 from transfers.api.views import JOB_ORDERING
 
 
-class LongTermArchiveTransferViewSet(JobViewSetMixin, ReadOnlyViewSet):
+class LongTermArchiveTransferViewSet(OperatorJobActionsMixin, JobViewSetMixin, ReadOnlyViewSet):
     job_kind = JobKind.ARCHIVE
     site_field = "source_location__site_id"
     queryset = LongTermArchiveTransfer.objects.select_related("raw_package", "source_location__site")

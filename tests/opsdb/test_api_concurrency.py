@@ -179,3 +179,27 @@ def test_lease_expired_mid_job_late_complete_is_409_and_another_worker_redoes_it
     assert redone.status_code == 200
     assert (job.status, job.attempts, job.lease_holder) == (JobStatus.COMPLETED, 1, "fast")
     assert job.raw_package.copies.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_same_package_ingested_by_8_at_once_is_one_package():
+    f.DataLocationFactory(site=f.SiteFactory(name="ccat"), name="buffer")
+    body = {
+        "name": "raw-1.tar", "size": 30, "checksum": "ab" * 32,
+        "observation": {"obs_id": "obs-1", "instrument": "Prime-Cam", "target_name": "Orion-KL",
+                        "start_time": "2026-11-01T00:00:00Z", "end_time": "2026-11-01T01:00:00Z"},
+        "files": [{"relative_path": "scan-1.fits", "size": 10, "checksum": "01" * 32}],
+        "location": {"site": "ccat", "name": "buffer"},
+    }
+    barrier = threading.Barrier(8)
+
+    def loop(client, name, done, errors):
+        barrier.wait()
+        done.append(client.post("/api/v1/ingest/raw-packages/", body, format="json").status_code)
+
+    codes, errors = run_workers(8, loop)
+
+    assert errors == []
+    assert sorted(codes) == [200] * 7 + [201]
+    assert RawDataPackage.objects.count() == 1
+    assert RawDataPackage.objects.get().files.count() == 1

@@ -319,3 +319,7 @@ def test_filter_by_time_with_an_offset_postgres_refuses_is_answered():
     response = operator_client().get(f"{API}sites/", {"created_after": "0055-02-27T21:58:25.3581-20:56"})
 
     assert ids(response) == [old.pk]
+
+
+def test_health_check_stays_open_to_anonymous():
+    assert APIClient().get("/health/").status_code == 200

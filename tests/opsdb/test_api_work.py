@@ -3,6 +3,8 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from opsdb.choices import JobStatus, LogLevel
@@ -143,6 +145,8 @@ def test_claim_restricted_worker_asking_for_other_site_is_403(job):
         ({}, "worker"),
         ({"worker": "w", "kinds": ["bogus"]}, "kinds"),
         ({"worker": "w", "kinds": "archive"}, "kinds"),
+        ({"worker": "w", "kinds": []}, "kinds"),
+        ({"worker": "w", "methods": []}, "methods"),
         ({"worker": "w", "sites": ["no-such-site"]}, "sites"),
         ({"worker": "w", "methods": ["ftp"]}, "methods"),
         ({"worker": "w", "lease_seconds": -5}, "lease_seconds"),
@@ -397,3 +401,28 @@ def test_report_with_a_token_of_another_job_is_409(client, claimed):
                            format="json")
 
     assert response.status_code == 409
+
+
+def test_body_too_large_is_400_json(client, claimed):
+    response = client.post(CLAIM, '{"worker": "' + "x" * 3_000_000 + '"}', content_type="application/json")
+
+    assert response.status_code == 400
+    assert "larger than" in response.json()["non_field_errors"][0]
+
+
+@pytest.mark.parametrize("kind", ["package", "transfer", "archive"])
+def test_claim_query_count_does_not_grow_with_pending_jobs(kind):
+    make = {"package": f.DataTransferPackageFactory, "transfer": f.DataTransferFactory,
+            "archive": f.LongTermArchiveTransferFactory}[kind]
+    client = worker_client()
+    make()
+    claim(client, kinds=[kind])  # warms the content-type cache the transition log uses
+    counts = []
+    for pending in (1, 3):
+        for _ in range(pending):
+            make()
+        with CaptureQueriesContext(connection) as queries:
+            assert claim(client, kinds=[kind]).status_code == 200
+        counts.append(len(queries))
+
+    assert counts[0] == counts[1]

@@ -141,3 +141,74 @@ def test_catalogue_is_read_only_even_for_operators():
     response = operator_client().patch(f"{API}raw-packages/{package.pk}/", {"size": 1}, format="json")
 
     assert response.status_code == 405
+
+
+# Operators retry and cancel jobs.
+
+def failed_archive():
+    from opsdb.services import job_claim, job_fail
+
+    job = job_claim(job=f.LongTermArchiveTransferFactory(), worker="w")
+    job, _ = job_fail(job=job, lease_token=job.lease_token, error="tape", retryable=False)
+    return job
+
+
+def test_operator_retries_a_failed_archive_transfer():
+    job = failed_archive()
+
+    response = operator_client().post(f"{API}archive-transfers/{job.pk}/retry/", {"reason": "tape back"},
+                                      format="json")
+
+    job.refresh_from_db()
+    assert response.status_code == 200
+    assert (response.json()["status"], job.status, job.requires_intervention, job.attempts) == (
+        "PENDING", "PENDING", False, 0)
+
+
+def test_retry_of_a_pending_job_is_409_with_status():
+    job = f.DataTransferFactory()
+
+    response = operator_client().post(f"{API}transfers/{job.pk}/retry/")
+
+    assert response.status_code == 409
+    assert response.json()["status"] == "PENDING"
+
+
+def test_operator_cancels_a_pending_transfer():
+    job = f.DataTransferFactory()
+
+    response = operator_client().post(f"{API}transfers/{job.pk}/cancel/", format="json")
+
+    assert (response.status_code, response.json()["status"]) == (200, "CANCELLED")
+
+
+def test_cancel_of_an_active_job_is_409():
+    from opsdb.services import job_claim
+
+    job = job_claim(job=f.DataTransferPackageFactory(), worker="w")
+
+    response = operator_client().post(f"{API}transfer-packages/{job.pk}/cancel/")
+
+    assert (response.status_code, response.json()["status"]) == (409, "ACTIVE")
+
+
+@pytest.mark.parametrize("client_factory", [scientist_client, worker_client])
+def test_non_operator_cannot_retry_or_cancel(client_factory):
+    job = failed_archive()
+
+    client = client_factory()
+    assert client.post(f"{API}archive-transfers/{job.pk}/retry/").status_code == 403
+    assert client.post(f"{API}archive-transfers/{job.pk}/cancel/").status_code == 403
+    job.refresh_from_db()
+    assert job.status == "FAILED"
+
+
+def test_retry_reason_too_long_is_400():
+    job = failed_archive()
+
+    response = operator_client().post(f"{API}archive-transfers/{job.pk}/retry/", {"reason": "x" * 501},
+                                      format="json")
+
+    assert response.status_code == 400
+    job.refresh_from_db()
+    assert job.status == "FAILED"

@@ -60,3 +60,17 @@ def test_create_worker_existing_name_fails():
 
     with pytest.raises(CommandError, match="already exists"):
         create_worker("dtn")
+
+
+def test_operator_sees_worker_sites_in_the_admin(client):
+    f.SiteFactory(name="cologne")
+    create_worker("cologne-dtn-1", "--site", "cologne")
+    create_worker("roamer")
+    client.force_login(f.operator())
+
+    page = client.get("/admin/opsdb/workerprofile/")
+
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "cologne-dtn-1" in html and "cologne" in html
+    assert "every site" in html

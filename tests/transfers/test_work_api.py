@@ -263,3 +263,18 @@ def test_unpack_reports_use_the_transfer_id(client, arrived):
 def test_buffer_factory_default_is_a_buffer():
     # The payload tests above rely on transfer packages being built at a buffer.
     assert f.DataTransferPackageFactory().origin_location.location_type == LocationType.BUFFER
+
+
+def test_unpack_complete_refreshes_an_old_deleted_copy(client, arrived):
+    raw = arrived.transfer.transfer_package.members.order_by("raw_package__name").first().raw_package
+    old = RawDataPackageCopy.objects.create(raw_package=raw, location=arrived.transfer.destination_location,
+                                            path="old/place.tar", status=CopyStatus.DELETED)
+    body = claim(client, kinds=["unpack"]).json()
+
+    report(client, "unpack", body["id"], "complete", {"lease_token": body["lease_token"],
+                                                      "members": unpack_report(body)})
+
+    old.refresh_from_db()
+    assert (old.status, old.path, old.checksum_verified) == (CopyStatus.PRESENT, "raw/raw-a.tar", raw.checksum)
+    assert old.verified_at is not None
+    assert RawDataPackageCopy.objects.filter(raw_package=raw).count() == 1

@@ -1,6 +1,6 @@
 """Routes (operators write them, validated as in the admin), transfer packages, transfers, unpacks, logs."""
 
-from opsdb.api.views import JobViewSetMixin, ReadOnlyViewSet, WritableViewSet
+from opsdb.api.views import JobViewSetMixin, OperatorJobActionsMixin, ReadOnlyViewSet, WritableViewSet
 from opsdb.choices import JobKind
 from transfers.api import filters, serializers
 from transfers.models import (
@@ -21,7 +21,7 @@ class DataTransferRouteViewSet(WritableViewSet):
     filterset_class = filters.DataTransferRouteFilter
 
 
-class DataTransferPackageViewSet(JobViewSetMixin, ReadOnlyViewSet):
+class DataTransferPackageViewSet(OperatorJobActionsMixin, JobViewSetMixin, ReadOnlyViewSet):
     job_kind = JobKind.PACKAGE
     site_field = "origin_location__site_id"
     queryset = DataTransferPackage.objects.select_related("origin_location__site")
@@ -36,7 +36,7 @@ class DataTransferPackageCopyViewSet(ReadOnlyViewSet):
     filterset_class = filters.DataTransferPackageCopyFilter
 
 
-class DataTransferViewSet(JobViewSetMixin, ReadOnlyViewSet):
+class DataTransferViewSet(OperatorJobActionsMixin, JobViewSetMixin, ReadOnlyViewSet):
     job_kind = JobKind.TRANSFER
     site_field = "origin_location__site_id"
     queryset = DataTransfer.objects.select_related(
@@ -47,7 +47,7 @@ class DataTransferViewSet(JobViewSetMixin, ReadOnlyViewSet):
     ordering_fields = JOB_ORDERING
 
 
-class DataTransferUnpackViewSet(JobViewSetMixin, ReadOnlyViewSet):
+class DataTransferUnpackViewSet(OperatorJobActionsMixin, JobViewSetMixin, ReadOnlyViewSet):
     job_kind = JobKind.UNPACK
     site_field = "transfer__destination_location__site_id"
     queryset = DataTransferUnpack.objects.all()

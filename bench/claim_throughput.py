@@ -1,0 +1,287 @@
+"""Claim throughput: the work API under gunicorn on PostgreSQL versus a raw-SQL loop on the same database.
+
+    .venv/bin/python bench/claim_throughput.py [--database-url postgres://postgres@127.0.0.1:5432/opsdb_bench]
+
+Creates (drops first) the database, migrates it, starts gunicorn on a free local port, then for
+N = 1, 8, 32 concurrent workers runs claim → complete cycles on archive jobs:
+- app: threads with a requests.Session each, POST /api/v1/work/claim/ then .../complete/;
+- raw SQL: threads with a psycopg connection each, the same claim (SELECT … FOR UPDATE SKIP
+  LOCKED, UPDATE to ACTIVE with a lease) and the same completing UPDATE, nothing else.
+Prints cycles per second, p50/p99 latency of a cycle and the app/raw-SQL ratio. The app does
+more per cycle than the raw loop (authentication, validation, the state log, the DataTransferLog
+line, the archive copy record, two HTTP round trips); the ratio is the price of all of it.
+Not a test: it prints figures.
+"""
+
+import argparse
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import psycopg
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+CYCLES = {1: 300, 8: 1200, 32: 2400}  # per run; enough to be steady, small enough for ~2 minutes in all
+GUNICORN_WORKERS, GUNICORN_THREADS = 3, 8
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/opsdb_bench")
+    parser.add_argument("--scale", type=float, default=1.0, help="Multiply the cycles per run.")
+    args = parser.parse_args()
+    cycles = {n: max(n, int(c * args.scale)) for n, c in CYCLES.items()}
+
+    env = bench_env(args.database_url)
+    recreate_database(args.database_url)
+    run_manage(env, "migrate", "--no-input", "-v", "0")
+    token = run_manage(env, "create_worker", "bench-worker").strip()
+    os.environ.update(env)
+    fill = JobFiller()
+
+    port = free_port()
+    server = start_gunicorn(env, port)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_up(base)
+        fill(200)
+        run_app(base, token, 8, 200)  # warm-up: connections, imports, caches
+        rows = []
+        for n, count in cycles.items():
+            fill(count)
+            app = run_app(base, token, n, count)
+            fill(count)
+            raw = run_raw(args.database_url, n, count)
+            rows.append((n, app, raw))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    report(rows)
+
+
+def bench_env(database_url: str) -> dict[str, str]:
+    return {
+        **os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "opsdb.settings", "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(40), "ALLOWED_HOSTS": "127.0.0.1,localhost", "SECURE_SSL_REDIRECT": "0",
+        "LOG_LEVEL": "WARNING", "DB_CONN_MAX_AGE": "600", "PYTHONWARNINGS": "ignore::UserWarning",
+    }
+
+
+def recreate_database(database_url: str) -> None:
+    url = urlparse(database_url)
+    name = url.path.lstrip("/")
+    admin_url = urlunparse(url._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def run_manage(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                            check=False)
+    if result.returncode != 0:
+        sys.exit(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
+    return result.stdout
+
+
+class JobFiller:
+    """Adds pending archive jobs (raw package at a buffer → the site's archive) through the ORM."""
+
+    def __init__(self):
+        sys.path.insert(0, str(ROOT))
+        import django
+
+        django.setup()
+        from django.utils import timezone
+
+        from opsdb.models import DataLocation, Instrument, Observation, Site
+
+        site = Site.objects.create(name="bench")
+        self.buffer = DataLocation.objects.create(site=site, name="buffer", location_type="BUFFER",
+                                                  base_path="/data/buffer")
+        self.archive = DataLocation.objects.create(site=site, name="archive", location_type="LONG_TERM_ARCHIVE",
+                                                   base_path="/data/archive")
+        now = timezone.now()
+        self.observation = Observation.objects.create(
+            obs_id="bench", instrument=Instrument.objects.create(name="bench"), target_name="bench", start_time=now,
+            end_time=now,
+        )
+        self.made = 0
+
+    def __call__(self, count: int) -> None:
+        from django.db import connection
+
+        from opsdb.models import RawDataPackage
+        from staging.models import LongTermArchiveTransfer
+
+        raws = RawDataPackage.objects.bulk_create(
+            RawDataPackage(name=f"raw-{self.made + i:07d}.tar", observation=self.observation, size=1,
+                           checksum=f"{self.made + i:064x}")
+            for i in range(count)
+        )
+        LongTermArchiveTransfer.objects.bulk_create(
+            LongTermArchiveTransfer(raw_package=raw, source_location=self.buffer, destination_location=self.archive)
+            for raw in raws
+        )
+        self.made += count
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE staging_longtermarchivetransfer")
+        connection.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_gunicorn(env: dict[str, str], port: int) -> subprocess.Popen:
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    return subprocess.Popen(
+        [str(gunicorn), "opsdb.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(GUNICORN_WORKERS), "-k", "gthread",
+         "--threads", str(GUNICORN_THREADS), "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )
+
+
+def wait_until_up(base: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{base}/health/", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:  # not listening yet, or still booting its workers
+            pass
+        time.sleep(0.2)
+    sys.exit("gunicorn did not come up")
+
+
+def run_threads(n: int, count: int, cycle_factory) -> dict:
+    """``n`` threads share ``count`` cycles; each thread's ``cycle()`` returns False when no job was left."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    remaining = [count]
+    lock = threading.Lock()
+
+    def worker(cycle):
+        while True:
+            with lock:
+                if remaining[0] <= 0:
+                    return
+                remaining[0] -= 1
+            start = time.perf_counter()
+            try:
+                if not cycle():
+                    errors.append("no job to claim")
+                    return
+            except Exception as exc:  # a benchmark reports failures, it does not stop at the first
+                errors.append(repr(exc))
+                return
+            latencies.append(time.perf_counter() - start)
+
+    cycles = [cycle_factory(i) for i in range(n)]
+    threads = [threading.Thread(target=worker, args=(c,)) for c in cycles]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    return {"cycles": len(latencies), "elapsed": elapsed, "latencies": latencies, "errors": errors}
+
+
+def run_app(base: str, token: str, n: int, count: int) -> dict:
+    def factory(i: int):
+        session = requests.Session()
+        session.headers["Authorization"] = f"Token {token}"
+
+        def cycle() -> bool:
+            claim = session.post(f"{base}/api/v1/work/claim/", json={"worker": f"bench-{i}", "kinds": ["archive"]})
+            if claim.status_code == 204:
+                return False
+            claim.raise_for_status()
+            job = claim.json()
+            done = session.post(f"{base}/api/v1/work/archive/{job['id']}/complete/",
+                                json={"lease_token": job["lease_token"], "checksum": job["raw_package"]["checksum"]})
+            done.raise_for_status()
+            return True
+
+        return cycle
+
+    return run_threads(n, count, factory)
+
+
+RAW_CLAIM = """
+SELECT id FROM staging_longtermarchivetransfer
+WHERE status = 'PENDING' AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
+"""
+RAW_TAKE = """
+UPDATE staging_longtermarchivetransfer SET status = 'ACTIVE', lease_token = %s, lease_holder = %s,
+  lease_expires_at = now() + interval '600 seconds', claimed_at = now(), heartbeat_at = now(), updated_at = now()
+WHERE id = %s
+"""
+RAW_COMPLETE = """
+UPDATE staging_longtermarchivetransfer SET status = 'COMPLETED', finished_at = now(), lease_expires_at = NULL,
+  updated_at = now()
+WHERE id = %s AND status = 'ACTIVE' AND lease_token = %s AND lease_expires_at >= now()
+"""
+
+
+def run_raw(database_url: str, n: int, count: int) -> dict:
+    connections = []
+
+    def factory(i: int):
+        conn = psycopg.connect(database_url)
+        connections.append(conn)
+
+        def cycle() -> bool:
+            token = secrets.token_urlsafe(24)
+            with conn.transaction():
+                row = conn.execute(RAW_CLAIM).fetchone()
+                if row is None:
+                    return False
+                conn.execute(RAW_TAKE, (token, f"raw-{i}", row[0]))
+            with conn.transaction():
+                if conn.execute(RAW_COMPLETE, (row[0], token)).rowcount != 1:
+                    raise RuntimeError(f"lost the lease on {row[0]}")
+            return True
+
+        return cycle
+
+    try:
+        return run_threads(n, count, factory)
+    finally:
+        for conn in connections:
+            conn.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def report(rows) -> None:
+    print(f"claim → complete cycles on PostgreSQL; app = gunicorn {GUNICORN_WORKERS} workers × {GUNICORN_THREADS} "
+          f"threads, {os.cpu_count()} CPUs")
+    print(f"{'N':>3} {'path':<8} {'cycles':>7} {'cycles/s':>9} {'p50 ms':>8} {'p99 ms':>8}  errors")
+    for n, app, raw in rows:
+        for name, run in (("app", app), ("raw SQL", raw)):
+            rate = run["cycles"] / run["elapsed"]
+            print(f"{n:>3} {name:<8} {run['cycles']:>7} {rate:>9.1f} {percentile(run['latencies'], 50) * 1000:>8.2f} "
+                  f"{percentile(run['latencies'], 99) * 1000:>8.2f}  {len(run['errors'])} {run['errors'][:2]}")
+        ratio = (app["cycles"] / app["elapsed"]) / (raw["cycles"] / raw["elapsed"])
+        print(f"{n:>3} app/raw throughput ratio: {ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Planner at observatory scale (not a test): time, queries and peak memory of each scheduler pass.
+
+    .venv/bin/python bench/planner_scale.py                      # 100,000 then 1,000,000 packages
+    .venv/bin/python bench/planner_scale.py --sizes 100000       # just one size
+    BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/opsdb_bench (default) — the database is
+    dropped and re-created for every size.
+
+For each size N it registers N raw packages (5 GB each, like five years of the telescope) with
+PRESENT copies at ccat:buffer (COPY), on the demo topology (ccat → cologne DIRECT, ccat → cornell
+RELAY via cologne, archives at cologne and cornell), then runs:
+  tick 1  — a full scheduler tick over the fresh packages (bundling does the work);
+  tick 2  — after every bundle was built (its copy at ccat:buffer): routing;
+  tick 3  — after every first hop arrived at cologne: unpacking and the relay hops;
+  tick 4  — after every bundle was unpacked at cologne (N raw copies): archiving of N packages;
+  tick 5  — nothing to do: the steady-state cost of a tick over N packages of history.
+The worker steps in between are simulated with set-based SQL. Printed per pass: seconds,
+queries, peak RSS of the process (ru_maxrss, never decreases) and the Python heap peak during
+the pass (tracemalloc, only with --tracemalloc: it slows Python code down).
+"""
+
+import argparse
+import os
+import resource
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/opsdb_bench"
+PACKAGE_SIZE = 5 * 10**9
+
+
+def recreate_database(url: str) -> None:
+    import psycopg
+
+    parsed = urlparse(url)
+    name = parsed.path.lstrip("/")
+    admin = parsed._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def setup_django(url: str) -> None:
+    os.environ["DATABASE_URL"] = url
+    os.environ["DEBUG"] = "0"  # DEBUG would keep every SQL text (megabytes of arrays) in memory
+    os.environ.setdefault("SECRET_KEY", "bench-only-" + "x" * 40)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "opsdb.settings")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    import django
+
+    django.setup()
+
+
+def topology():
+    from opsdb.choices import LocationType
+    from opsdb.models import DataLocation, Instrument, Observation, Site
+    from transfers.choices import RouteType
+    from transfers.models import DataTransferRoute
+
+    sites = {name: Site.objects.create(name=name) for name in ("ccat", "cologne", "cornell")}
+    locs = {}
+    for name, s in sites.items():
+        kinds = [("buffer", LocationType.BUFFER)]
+        if name != "ccat":
+            kinds.append(("archive", LocationType.LONG_TERM_ARCHIVE))
+        for loc_name, kind in kinds:
+            locs[f"{name}:{loc_name}"] = DataLocation.objects.create(
+                site=s, name=loc_name, location_type=kind, base_path=f"/data/{name}/{loc_name}"
+            )
+    DataTransferRoute.objects.create(origin_site=sites["ccat"], destination_site=sites["cologne"], method="bbcp")
+    DataTransferRoute.objects.create(origin_site=sites["ccat"], destination_site=sites["cornell"], method="bbcp",
+                                     route_type=RouteType.RELAY, relay_site=sites["cologne"])
+    instrument = Instrument.objects.create(name="Prime-Cam")
+    from django.utils import timezone
+
+    start = timezone.now()
+    observation = Observation.objects.create(obs_id="obs-bench", instrument=instrument, target_name="Orion",
+                                             start_time=start, end_time=start)
+    return locs, observation
+
+
+def register_packages(n: int, location, observation) -> float:
+    """COPY n raw packages and their PRESENT copies at ``location``; returns seconds."""
+    from django.db import connection
+    from django.utils import timezone
+
+    t0 = time.perf_counter()
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        raw = cursor.connection
+        with raw.cursor() as cur, cur.copy(
+            "COPY opsdb_rawdatapackage (name, observation_id, size, checksum, checksum_algorithm, created_at) "
+            "FROM STDIN"
+        ) as copy:
+            for i in range(n):
+                copy.write_row((f"raw-{i:08d}.tar", observation.pk, PACKAGE_SIZE, f"{i:064x}", "sha256", now))
+        cursor.execute(
+            "INSERT INTO opsdb_rawdatapackagecopy (raw_package_id, location_id, status, path, checksum_verified, "
+            "created_at, updated_at) SELECT id, %s, 'PRESENT', 'raw/' || name, '', %s, %s FROM opsdb_rawdatapackage",
+            [location.pk, now, now],
+        )
+        cursor.execute("ANALYZE")
+    return time.perf_counter() - t0
+
+
+def simulate(sql: str, params=()) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        cursor.execute("ANALYZE")
+
+
+def measure_tick(label: str, use_tracemalloc: bool) -> None:
+    from django.db import connection
+    from django.utils import timezone
+
+    from opsdb.scheduler import passes
+
+    now = timezone.now()
+    total_t, total_q = 0.0, 0
+    for name, run in passes():
+        calls = []
+
+        def count(execute, sql, params, many, context, calls=calls):
+            calls.append(1)
+            return execute(sql, params, many, context)
+
+        if use_tracemalloc:
+            tracemalloc.start()
+        from django.db import transaction
+
+        t0 = time.perf_counter()
+        with connection.execute_wrapper(count), transaction.atomic():
+            result = run(now=now)
+        seconds = time.perf_counter() - t0
+        heap = ""
+        if use_tracemalloc:
+            heap = f"  heap peak {tracemalloc.get_traced_memory()[1] / 1e6:8.1f} MB"
+            tracemalloc.stop()
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        total_t += seconds
+        total_q += len(calls)
+        print(f"  {label:<34} {name:<16} {seconds:8.2f} s  {len(calls):3d} queries  "
+              f"{result.count:>9,} made  peak RSS {rss:7.1f} MB{heap}", flush=True)
+    print(f"  {label:<34} {'TOTAL':<16} {total_t:8.2f} s  {total_q:3d} queries", flush=True)
+
+
+def bench(n: int, url: str, use_tracemalloc: bool) -> None:
+    from django.core.management import call_command
+    from django.db import connection
+
+    connection.close()
+    recreate_database(url)
+    call_command("migrate", verbosity=0)
+    locs, observation = topology()
+    seconds = register_packages(n, locs["ccat:buffer"], observation)
+    print(f"\n== {n:,} raw packages ({n * PACKAGE_SIZE / 1e15:.1f} PB) registered in {seconds:.1f} s ==", flush=True)
+
+    measure_tick("tick 1: fresh packages", use_tracemalloc)
+    simulate(  # every bundle built: COMPLETED, with its archive at ccat:buffer
+        "UPDATE transfers_datatransferpackage SET status = 'COMPLETED', size = payload_size, checksum = 'x';"
+        "INSERT INTO transfers_datatransferpackagecopy (transfer_package_id, location_id, status, path, "
+        "checksum_verified, created_at, updated_at) SELECT id, origin_location_id, 'PRESENT', archive_path, '', "
+        "now(), now() FROM transfers_datatransferpackage"
+    )
+    measure_tick("tick 2: bundles built", use_tracemalloc)
+    simulate(  # every first hop arrived at cologne
+        "UPDATE transfers_datatransfer SET status = 'TRANSFERRED';"
+        "INSERT INTO transfers_datatransferpackagecopy (transfer_package_id, location_id, status, path, "
+        "checksum_verified, created_at, updated_at) SELECT transfer_package_id, destination_location_id, "
+        "'PRESENT', 'bundles/x', '', now(), now() FROM transfers_datatransfer"
+    )
+    measure_tick("tick 3: first hops arrived", use_tracemalloc)
+    simulate(  # every bundle unpacked at cologne: a raw copy per member
+        "UPDATE transfers_datatransferunpack SET status = 'UNPACKED';"
+        "INSERT INTO opsdb_rawdatapackagecopy (raw_package_id, location_id, status, path, checksum_verified, "
+        "created_at, updated_at) SELECT m.raw_package_id, %s, 'PRESENT', 'raw/x', '', now(), now() "
+        "FROM transfers_datatransferpackagemember m",
+        [locs["cologne:buffer"].pk],
+    )
+    measure_tick("tick 4: unpacked at cologne", use_tracemalloc)
+    measure_tick("tick 5: nothing new (steady state)", use_tracemalloc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100000,1000000", help="comma-separated package counts")
+    parser.add_argument("--tracemalloc", action="store_true", help="also measure the Python heap per pass")
+    args = parser.parse_args()
+    url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
+    setup_django(url)
+    print(f"planner benchmark on {url} ({os.cpu_count()} CPUs)")
+    for n in (int(x) for x in args.sizes.split(",")):
+        bench(n, url, args.tracemalloc)
+
+
+if __name__ == "__main__":
+    main()

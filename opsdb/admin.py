@@ -1,0 +1,470 @@
+"""The operator admin for sites, locations and the raw data catalogue, and the shared job admin.
+
+Every changelist fetches what its columns and filters show up front, so it costs the same
+number of queries for 1 row as for 100. Job statuses change only through ``opsdb.services``.
+"""
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.contrib.contenttypes.admin import GenericTabularInline
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
+from django.db.models import Count, Prefetch
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import NoReverseMatch, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django_fsm import ConcurrentTransition, TransitionNotAllowed
+from django_fsm_log.models import StateLog
+from simple_history.admin import SimpleHistoryAdmin
+
+from opsdb.choices import CopyStatus, JobStatus
+from opsdb.models import (
+    DataLocation,
+    Instrument,
+    Observation,
+    RawDataFile,
+    RawDataFileCopy,
+    RawDataPackage,
+    RawDataPackageCopy,
+    Site,
+    WorkerProfile,
+)
+from opsdb.services import job_cancel, job_retry
+
+admin.site.site_header = "ops-db operations"
+admin.site.site_title = "ops-db"
+admin.site.index_title = "Operations"
+admin.site.index_template = "admin/opsdb_index.html"
+
+LOCATION_RELATED = ("site",)
+ROUTE_RELATED = (
+    "origin_site", "destination_site", "relay_site", "origin_location__site", "destination_location__site",
+)
+
+
+# --- list filters whose choices come from one query -------------------------------------------
+
+class SelectRelatedFieldListFilter(admin.RelatedFieldListFilter):
+    """A related-object filter whose choice labels need related rows, fetched in the same query."""
+
+    related: tuple[str, ...] = ()
+
+    def field_choices(self, field, request, model_admin):
+        queryset = field.related_model._default_manager.select_related(*self.related)
+        return [(obj.pk, str(obj)) for obj in queryset]
+
+
+class LocationListFilter(SelectRelatedFieldListFilter):
+    related = LOCATION_RELATED
+
+
+class RouteListFilter(SelectRelatedFieldListFilter):
+    related = ROUTE_RELATED
+
+
+def admin_link(obj, label: str | None = None) -> str:
+    """A link to ``obj``'s change page (or its label alone when it has none)."""
+    if obj is None:
+        return "-"
+    meta = obj._meta
+    try:
+        url = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.pk])
+    except NoReverseMatch:
+        return str(label or obj)
+    return format_html('<a href="{}">{}</a>', url, label or obj)
+
+
+def generic_link(content_type, object_id) -> str:
+    """A link to a generic relation's target without fetching it (its label would cost queries)."""
+    label = f"{content_type.model} #{object_id}"
+    try:
+        url = reverse(f"admin:{content_type.app_label}_{content_type.model}_change", args=[object_id])
+    except NoReverseMatch:
+        return label
+    return format_html('<a href="{}">{}</a>', url, label)
+
+
+def human_size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    if size < 1000:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KB", "MB", "GB", "TB"):
+        value /= 1000
+        if value < 1000:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1000:.1f} PB"
+
+
+# --- transition history and job admin shared by every leased job ------------------------------
+
+def exact_time(value) -> str:
+    """Seconds matter when reading a job's history; the admin's default format drops them."""
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z") if value else "-"
+
+
+class ReadOnlyInlineMixin:
+    """An inline that only shows rows: nothing added, changed or deleted from here."""
+
+    extra = 0
+    can_delete = False
+    classes = ["opsdb-compact"]
+
+    class Media:
+        css = {"all": ["opsdb/admin.css"]}
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class TransitionHistoryInline(ReadOnlyInlineMixin, GenericTabularInline):
+    """Every state change of the job, newest first: from, to, when, by whom, why."""
+
+    model = StateLog
+    verbose_name = "transition"
+    verbose_name_plural = "transition history (newest first)"
+    fields = ("when", "transition", "source_state", "state", "by", "description")
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("by").order_by("-timestamp", "-pk")
+
+    @admin.display(description="when")
+    def when(self, obj):
+        return exact_time(obj.timestamp)
+
+
+JOB_READONLY_FIELDS = (
+    "status", "attempts", "next_attempt_at", "lease_holder", "lease_user", "lease_expires_at", "claimed_at",
+    "heartbeat_at", "bytes_done", "last_error", "log_path", "finished_at", "created_at", "updated_at",
+)
+
+REFUSALS_SHOWN = 5
+# name → (service, past tense, states it is allowed from)
+TRANSITIONS = {
+    "retry": (job_retry, "retried", (JobStatus.FAILED,)),
+    "cancel": (job_cancel, "cancelled", (JobStatus.PENDING, JobStatus.FAILED)),
+}
+
+
+class LeasedJobAdmin(admin.ModelAdmin):
+    """Admin for a leased job: state read-only, retry/cancel as actions and buttons via the services."""
+
+    change_form_template = "admin/opsdb/leased_job_change_form.html"
+    readonly_fields = JOB_READONLY_FIELDS
+    job_state_fields: tuple[str, ...] = JOB_READONLY_FIELDS  # shown together, read-only
+    # What the job was created with (where from, where to, how): fixed once it exists, like its history.
+    created_with: tuple[str, ...] = ()
+    actions = ("retry_selected", "cancel_selected")
+    list_per_page = 100
+    inlines = (TransitionHistoryInline,)
+
+    # -- transitions ------------------------------------------------------------------------
+    def apply_transition(self, request, job, name: str) -> str | None:
+        """Apply ``name`` to ``job`` through its service; returns why it was refused, or None."""
+        service, done, _ = TRANSITIONS[name]
+        try:
+            service(job=job, by=request.user, reason=f"{done} by {request.user} in the admin")
+        except (TransitionNotAllowed, ConcurrentTransition) as exc:
+            job.refresh_from_db()
+            return f"{job} cannot be {done}: it is {job.get_status_display().lower()} ({exc})"
+        return None
+
+    def _run_bulk(self, request, queryset, name: str) -> None:
+        """One summary message per outcome, however many jobs were selected."""
+        done = TRANSITIONS[name][1]
+        jobs = list(queryset.order_by("pk"))
+        refusals = [reason for job in jobs if (reason := self.apply_transition(request, job, name))]
+        if len(jobs) > len(refusals):
+            self.message_user(request, f"{len(jobs) - len(refusals)} job(s) {done}.", messages.SUCCESS)
+        if refusals:
+            shown = "; ".join(refusals[:REFUSALS_SHOWN])
+            more = f"; and {len(refusals) - REFUSALS_SHOWN} more" if len(refusals) > REFUSALS_SHOWN else ""
+            self.message_user(request, f"{len(refusals)} job(s) refused: {shown}{more}.", messages.WARNING)
+
+    @admin.action(description="Retry the selected failed jobs", permissions=["change"])
+    def retry_selected(self, request, queryset):
+        self._run_bulk(request, queryset, "retry")
+
+    @admin.action(description="Cancel the selected pending or failed jobs", permissions=["change"])
+    def cancel_selected(self, request, queryset):
+        self._run_bulk(request, queryset, "cancel")
+
+    def get_urls(self):
+        meta = self.model._meta
+        urls = [
+            path(
+                "<path:object_id>/transition/<str:name>/",
+                self.admin_site.admin_view(self.transition_view),
+                name=f"{meta.app_label}_{meta.model_name}_transition",
+            )
+        ]
+        return urls + super().get_urls()
+
+    def transition_view(self, request, object_id, name):
+        """POST target of the change page's buttons."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        job = self.get_object(request, unquote(object_id))
+        if job is None:
+            raise Http404(f"No {self.model._meta.verbose_name} with id {object_id!r}.")
+        if name not in TRANSITIONS or not self.has_change_permission(request, job):
+            raise PermissionDenied
+        refusal = self.apply_transition(request, job, name)
+        if refusal:
+            self.message_user(request, f"{refusal}.", messages.WARNING)
+        else:
+            job.refresh_from_db()
+            self.message_user(
+                request, f"{job} {TRANSITIONS[name][1]}: now {job.get_status_display().lower()}.", messages.SUCCESS
+            )
+        meta = self.model._meta
+        return HttpResponseRedirect(reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[job.pk]))
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and self.has_change_permission(request, obj):
+            meta = self.model._meta
+            context["job_transitions"] = [
+                (name, name.capitalize(),
+                 reverse(f"admin:{meta.app_label}_{meta.model_name}_transition", args=[obj.pk, name]))
+                for name, (_, _, sources) in TRANSITIONS.items() if obj.status in sources
+            ]
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        return (*fields, *self.created_with) if obj is not None else fields
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        # A worker may move the job between loading and saving the form: the save then finds
+        # another status and ConcurrentTransitionMixin refuses it (rolled back, nothing saved).
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ConcurrentTransition:
+            self.message_user(
+                request, "The job changed state while you were editing it; nothing was saved. "
+                "Here is its current state.", messages.WARNING,
+            )
+            return HttpResponseRedirect(request.path)
+
+    def get_fieldsets(self, request, obj=None):
+        order = {f.name: i for i, f in enumerate(self.model._meta.get_fields())}
+        own = sorted((f for f in self.get_fields(request, obj) if f not in self.job_state_fields),
+                     key=lambda name: order.get(name, len(order)))  # model order; computed fields last
+        state = ("Job state (changes only through transitions)", {"fields": self.job_state_fields})
+        return [(None, {"fields": own}), state]
+
+    @admin.display(description="lease expires", ordering="lease_expires_at")
+    def lease_column(self, obj):
+        if obj.status != JobStatus.ACTIVE:
+            return "-"
+        return format_html("{}<br><small>{}</small>", obj.lease_expires_at, obj.lease_holder)
+
+
+# --- sites and locations -------------------------------------------------------------------
+
+class DataLocationInline(admin.TabularInline):
+    model = DataLocation
+    fields = ("name", "location_type", "storage_type", "base_path", "host", "priority", "active")
+    extra = 0
+    show_change_link = True
+
+
+@admin.register(Site)
+class SiteAdmin(SimpleHistoryAdmin):
+    list_display = ("name", "title", "location_count", "created_at")
+    search_fields = ("name", "title")
+    inlines = (DataLocationInline,)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(n_locations=Count("locations"))
+
+    @admin.display(description="locations", ordering="n_locations")
+    def location_count(self, obj):
+        return obj.n_locations
+
+
+@admin.register(DataLocation)
+class DataLocationAdmin(SimpleHistoryAdmin):
+    list_display = (
+        "__str__", "site", "location_type", "storage_type", "base_path", "host", "priority", "active",
+    )
+    list_display_links = ("__str__",)
+    list_filter = ("site", "location_type", "storage_type", "active")
+    search_fields = ("name", "site__name", "base_path", "host")
+    autocomplete_fields = ("site",)
+    list_select_related = LOCATION_RELATED
+
+    def get_queryset(self, request):
+        # Also serves the autocomplete of every location field: its labels read the site.
+        return super().get_queryset(request).select_related(*LOCATION_RELATED)
+
+
+# --- the catalogue -------------------------------------------------------------------------
+
+@admin.register(Instrument)
+class InstrumentAdmin(admin.ModelAdmin):
+    list_display = ("name", "description")
+    search_fields = ("name",)
+
+
+class RawDataPackageInline(ReadOnlyInlineMixin, admin.TabularInline):
+    model = RawDataPackage
+    fields = ("package", "size", "checksum", "created_at")
+    readonly_fields = fields
+
+    @admin.display(description="package")
+    def package(self, obj):
+        return admin_link(obj)
+
+
+@admin.register(Observation)
+class ObservationAdmin(admin.ModelAdmin):
+    list_display = ("obs_id", "instrument", "target_name", "start_time", "end_time")
+    list_filter = ("instrument",)
+    search_fields = ("obs_id", "target_name")
+    autocomplete_fields = ("instrument",)
+    list_select_related = ("instrument",)
+    date_hierarchy = "start_time"
+    inlines = (RawDataPackageInline,)
+
+
+class RawDataFileInline(admin.TabularInline):
+    model = RawDataFile
+    fields = ("relative_path", "size", "checksum", "checksum_algorithm")
+    extra = 0
+    show_change_link = True
+
+
+class RawDataPackageCopyInline(admin.TabularInline):
+    model = RawDataPackageCopy
+    fields = ("location", "status", "path", "checksum_verified", "verified_at")
+    autocomplete_fields = ("location",)
+    extra = 0
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("location__site")
+
+
+def present_locations(copies) -> str:
+    names = [str(c.location) for c in copies if c.status == CopyStatus.PRESENT]
+    return ", ".join(names) or "-"
+
+
+@admin.register(RawDataPackage)
+class RawDataPackageAdmin(admin.ModelAdmin):
+    list_display = ("name", "observation", "target", "size_display", "present_at", "created_at")
+    list_filter = ("observation__instrument", ("copies__location", LocationListFilter))
+    search_fields = ("name", "observation__obs_id", "observation__target_name")
+    autocomplete_fields = ("observation",)
+    list_select_related = ("observation",)
+    inlines = (RawDataFileInline, RawDataPackageCopyInline)
+
+    def get_queryset(self, request):
+        copies = RawDataPackageCopy.objects.select_related("location__site")
+        return super().get_queryset(request).prefetch_related(Prefetch("copies", queryset=copies))
+
+    @admin.display(description="target", ordering="observation__target_name")
+    def target(self, obj):
+        return obj.observation.target_name
+
+    @admin.display(description="size", ordering="size")
+    def size_display(self, obj):
+        return human_size(obj.size)
+
+    @admin.display(description="present at")
+    def present_at(self, obj):
+        return present_locations(obj.copies.all())
+
+
+@admin.register(RawDataFile)
+class RawDataFileAdmin(admin.ModelAdmin):
+    list_display = ("relative_path", "package", "size", "checksum_algorithm", "checksum")
+    list_filter = ("checksum_algorithm",)
+    search_fields = ("relative_path", "package__name")
+    autocomplete_fields = ("package",)
+    list_select_related = ("package",)
+
+
+class CopyAdmin(admin.ModelAdmin):
+    """Shared by the physical-copy models: where a copy is, and whether it is still there."""
+
+    list_filter = ("status", "location__site", ("location", LocationListFilter), "location__location_type")
+    autocomplete_fields = ("location",)
+    readonly_fields = ("created_at", "updated_at")
+
+
+@admin.register(RawDataPackageCopy)
+class RawDataPackageCopyAdmin(CopyAdmin):
+    list_display = ("raw_package", "location", "status", "path", "verified_at", "updated_at")
+    search_fields = ("raw_package__name", "path", "location__name", "location__site__name")
+    autocomplete_fields = ("raw_package", "location")
+    list_select_related = ("raw_package", "location__site")
+
+
+@admin.register(RawDataFileCopy)
+class RawDataFileCopyAdmin(CopyAdmin):
+    list_display = ("raw_file", "package", "location", "status", "path", "expires_at")
+    search_fields = ("raw_file__relative_path", "raw_file__package__name", "path")
+    autocomplete_fields = ("raw_file", "location")
+    list_select_related = ("raw_file__package", "location__site")
+
+    @admin.display(description="package", ordering="raw_file__package__name")
+    def package(self, obj):
+        return obj.raw_file.package
+
+
+# --- every recorded transition in one place ----------------------------------------------------
+
+@admin.register(StateLog)
+class StateLogAdmin(admin.ModelAdmin):
+    """All job transitions, read-only: the audit trail across every kind of job."""
+
+    list_display = ("timestamp", "job", "transition", "source_state", "state", "by", "description")
+    list_filter = ("content_type", "transition", "state")
+    search_fields = ("description", "by__username", "object_id")
+    list_select_related = ("by", "content_type")
+    date_hierarchy = "timestamp"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="job")
+    def job(self, obj):
+        return generic_link(obj.content_type, obj.object_id)
+
+
+def related_or_none(obj, name: str):
+    """A reverse one-to-one fetched with select_related, or None when there is none."""
+    try:
+        return getattr(obj, name)
+    except ObjectDoesNotExist:
+        return None
+
+
+@admin.register(WorkerProfile)
+class WorkerProfileAdmin(admin.ModelAdmin):
+    """The sites a worker account may claim jobs at (its token is under Auth Token › Tokens)."""
+
+    list_display = ["user", "site_names"]
+    list_select_related = ["user"]
+    filter_horizontal = ["sites"]
+    raw_id_fields = ["user"]
+    search_fields = ["user__username"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("sites")
+
+    @admin.display(description="sites")
+    def site_names(self, profile: WorkerProfile) -> str:
+        return ", ".join(site.name for site in profile.sites.all()) or "every site"

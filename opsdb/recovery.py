@@ -1,0 +1,98 @@
+"""Lease recovery, set-based: the bulk variant of ``opsdb.services.job_expire``.
+
+An expired lease counts as a failed attempt under the same rules as a reported failure
+(``LeasedJob._record_failure``: backoff, FAILED when attempts are spent, archive transfers'
+``requires_intervention`` after 3). Per job kind the pass costs a fixed number of queries: one
+locking read of the expired rows, one bulk update of their fields, one status update per target
+state, and bulk inserts of the django-fsm-log StateLog rows and DataTransferLog lines — however
+many leases expired.
+"""
+
+from datetime import datetime
+
+from django.apps import apps
+from django.contrib.contenttypes.models import ContentType
+from django.db import connection
+from django_fsm_log.models import StateLog
+
+from opsdb.choices import JobStatus, LogLevel
+from opsdb.leases import LeasedJob
+from opsdb.planning import PassResult
+
+FAILURE_FIELDS = ["attempts", "last_error", "lease_expires_at", "lease_token", "finished_at", "next_attempt_at"]
+
+
+def leased_job_models() -> list[type[LeasedJob]]:
+    """Every concrete job model (package, transfer, unpack, archive, stage)."""
+    return [m for m in apps.get_models() if issubclass(m, LeasedJob) and not m._meta.abstract]
+
+
+def expire_leases(*, now: datetime) -> PassResult:
+    """Every ACTIVE job whose lease ran out: a failed attempt → PENDING with backoff, or FAILED."""
+    result = PassResult("leases")
+    for model in leased_job_models():
+        result.count += _expire_model(model, now, result)
+    return result
+
+
+def _expire_model(model: type[LeasedJob], now: datetime, result: PassResult) -> int:
+    queryset = model.objects.lease_expired(now).order_by("pk")
+    if connection.features.has_select_for_update:
+        # Locked until the pass commits: a worker's late report waits, then finds the lease gone.
+        queryset = queryset.select_for_update(skip_locked=True, of=("self",))
+    jobs = list(queryset)
+    if not jobs:
+        return 0
+    outcome = {}
+    for job in jobs:
+        outcome[job.pk] = (job.status, job._record_failure(_error(job), now), job.lease_holder)
+        job.lease_token = ""  # a late report from the old holder must be refused
+    fields = FAILURE_FIELDS + (["requires_intervention"] if hasattr(model, "requires_intervention") else [])
+    model.objects.bulk_update(jobs, fields)
+    for state in (JobStatus.PENDING, JobStatus.FAILED):
+        ids = [pk for pk, (_, target, _) in outcome.items() if target == state]
+        if ids:
+            model.objects.filter(pk__in=ids).update(status=state, updated_at=now)
+    _write_logs(model, jobs, outcome, now)
+    for job in jobs:
+        _say(result, job, outcome[job.pk][1], now)
+    return len(jobs)
+
+
+def _error(job: LeasedJob) -> str:
+    return f"lease held by {job.lease_holder or 'worker'} expired without a report"
+
+
+def _write_logs(model: type[LeasedJob], jobs: list[LeasedJob], outcome: dict[int, tuple[str, str, str]],
+                now: datetime) -> None:
+    """One StateLog row (transition ``expire``) and one DataTransferLog line per job, in two inserts."""
+    content_type = ContentType.objects.get_for_model(model)
+    StateLog.objects.bulk_create([
+        StateLog(
+            timestamp=now, source_state=outcome[job.pk][0], state=outcome[job.pk][1], transition="expire",
+            content_type=content_type, object_id=job.pk,
+            description=f"lease of {outcome[job.pk][2] or 'worker'} expired",
+        )
+        for job in jobs
+    ])
+    log_model = apps.get_model("transfers", "DataTransferLog")
+    log_model.objects.bulk_create([
+        log_model(
+            content_type=content_type, object_id=job.pk, level=LogLevel.WARNING, created_at=now,
+            message=f"lease of {outcome[job.pk][2] or 'worker'} expired: {job.last_error}"[:500],
+            worker=outcome[job.pk][2], attempt=job.attempts,
+        )
+        for job in jobs
+    ])
+
+
+def _say(result: PassResult, job: LeasedJob, target: str, now: datetime) -> None:
+    holder = job.lease_holder or "worker"
+    if target == JobStatus.PENDING:
+        then = f"PENDING, retry in {int((job.next_attempt_at - now).total_seconds())} s"
+    elif getattr(job, "requires_intervention", False):
+        then = "FAILED, requires intervention"
+    else:
+        then = "FAILED, needs an operator"
+    result.say(f"{job.KIND} #{job.pk}: lease of {holder} expired (attempt {job.attempts}/{job.max_attempts()}) "
+               f"→ {then}")

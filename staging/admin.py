@@ -1,0 +1,80 @@
+"""The operator admin for long-term archive transfers and scientists' staging jobs."""
+
+from django.contrib import admin
+from django.db.models import Count
+
+from opsdb.admin import LeasedJobAdmin, LocationListFilter, ReadOnlyInlineMixin, human_size
+from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
+from transfers.admin import DataTransferLogInline
+
+
+@admin.register(LongTermArchiveTransfer)
+class LongTermArchiveTransferAdmin(LeasedJobAdmin):
+    """Archive transfers; the ones waiting for an operator are filtered by requires_intervention."""
+
+    list_display = (
+        "raw_package", "source_location", "destination_location", "status", "requires_intervention", "attempts",
+        "next_attempt_at", "lease_column", "created_at",
+    )
+    list_filter = (
+        "status", "requires_intervention", "source_location__site", ("source_location", LocationListFilter),
+        ("destination_location", LocationListFilter),
+    )
+    search_fields = ("raw_package__name", "lease_holder", "last_error")
+    autocomplete_fields = ("raw_package", "source_location", "destination_location")
+    list_select_related = ("raw_package", "source_location__site", "destination_location__site")
+    created_with = ("raw_package", "source_location", "destination_location")
+    readonly_fields = (*LeasedJobAdmin.readonly_fields, "requires_intervention")
+    job_state_fields = ("status", "requires_intervention", *LeasedJobAdmin.job_state_fields[1:])
+    inlines = (*LeasedJobAdmin.inlines, DataTransferLogInline)
+
+
+class StagingJobPackageInline(ReadOnlyInlineMixin, admin.TabularInline):
+    """Per-package progress of a staging job, read-only (the worker reports it)."""
+
+    model = StagingJobPackage
+    fields = ("raw_package", "source_location", "state", "bytes_staged", "staged_at", "error")
+    readonly_fields = fields
+    verbose_name = "package"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("raw_package", "source_location__site")
+
+
+@admin.register(StagingJob)
+class StagingJobAdmin(LeasedJobAdmin):
+    list_display = (
+        "__str__", "owner", "destination_location", "status", "package_count", "attempts", "expires_at",
+        "lease_column", "created_at",
+    )
+    list_filter = (
+        "status", "destination_location__site", ("destination_location", LocationListFilter), "owner",
+    )
+    search_fields = ("owner__username", "note", "items__raw_package__name", "lease_holder")
+    autocomplete_fields = ("owner", "destination_location")
+    list_select_related = ("owner", "destination_location__site")
+    created_with = ("owner", "destination_location", "lifetime")
+    readonly_fields = (*LeasedJobAdmin.readonly_fields, "expires_at", "cleaned_at")
+    job_state_fields = (*LeasedJobAdmin.job_state_fields, "expires_at", "cleaned_at")
+    inlines = (StagingJobPackageInline, *LeasedJobAdmin.inlines, DataTransferLogInline)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(n_packages=Count("items"))
+
+    @admin.display(description="packages", ordering="n_packages")
+    def package_count(self, obj):
+        return obj.n_packages
+
+
+@admin.register(StagingJobPackage)
+class StagingJobPackageAdmin(admin.ModelAdmin):
+    list_display = ("raw_package", "job", "state", "staged", "source_location", "staged_at")
+    list_filter = ("state", ("source_location", LocationListFilter))
+    search_fields = ("raw_package__name", "job__owner__username")
+    autocomplete_fields = ("job", "raw_package", "source_location")
+    list_select_related = ("raw_package", "job__owner", "source_location__site")
+    readonly_fields = ("state", "bytes_staged", "staged_at", "error")
+
+    @admin.display(description="bytes staged", ordering="bytes_staged")
+    def staged(self, obj):
+        return human_size(obj.bytes_staged)

@@ -1,0 +1,48 @@
+"""``manage.py run_demo``: which processes it starts, and with which worker accounts."""
+
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from rest_framework.authtoken.models import Token
+
+from opsdb.management.commands.run_demo import demo_children, worker_tokens
+from tests import factories as f
+
+pytestmark = pytest.mark.django_db
+
+
+def test_worker_tokens_for_each_site_with_a_worker_account():
+    f.SiteFactory(name="ccat")
+    f.SiteFactory(name="cologne")
+    ccat = f.worker_user("worker-ccat")
+    existing = Token.objects.create(user=ccat)
+    f.worker_user("worker-cologne")
+    f.worker_user("worker-nowhere")
+
+    tokens = worker_tokens()
+
+    assert sorted(tokens) == ["ccat", "cologne"]
+    assert tokens["ccat"] == existing.key
+    assert tokens["cologne"] == Token.objects.get(user__username="worker-cologne").key
+
+
+def test_demo_children_server_scheduler_and_a_worker_per_site(tmp_path: Path):
+    children = demo_children({"ccat": "tok-a", "cornell": "tok-b"}, tmp_path, interval=2.0)
+
+    assert [c.name for c in children] == ["server", "scheduler", "ccat-worker", "cornell-worker"]
+    assert children[0].argv[-2:] == ["127.0.0.1:8000", "--noreload"]
+    assert children[1].argv[-3:] == ["run_scheduler", "--interval", "2.0"]
+    worker = children[2].argv
+    assert worker[worker.index("--token") + 1] == "tok-a"
+    assert worker[worker.index("--sites") + 1] == "ccat"
+    assert worker[worker.index("--name") + 1] == "ccat-worker"
+    assert worker[worker.index("--api-url") + 1] == "http://127.0.0.1:8000"
+    assert "bbcp=cp {source} {destination}" in worker
+    assert worker[worker.index("--log-dir") + 1] == str(tmp_path / "ccat")
+
+
+def test_run_demo_without_demo_accounts_says_what_to_do():
+    with pytest.raises(CommandError, match="load_demo"):
+        call_command("run_demo")

@@ -1,0 +1,259 @@
+"""The operator admin for routes, transfer packages, transfers, unpacking and transfer logs."""
+
+from django.contrib import admin
+from django.contrib.contenttypes.admin import GenericTabularInline
+from django.db.models import Count
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from simple_history.admin import SimpleHistoryAdmin
+
+from opsdb.admin import (
+    ROUTE_RELATED,
+    LeasedJobAdmin,
+    LocationListFilter,
+    ReadOnlyInlineMixin,
+    RouteListFilter,
+    admin_link,
+    exact_time,
+    generic_link,
+    human_size,
+    related_or_none,
+)
+from transfers.models import (
+    DataTransfer,
+    DataTransferLog,
+    DataTransferPackage,
+    DataTransferPackageCopy,
+    DataTransferPackageMember,
+    DataTransferRoute,
+    DataTransferUnpack,
+)
+
+TRANSFER_RELATED = (
+    "transfer_package", "origin_location__site", "destination_location__site", "unpack",
+)
+
+
+class DataTransferLogInline(ReadOnlyInlineMixin, GenericTabularInline):
+    """A job's short log lines, newest first; the detail is in the file at log_path."""
+
+    model = DataTransferLog
+    ct_field = "content_type"
+    ct_fk_field = "object_id"
+    fields = ("when", "level", "attempt", "worker", "message", "log_path")
+    readonly_fields = fields
+    verbose_name = "log entry"
+    verbose_name_plural = "log entries (newest first)"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).order_by("-created_at", "-pk")
+
+    @admin.display(description="when")
+    def when(self, obj):
+        return exact_time(obj.created_at)
+
+
+@admin.register(DataTransferRoute)
+class DataTransferRouteAdmin(SimpleHistoryAdmin):
+    """Routes are edited at runtime; DataTransferRoute.clean() errors appear on the form fields."""
+
+    list_display = (
+        "__str__", "origin_site", "destination_site", "route_type", "method", "relay_site", "origin_location",
+        "destination_location", "active", "max_concurrent", "updated_at",
+    )
+    list_display_links = ("__str__",)
+    list_filter = ("route_type", "method", "active", "origin_site", "destination_site")
+    search_fields = (
+        "origin_site__name", "destination_site__name", "relay_site__name", "origin_location__name",
+        "destination_location__name",
+    )
+    autocomplete_fields = ("origin_site", "destination_site", "relay_site", "origin_location", "destination_location")
+    list_select_related = ROUTE_RELATED
+    fieldsets = (
+        (None, {"fields": ("origin_site", "destination_site", "route_type", "method", "active")}),
+        ("Relay (relay routes only)", {"fields": ("relay_site",)}),
+        ("Location override (custom routes only)", {"fields": ("origin_location", "destination_location")}),
+        ("Limits and bundling", {"fields": ("max_concurrent", "bundle_target_size", "bundle_max_wait")}),
+    )
+
+    def get_queryset(self, request):
+        # Also serves the autocomplete of DataTransfer.route: its labels read every end.
+        return super().get_queryset(request).select_related(*ROUTE_RELATED)
+
+
+class DataTransferPackageCopyInline(admin.TabularInline):
+    model = DataTransferPackageCopy
+    fields = ("location", "status", "path", "checksum_verified", "verified_at")
+    autocomplete_fields = ("location",)
+    extra = 0
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("location__site")
+
+
+class DataTransferInline(ReadOnlyInlineMixin, admin.TabularInline):
+    """The transfers of a package, read-only, linked to their own pages (retry/cancel there)."""
+
+    model = DataTransfer
+    fk_name = "transfer_package"
+    fields = ("transfer", "status", "attempts", "method", "hop", "unpack_status")
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related(*TRANSFER_RELATED)
+
+    @admin.display(description="transfer")
+    def transfer(self, obj):
+        return admin_link(obj, f"{obj.origin_location} → {obj.destination_location}")
+
+    @admin.display(description="unpack")
+    def unpack_status(self, obj):
+        unpack = related_or_none(obj, "unpack")
+        return unpack.get_status_display() if unpack else "-"
+
+
+@admin.register(DataTransferPackage)
+class DataTransferPackageAdmin(LeasedJobAdmin):
+    list_display = (
+        "name", "origin_location", "status", "member_count", "payload", "size_display", "attempts",
+        "lease_column", "created_at",
+    )
+    list_filter = (
+        "status", "origin_location__site", ("origin_location", LocationListFilter), "next_attempt_at",
+    )
+    search_fields = ("name", "archive_path", "members__raw_package__name", "lease_holder")
+    autocomplete_fields = ("origin_location",)
+    list_select_related = ("origin_location__site",)
+    created_with = ("name", "origin_location", "archive_path", "payload_size", "target_size", "size", "checksum",
+                    "checksum_algorithm")
+    # A bundle of 10–50 TB holds thousands of raw packages: the page shows a sample and links the full list.
+    readonly_fields = (*LeasedJobAdmin.readonly_fields, "member_list")
+    inlines = (DataTransferPackageCopyInline, DataTransferInline, *LeasedJobAdmin.inlines, DataTransferLogInline)
+    member_sample = 20
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(n_members=Count("members"))
+
+    @admin.display(description="members", ordering="n_members")
+    def member_count(self, obj):
+        return obj.n_members
+
+    @admin.display(description="members")
+    def member_list(self, obj):
+        if obj.pk is None:
+            return "-"
+        members = obj.members.select_related("raw_package").order_by("raw_package__name")[: self.member_sample]
+        url = reverse("admin:transfers_datatransferpackagemember_changelist") + f"?transfer_package={obj.pk}"
+        sample = format_html_join(
+            ", ", "{} ({})", ((admin_link(m.raw_package), human_size(m.raw_package.size)) for m in members)
+        )
+        return format_html('{} raw package(s): {}{} <a href="{}">all members</a>', obj.n_members, sample,
+                           " …" if obj.n_members > self.member_sample else "", url)
+
+    @admin.display(description="payload", ordering="payload_size")
+    def payload(self, obj):
+        return human_size(obj.payload_size)
+
+    @admin.display(description="archive size", ordering="size")
+    def size_display(self, obj):
+        return human_size(obj.size)
+
+
+@admin.register(DataTransferPackageCopy)
+class DataTransferPackageCopyAdmin(admin.ModelAdmin):
+    list_display = ("transfer_package", "location", "status", "path", "verified_at", "updated_at")
+    list_filter = ("status", "location__site", ("location", LocationListFilter))
+    search_fields = ("transfer_package__name", "path")
+    autocomplete_fields = ("transfer_package", "location")
+    list_select_related = ("transfer_package", "location__site")
+    readonly_fields = ("created_at", "updated_at")
+
+
+@admin.register(DataTransferPackageMember)
+class DataTransferPackageMemberAdmin(admin.ModelAdmin):
+    list_display = ("raw_package", "transfer_package")
+    search_fields = ("raw_package__name", "transfer_package__name")
+    autocomplete_fields = ("raw_package", "transfer_package")
+    list_select_related = ("raw_package", "transfer_package")
+
+
+@admin.register(DataTransfer)
+class DataTransferAdmin(LeasedJobAdmin):
+    """A transfer's own state, its unpack state (kept apart), attempts, history and log lines."""
+
+    list_display = (
+        "__str__", "status", "unpack_status", "method", "hop", "attempts", "next_attempt_at", "lease_column",
+        "created_at",
+    )
+    list_filter = (
+        "status", "unpack__status", "method", "hop", "origin_location__site", "destination_location__site",
+        ("origin_location", LocationListFilter), ("destination_location", LocationListFilter),
+        ("route", RouteListFilter),
+    )
+    search_fields = ("transfer_package__name", "lease_holder", "destination_path", "last_error")
+    autocomplete_fields = ("transfer_package", "route", "origin_location", "destination_location", "previous")
+    list_select_related = TRANSFER_RELATED
+    created_with = ("transfer_package", "route", "origin_location", "destination_location", "method", "hop",
+                    "previous", "destination_path")
+    inlines = (*LeasedJobAdmin.inlines, DataTransferLogInline)
+
+    def get_readonly_fields(self, request, obj=None):
+        extra = ("unpack_state",) if obj else ()
+        return (*super().get_readonly_fields(request, obj), *extra)
+
+    def get_fields(self, request, obj=None):
+        fields = [f for f in super().get_fields(request, obj) if f != "unpack_state"]
+        return [*fields, "unpack_state"] if obj else fields
+
+    def get_queryset(self, request):
+        # select_related here replaces list_select_related on the changelist, so name everything.
+        return super().get_queryset(request).select_related(*TRANSFER_RELATED)
+
+    @admin.display(description="unpack", ordering="unpack__status")
+    def unpack_status(self, obj):
+        unpack = related_or_none(obj, "unpack")
+        return unpack.get_status_display() if unpack else "-"
+
+    @admin.display(description="unpack state")
+    def unpack_state(self, obj):
+        unpack = related_or_none(obj, "unpack")
+        if unpack is None:
+            return "not started (unpacking starts when the transfer is transferred)"
+        error = format_html(" · last error: {}", unpack.last_error) if unpack.last_error else ""
+        return format_html(
+            "{} · {} attempt(s) failed{} · {}", unpack.get_status_display(), unpack.attempts, error,
+            admin_link(unpack, "open the unpack job"),
+        )
+
+
+@admin.register(DataTransferUnpack)
+class DataTransferUnpackAdmin(LeasedJobAdmin):
+    list_display = ("__str__", "status", "attempts", "next_attempt_at", "lease_column", "created_at")
+    list_filter = (
+        "status", "transfer__destination_location__site",
+        ("transfer__destination_location", LocationListFilter),
+    )
+    search_fields = ("transfer__transfer_package__name", "lease_holder", "last_error")
+    autocomplete_fields = ("transfer",)
+    created_with = ("transfer",)
+    list_select_related = (
+        "transfer__transfer_package", "transfer__origin_location__site", "transfer__destination_location__site",
+    )
+    inlines = (*LeasedJobAdmin.inlines, DataTransferLogInline)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related(*self.list_select_related)
+
+
+@admin.register(DataTransferLog)
+class DataTransferLogAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "level", "job_link", "attempt", "worker", "message", "log_path")
+    list_filter = ("level", "content_type", "worker")
+    search_fields = ("message", "worker", "log_path")
+    list_select_related = ("content_type",)
+    date_hierarchy = "created_at"
+    readonly_fields = ("content_type", "object_id", "created_at")
+
+    @admin.display(description="job")
+    def job_link(self, obj):
+        return generic_link(obj.content_type, obj.object_id)

@@ -1,0 +1,520 @@
+"""Planning passes for transfers: bundling raw packages, routing bundles, starting unpacks.
+
+Each pass is idempotent and set-based: it reads what exists with a fixed number of bulk queries,
+decides in Python, and writes with bulk inserts, so its query count does not grow with the rows
+it handles. Unique constraints back every "once" (a raw package is in one bundle; one transfer
+per bundle and destination; one unpack per transfer).
+
+Decisions (see also docs/scheduler.md):
+- Bundling points: every active BUFFER location of a site with an active outgoing site-level
+  route, and every active BUFFER location that is the origin of an active CUSTOM route. The
+  target size and maximum wait are the smallest set on the routes that apply (a CUSTOM route's
+  own settings for its origin location), else the global settings.
+- Packing is first-fit decreasing. A bundle is sealed when it reached its target, when a
+  waiting package did not fit into it (the pool overflows it: all bundles but the last one
+  opened), or when one of its packages has waited at the buffer (copy ``created_at``) longer
+  than the maximum wait. The last, partly filled bundle otherwise waits for more data.
+- Routing: for data at a location, an active CUSTOM route from that location replaces the
+  site-level route to its destination site. Site-level routes are expanded into hops with
+  ``transfers.routing.expand_route``; a hop lands at the destination site's active BUFFER of
+  highest priority. Hop 1 needs the bundle's archive present at its origin; hop k+1 is created
+  when hop k is TRANSFERRED, from where hop k landed, with ``previous`` set.
+- Final stops: a transfer is unpacked where it lands when its route ends at that site (a
+  DIRECT route, the last hop of a RELAY, a RELAY first hop shared with a DIRECT route to the
+  relay site, a CUSTOM route) — or when its route was deleted. A relay stop that is not a
+  destination of any route keeps the bundle packed and only forwards it; so does a site that a
+  CUSTOM route serves for the bundle's location (the CUSTOM transfer delivers the data there).
+"""
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import BooleanField, Case, Exists, F, OuterRef, Q, Value, When
+
+from opsdb.choices import CopyStatus, JobStatus, LocationType
+from opsdb.models import DataLocation, RawDataPackageCopy
+from opsdb.planning import PassResult, counted, human_bytes, insert_int_rows, log, plural
+from transfers.choices import RouteType
+from transfers.models import (
+    DataTransfer,
+    DataTransferPackage,
+    DataTransferPackageCopy,
+    DataTransferPackageMember,
+    DataTransferRoute,
+    DataTransferUnpack,
+)
+from transfers.routing import RouteCycleError, expand_route, site_level_routes_by_pair
+
+
+@dataclass(frozen=True)
+class Location:
+    id: int
+    site_id: int
+    site_name: str
+    name: str
+    location_type: str
+    priority: int
+    active: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.site_name}:{self.name}"
+
+
+@dataclass
+class Topology:
+    """Active routes and every location, read once per pass (two queries)."""
+
+    routes: list[DataTransferRoute]
+    locations: dict[int, Location]
+
+    @classmethod
+    def load(cls) -> "Topology":
+        routes = list(DataTransferRoute.objects.active().order_by("pk"))
+        rows = DataLocation.objects.values_list(
+            "pk", "site_id", "site__name", "name", "location_type", "priority", "active"
+        )
+        return cls(routes=routes, locations={row[0]: Location(*row) for row in rows})
+
+    @property
+    def site_level(self) -> list[DataTransferRoute]:
+        return [r for r in self.routes if r.route_type != RouteType.CUSTOM]
+
+    @property
+    def custom(self) -> list[DataTransferRoute]:
+        return [r for r in self.routes if r.route_type == RouteType.CUSTOM]
+
+    def best_location(self, site_id: int, location_type: str) -> Location | None:
+        """The site's active location of that type with the highest priority (then by name)."""
+        found = [
+            loc for loc in self.locations.values()
+            if loc.site_id == site_id and loc.location_type == location_type and loc.active
+        ]
+        return min(found, key=lambda loc: (-loc.priority, loc.name), default=None)
+
+    def site_name(self, site_id: int) -> str:
+        names = {loc.site_id: loc.site_name for loc in self.locations.values()}
+        return names.get(site_id, f"site #{site_id}")
+
+    def label(self, location_id: int) -> str:
+        loc = self.locations.get(location_id)
+        return loc.label if loc else f"location #{location_id}"
+
+
+# --- bundling -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BundlePolicy:
+    target_size: int
+    max_wait: timedelta
+
+    @classmethod
+    def for_routes(cls, routes: Iterable[DataTransferRoute]) -> "BundlePolicy":
+        """The strictest settings of the routes a bundle will take, defaults where unset."""
+        routes = list(routes)
+        targets = [r.bundle_target_size for r in routes if r.bundle_target_size]
+        waits = [r.bundle_max_wait for r in routes if r.bundle_max_wait is not None]
+        return cls(
+            target_size=min(targets, default=settings.BUNDLE_TARGET_SIZE_BYTES),
+            max_wait=min(waits, default=timedelta(seconds=settings.BUNDLE_MAX_WAIT_SECONDS)),
+        )
+
+
+def bundle_policies(topology: Topology) -> dict[int, BundlePolicy]:
+    """Bundling points (BUFFER location ids) and the policy each bundles with."""
+    by_site: dict[int, list] = defaultdict(list)
+    for route in topology.site_level:
+        by_site[route.origin_site_id].append(route)
+    by_location: dict[int, list] = defaultdict(list)
+    for route in topology.custom:
+        by_location[route.origin_location_id].append(route)
+    policies = {}
+    for loc in topology.locations.values():
+        if loc.active and loc.location_type == LocationType.BUFFER:
+            routes = by_location.get(loc.id) or by_site.get(loc.site_id)
+            if routes:
+                policies[loc.id] = BundlePolicy.for_routes(routes)
+    return policies
+
+
+class _Bins:
+    """Bins of first-fit packing: a max-tree over their free room finds the first that fits in O(log n)."""
+
+    CLOSED = -1  # unopened bins, and bins an oversized package overfilled
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.count = 0
+        self._leaves = 1
+        self._tree = [self.CLOSED, self.CLOSED]
+
+    def place(self, size: int) -> int:
+        """Index of the first bin with room for ``size`` (a new one if none fits); takes that room."""
+        tree = self._tree
+        if tree[1] >= size:
+            i = 1
+            while i < self._leaves:
+                i = 2 * i if tree[2 * i] >= size else 2 * i + 1
+            index = i - self._leaves
+        else:
+            index = self._open()
+        self._set(index, self._tree[self._leaves + index] - size)
+        return index
+
+    def _open(self) -> int:
+        if self.count == self._leaves:
+            rooms = self._tree[self._leaves:]
+            self._leaves *= 2
+            self._tree = [self.CLOSED] * (2 * self._leaves)
+            for i, room in enumerate(rooms):
+                self._set(i, room)
+        self.count += 1
+        self._set(self.count - 1, self.capacity)
+        return self.count - 1
+
+    def _set(self, index: int, room: int) -> None:
+        tree = self._tree
+        i = self._leaves + index
+        tree[i] = room if room >= 0 else self.CLOSED
+        i //= 2
+        while i:
+            left, right = tree[2 * i], tree[2 * i + 1]
+            tree[i] = left if left >= right else right
+            i //= 2
+
+
+def first_fit_decreasing(sizes: list[int], capacity: int) -> list[list[int]]:
+    """Pack item indexes into bins of ``capacity`` bytes, largest first; an item is never split."""
+    order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
+    bins = _Bins(capacity)
+    packed: list[list[int]] = []
+    for i in order:
+        index = bins.place(sizes[i])
+        if index == len(packed):
+            packed.append([])
+        packed[index].append(i)
+    return packed
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A raw package waiting at a bundling point; ``aged``: it waited longer than the maximum."""
+
+    raw_package_id: int
+    size: int
+    aged: bool
+
+
+def seal(items: list[Waiting], policy: BundlePolicy) -> tuple[list[list[Waiting]], list[Waiting]]:
+    """(sealed bundles, packages left waiting) for the packages at one bundling point."""
+    bins = first_fit_decreasing([item.size for item in items], policy.target_size)
+    sealed, waiting = [], []
+    for k, indexes in enumerate(bins):
+        members = [items[i] for i in indexes]
+        full = sum(m.size for m in members) >= policy.target_size
+        overflowed = k < len(bins) - 1  # a later package did not fit: nothing waiting can fill it
+        aged = any(m.aged for m in members)
+        (sealed.append(members) if full or overflowed or aged else waiting.extend(members))
+    return sealed, waiting
+
+
+def waiting_packages(policies: dict[int, BundlePolicy], topology: Topology,
+                     now: datetime) -> dict[int, list[Waiting]]:
+    """Unbundled raw packages PRESENT at the bundling points, each at one location (one query).
+
+    Unpacked packages that arrived from elsewhere are members of the bundle they came in
+    (membership is one-to-one), so they are never bundled again. Whether a package waited too
+    long is decided in the database (a boolean loads much faster than a timestamp).
+    """
+    aged = Case(
+        *[When(location_id=loc_id, created_at__lte=now - policy.max_wait, then=Value(True))
+          for loc_id, policy in policies.items()],
+        default=Value(False), output_field=BooleanField(),
+    )
+    rows = (
+        RawDataPackageCopy.objects.filter(status=CopyStatus.PRESENT, location_id__in=list(policies))
+        .filter(raw_package__bundle_membership__isnull=True)
+        .annotate(aged=aged)
+        .values_list("raw_package_id", "location_id", "raw_package__size", "aged")
+        .iterator(chunk_size=50000)
+    )
+    chosen: dict[int, Waiting] = {}
+    where: dict[int, int] = {}
+    for raw_id, loc_id, size, is_aged in rows:
+        # A package present at two bundling points goes with the higher-priority location.
+        if raw_id not in where or _rank(topology, loc_id) < _rank(topology, where[raw_id]):
+            chosen[raw_id] = Waiting(raw_id, size, is_aged)
+            where[raw_id] = loc_id
+    by_location: dict[int, list[Waiting]] = defaultdict(list)
+    for raw_id, item in chosen.items():
+        by_location[where[raw_id]].append(item)
+    return by_location
+
+
+def _rank(topology: Topology, location_id: int) -> tuple[int, int]:
+    return (-topology.locations[location_id].priority, location_id)
+
+
+def plan_bundles(*, now: datetime) -> PassResult:
+    """Bundle the raw packages waiting at buffers into new transfer packages (``package`` jobs)."""
+    result = PassResult("bundling")
+    topology = Topology.load()
+    policies = bundle_policies(topology)
+    if not policies:
+        return result
+    planned: list[tuple[int, list[Waiting], BundlePolicy]] = []
+    for loc_id, items in sorted(waiting_packages(policies, topology, now).items()):
+        sealed, waiting = seal(items, policies[loc_id])
+        planned.extend((loc_id, members, policies[loc_id]) for members in sealed)
+        _say_bundling(result, topology.locations[loc_id], sealed, waiting, policies[loc_id])
+    if planned:
+        _create_bundles(planned, topology, now)
+    result.count = len(planned)
+    return result
+
+
+def _create_bundles(planned: list[tuple[int, list[Waiting], BundlePolicy]], topology: Topology,
+                    now: datetime) -> None:
+    stamp = now.strftime("%Y%m%d%H%M%S")
+    # Names must stay unique when two passes run within the same second.
+    offset = DataTransferPackage.objects.filter(name__contains=f"-{stamp}-").count()
+    bundles = []
+    for n, (loc_id, members, policy) in enumerate(planned, start=offset + 1):
+        name = f"dtp-{topology.locations[loc_id].site_name}-{stamp}-{n}.tar"
+        bundles.append(DataTransferPackage(
+            name=name, origin_location_id=loc_id, archive_path=f"bundles/{name}", created_at=now,
+            payload_size=sum(m.size for m in members), target_size=policy.target_size,
+        ))
+    DataTransferPackage.objects.bulk_create(bundles)
+    member_table = DataTransferPackageMember._meta.db_table
+    rows = [(bundle.pk, m.raw_package_id) for bundle, (_, members, _) in zip(bundles, planned, strict=True)
+            for m in members]
+    insert_int_rows(member_table, ["transfer_package_id", "raw_package_id"], rows)
+
+
+def _say_bundling(result: PassResult, location: Location, sealed: list[list[Waiting]], waiting: list[Waiting],
+                  policy: BundlePolicy) -> None:
+    parts = []
+    if sealed:
+        count = sum(len(m) for m in sealed)
+        size = sum(x.size for m in sealed for x in m)
+        parts.append(f"{plural(len(sealed), 'bundle')} ({human_bytes(size)}) from {plural(count, 'package')} "
+                     f"at {location.label}")
+    if waiting:
+        parts.append(
+            f"{plural(len(waiting), 'package')} ({human_bytes(sum(w.size for w in waiting))}) wait at "
+            f"{location.label} "
+            f"for more data (target {human_bytes(policy.target_size)}, "
+            f"max wait {int(policy.max_wait.total_seconds())} s)"
+        )
+    if parts:
+        result.say("; ".join(parts))
+
+
+# --- routing ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedHop:
+    destination_location_id: int
+    destination_site_id: int
+    route: DataTransferRoute
+
+    @property
+    def custom(self) -> bool:
+        return self.route.route_type == RouteType.CUSTOM
+
+
+class RoutePlanner:
+    """The hop sequences a bundle built at a location takes, per the active routes."""
+
+    def __init__(self, topology: Topology, result: PassResult):
+        self.topology = topology
+        self.result = result
+        self.by_pair = site_level_routes_by_pair(topology.site_level)
+        self._paths: dict[int, list[list[PlannedHop]]] = {}
+
+    def paths_from(self, location_id: int) -> list[list[PlannedHop]]:
+        if location_id not in self._paths:
+            self._paths[location_id] = self._compute(location_id)
+        return self._paths[location_id]
+
+    def _compute(self, location_id: int) -> list[list[PlannedHop]]:
+        origin = self.topology.locations[location_id]
+        custom = [r for r in self.topology.custom if r.origin_location_id == location_id]
+        paths = [[PlannedHop(r.destination_location_id, r.destination_site_id, r)] for r in custom]
+        overridden = {r.destination_site_id for r in custom}
+        for route in self.topology.site_level:
+            if route.origin_site_id == origin.site_id and route.destination_site_id not in overridden:
+                path = self._expand(route)
+                if path:
+                    paths.append(path)
+        return paths
+
+    def _expand(self, route: DataTransferRoute) -> list[PlannedHop]:
+        try:
+            hops = expand_route(route, self.by_pair)
+        except RouteCycleError as exc:
+            self.result.say(f"route #{route.pk} skipped: relay cycle {exc.pairs}")
+            return []
+        path = []
+        for hop in hops:
+            buffer = self.topology.best_location(hop.destination_site_id, LocationType.BUFFER)
+            if buffer is None:
+                site = self.topology.site_name(hop.destination_site_id)
+                self.result.say(f"route #{route.pk} cannot reach {site}: it has no active buffer")
+                break
+            path.append(PlannedHop(buffer.id, hop.destination_site_id, hop.route))
+        return path
+
+
+@dataclass(frozen=True)
+class Existing:
+    pk: int
+    destination_location_id: int
+    status: str
+
+
+def plan_transfers(*, now: datetime) -> PassResult:
+    """One transfer per destination and hop for every built bundle the active routes reach."""
+    result = PassResult("routing")
+    topology = Topology.load()
+    if not topology.routes:
+        return result  # disabled routes create nothing, not even next hops
+    planner = RoutePlanner(topology, result)
+    origins, present = _routable_bundles()
+    existing = _existing_transfers()
+    new: list[DataTransfer] = []
+    for bundle_id, origin_id in sorted(origins.items()):
+        known = existing.get(bundle_id, {})
+        for path in planner.paths_from(origin_id):
+            transfer = _next_transfer(bundle_id, origin_id, path, known, present, topology)
+            if transfer is not None:
+                transfer.created_at = now
+                known[transfer.destination_location_id] = Existing(0, transfer.destination_location_id,
+                                                                   JobStatus.PENDING)
+                new.append(transfer)
+    if new:
+        # The partial unique constraint makes a concurrent duplicate a no-op, not an error.
+        DataTransfer.objects.bulk_create(new, ignore_conflicts=True)
+        result.say(f"{plural(len(new), 'transfer')}: " + counted(
+            f"{topology.label(t.origin_location_id)} → {topology.label(t.destination_location_id)} "
+            f"({t.method}, hop {t.hop})" for t in new
+        ))
+    result.count = len(new)
+    return result
+
+
+def _routable_bundles() -> tuple[dict[int, int], set[tuple[int, int]]]:
+    """Built bundles whose archive is still present at a buffer: {bundle: origin}, {(bundle, location)}."""
+    rows = DataTransferPackageCopy.objects.filter(
+        status=CopyStatus.PRESENT, transfer_package__status=JobStatus.COMPLETED,
+        location__location_type=LocationType.BUFFER,
+    ).values_list("transfer_package_id", "location_id", "transfer_package__origin_location_id")
+    origins, present = {}, set()
+    for bundle_id, location_id, origin_id in rows:
+        origins[bundle_id] = origin_id
+        present.add((bundle_id, location_id))
+    return origins, present
+
+
+def _existing_transfers() -> dict[int, dict[int, Existing]]:
+    """Every transfer of the routable bundles, by bundle and destination (cancelled ones count: not redone)."""
+    bundles = DataTransferPackageCopy.objects.filter(
+        status=CopyStatus.PRESENT, transfer_package__status=JobStatus.COMPLETED,
+        location__location_type=LocationType.BUFFER,
+    ).values("transfer_package_id")
+    rows = DataTransfer.objects.filter(transfer_package_id__in=bundles).values_list(
+        "pk", "transfer_package_id", "destination_location_id", "status"
+    ).order_by("pk")
+    existing: dict[int, dict[int, Existing]] = defaultdict(dict)
+    for pk, bundle_id, destination_id, status in rows:
+        current = existing[bundle_id].get(destination_id)
+        if current is None or current.status == JobStatus.CANCELLED:
+            existing[bundle_id][destination_id] = Existing(pk, destination_id, status)
+    return existing
+
+
+def _already_sent(hop: PlannedHop, known: dict[int, Existing], topology: Topology) -> Existing | None:
+    """The bundle's transfer that already serves this hop, if any.
+
+    A CUSTOM hop is served by a transfer to its exact location; a site-level hop by a transfer
+    to any buffer of its site — so a change of the site's preferred buffer does not send a
+    bundle there a second time.
+    """
+    if hop.custom:
+        return known.get(hop.destination_location_id)
+    found = [
+        e for loc_id, e in known.items()
+        if topology.locations[loc_id].site_id == hop.destination_site_id
+        and topology.locations[loc_id].location_type == LocationType.BUFFER
+    ]
+    return min(found, key=lambda e: (e.status != JobStatus.TRANSFERRED, e.status == JobStatus.CANCELLED),
+               default=None)
+
+
+def _next_transfer(bundle_id: int, origin_id: int, path: list[PlannedHop], known: dict[int, Existing],
+                   present: set[tuple[int, int]], topology: Topology) -> DataTransfer | None:
+    """The first missing hop of ``path`` that can start now, or None."""
+    previous: Existing | None = None
+    for number, hop in enumerate(path, start=1):
+        done = _already_sent(hop, known, topology)
+        if done is not None:
+            if done.status != JobStatus.TRANSFERRED or done.pk == 0:
+                return None  # still on its way (or cancelled): the next hop waits
+            previous = done
+            continue
+        source = previous.destination_location_id if previous else origin_id
+        if previous is None and (bundle_id, origin_id) not in present:
+            return None
+        if source == hop.destination_location_id:
+            return None
+        return DataTransfer(
+            transfer_package_id=bundle_id, route=hop.route, origin_location_id=source,
+            destination_location_id=hop.destination_location_id, method=hop.route.method, hop=number,
+            previous_id=previous.pk if previous else None,
+        )
+    return None
+
+
+# --- unpacking ----------------------------------------------------------------------------------
+
+
+def final_stop_filter() -> Q:
+    """Transfers whose destination is where their route ends (see the module docstring).
+
+    A site-level hop into a site that an active CUSTOM route serves for the bundle's location is
+    only a relay stop for that bundle: the CUSTOM route delivers its copy there.
+    """
+    served_by_custom = DataTransferRoute.objects.filter(
+        active=True, route_type=RouteType.CUSTOM,
+        origin_location_id=OuterRef("transfer_package__origin_location_id"),
+        destination_site_id=OuterRef("destination_location__site_id"),
+    )
+    return (
+        Q(route__isnull=True)
+        | Q(route__route_type=RouteType.CUSTOM)
+        | (Q(route__destination_site_id=F("destination_location__site_id")) & ~Exists(served_by_custom))
+    )
+
+
+def plan_unpacks(*, now: datetime) -> PassResult:
+    """An unpack job for every transfer that arrived at a final stop and has none yet."""
+    result = PassResult("unpacking")
+    arrived = list(
+        DataTransfer.objects.filter(status=JobStatus.TRANSFERRED, unpack__isnull=True)
+        .filter(final_stop_filter())
+        .values_list("pk", "destination_location__site__name", "destination_location__name")
+    )
+    if arrived:
+        DataTransferUnpack.objects.bulk_create(
+            [DataTransferUnpack(transfer_id=pk, created_at=now) for pk, _, _ in arrived], ignore_conflicts=True
+        )
+        result.say(f"{plural(len(arrived), 'unpack job')}: " + counted(f"{site}:{loc}" for _, site, loc in arrived))
+    result.count = len(arrived)
+    log.debug("unpacking: %d transfers checked", len(arrived))
+    return result
