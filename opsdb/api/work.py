@@ -6,7 +6,6 @@ not see, 409 ``{"detail", "status"}`` for leases not held and transitions not al
 """
 
 from django.conf import settings
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers, status
@@ -18,7 +17,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from opsdb import services
-from opsdb.api.exceptions import validation_error_body
 from opsdb.api.fields import LogPathField
 from opsdb.api.permissions import IsWorker, allowed_site_ids
 from opsdb.choices import JobKind, LogLevel
@@ -286,9 +284,6 @@ class LogView(JobView):
         token = data.get("lease_token")
         if token is not None and token != job.lease_token:
             raise services.LeaseConflict(job, "this lease token is not the job's current or last lease")
-        try:
-            services.write_job_log(job=job, message=data["message"], level=data["level"],
-                                   log_path=data.get("log_path", ""), worker=job.lease_holder)
-        except DjangoValidationError as exc:
-            return Response(validation_error_body(exc), status=status.HTTP_400_BAD_REQUEST)
+        services.write_job_log(job=job, message=data["message"], level=data["level"],
+                               log_path=data.get("log_path", ""), worker=job.lease_holder)
         return Response(status=status.HTTP_201_CREATED)

@@ -10,7 +10,7 @@ from django.urls import reverse
 from django_fsm_log.models import StateLog
 
 from opsdb.choices import JobStatus, LocationType
-from opsdb.models import DataLocation, Site
+from opsdb.models import DataLocation, Site, WorkerProfile
 from opsdb.services import job_claim, job_fail
 from staging.models import LongTermArchiveTransfer
 from tests import factories as f
@@ -36,6 +36,12 @@ def make_staged_item():
     return f.StagingJobPackageFactory()
 
 
+def make_worker_profile():
+    profile = WorkerProfile.objects.create(user=f.UserFactory(groups=["workers"]))
+    profile.sites.set([f.SiteFactory()])
+    return profile
+
+
 # One row of a registered model, built with every related row it needs.
 ROW_MAKERS = {
     "opsdb.Site": f.SiteFactory,
@@ -46,6 +52,7 @@ ROW_MAKERS = {
     "opsdb.RawDataFile": f.RawDataFileFactory,
     "opsdb.RawDataPackageCopy": f.RawDataPackageCopyFactory,
     "opsdb.RawDataFileCopy": f.RawDataFileCopyFactory,
+    "opsdb.WorkerProfile": make_worker_profile,
     "transfers.DataTransferRoute": lambda: f.RouteFactory(
         route_type=RouteType.RELAY, relay_site=f.SiteFactory()
     ),

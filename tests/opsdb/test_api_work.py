@@ -426,3 +426,22 @@ def test_claim_query_count_does_not_grow_with_pending_jobs(kind):
         counts.append(len(queries))
 
     assert counts[0] == counts[1]
+
+
+@pytest.mark.parametrize("action", ["heartbeat", "complete", "fail", "log"])
+def test_reports_anonymous_is_401_and_by_scientist_403(claimed, action):
+    from rest_framework.test import APIClient
+
+    body = {"lease_token": claimed.lease_token, "checksum": claimed.raw_package.checksum, "error": "x",
+            "level": "INFO", "message": "m"}
+
+    assert APIClient().post(url(claimed, action), body, format="json").status_code == 401
+    assert scientist_client().post(url(claimed, action), body, format="json").status_code == 403
+    claimed.refresh_from_db()
+    assert claimed.status == JobStatus.ACTIVE
+
+
+def test_ingest_anonymous_is_401():
+    from rest_framework.test import APIClient
+
+    assert APIClient().post("/api/v1/ingest/raw-packages/", {}, format="json").status_code == 401
