@@ -126,9 +126,10 @@ class Runner:
         except ApiUnavailable as exc:
             self._echo(f"{self.config.name}: cannot claim: {exc}")
         except ApiError as exc:
-            self._echo(f"{self.config.name}: claim refused: {exc}")
-            if exc.status in (401, 403):
-                self.stopping.set()  # a bad token will not get better by asking again
+            # 400 (unknown kind/site/method), 401 (bad token), 403 (site not allowed), 404 (wrong URL):
+            # the configuration is wrong, and asking again every few seconds will not fix it.
+            self._echo(f"{self.config.name}: claim refused, stopping: {exc}")
+            self.stopping.set()
         except ValueError as exc:  # not JSON: a proxy's error page, a wrong URL
             self._echo(f"{self.config.name}: claim answer unreadable: {exc}")
         return None

@@ -382,7 +382,14 @@ def test_worker_bad_token_stops_with_message(topology, live_server, tmp_path):
     run = WorkerLauncher(live_server.url, "not-a-token", tmp_path / "logs").run("--kinds", "package")
 
     assert run.returncode == 0
-    assert "claim refused" in run.stdout and "401" in run.stdout
+    assert "claim refused, stopping" in run.stdout and "401" in run.stdout
+
+
+def test_worker_unknown_site_stops_with_message(topology, launcher):
+    run = launcher.run("--sites", "atlantis", timeout=30)
+
+    assert run.returncode == 0
+    assert "claim refused, stopping" in run.stdout and "400" in run.stdout
 
 
 def test_worker_retries_outage_and_lost_complete_answer(topology, live_server, worker_token, tmp_path):
