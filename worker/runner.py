@@ -10,6 +10,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,8 @@ class Outcome:
 class Runner:
     """Runs ``concurrency`` claim loops until stopped (or, with ``once``, one job per loop)."""
 
-    def __init__(self, config: WorkerConfig, client: ApiClient | None = None, *, echo=print):
+    def __init__(self, config: WorkerConfig, client: ApiClient | None = None, *,
+                 echo: Callable[[str], None] = print):
         self.config = config
         self.client = client or ApiClient(config.api_url, config.token)
         self.stopping = threading.Event()
