@@ -19,11 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from worker.client import ApiClient, RetryPolicy
-from worker.jobs import DEFAULT_COMMANDS, KINDS
+from worker.jobs import KINDS
 from worker.runner import Runner, WorkerConfig
 
 METHODS = ("copy", "rsync", "bbcp", "s3")
-METHOD_PROGRAMS = {"rsync": "rsync", "bbcp": "bbcp", "s3": "aws"}
+# Methods claimed by default when their program is installed. Not s3: an upload to a bucket can only
+# be verified with a --checksum-command, so s3 is claimed only when configured on purpose.
+METHOD_PROGRAMS = {"rsync": "rsync", "bbcp": "bbcp"}
 
 
 class ConfigError(Exception):
@@ -104,7 +106,7 @@ def commands_from(pairs: list[tuple[str, str]]) -> dict[str, str]:
 def default_methods(commands: dict[str, str]) -> list[str]:
     """copy, plus each method this host can run (its program is installed or a command is configured)."""
     return [m for m in METHODS if m == "copy" or m in commands
-            or (m in DEFAULT_COMMANDS and shutil.which(METHOD_PROGRAMS[m]))]
+            or (m in METHOD_PROGRAMS and shutil.which(METHOD_PROGRAMS[m]))]
 
 
 def config_from(args: argparse.Namespace) -> WorkerConfig:

@@ -354,6 +354,8 @@ def do_stage(job: Job, ctx: JobContext) -> Result:
 
 
 def _stage_one(package: dict[str, Any], destination: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    if not package.get("source") or not package["source"].get("location"):
+        raise JobError(f"raw package {package['name']} has no archive copy to stage from", retryable=False)
     source = local_path(package["source"]["location"], package["source"]["path"])
     _require_file(source, f"raw package {package['name']}")
     incoming = local_path(destination, f"{INCOMING_FOLDER}/{package['name']}")

@@ -10,6 +10,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,8 @@ class Outcome:
 class Runner:
     """Runs ``concurrency`` claim loops until stopped (or, with ``once``, one job per loop)."""
 
-    def __init__(self, config: WorkerConfig, client: ApiClient | None = None, *, echo=print):
+    def __init__(self, config: WorkerConfig, client: ApiClient | None = None, *,
+                 echo: Callable[[str], None] = print):
         self.config = config
         self.client = client or ApiClient(config.api_url, config.token)
         self.stopping = threading.Event()
@@ -126,9 +128,10 @@ class Runner:
         except ApiUnavailable as exc:
             self._echo(f"{self.config.name}: cannot claim: {exc}")
         except ApiError as exc:
-            self._echo(f"{self.config.name}: claim refused: {exc}")
-            if exc.status in (401, 403):
-                self.stopping.set()  # a bad token will not get better by asking again
+            # 400 (unknown kind/site/method), 401 (bad token), 403 (site not allowed), 404 (wrong URL):
+            # the configuration is wrong, and asking again every few seconds will not fix it.
+            self._echo(f"{self.config.name}: claim refused, stopping: {exc}")
+            self.stopping.set()
         except ValueError as exc:  # not JSON: a proxy's error page, a wrong URL
             self._echo(f"{self.config.name}: claim answer unreadable: {exc}")
         return None
@@ -155,7 +158,7 @@ class Runner:
             heartbeat = Heartbeat(self.client, ctx, lease_seconds=self.config.lease_seconds)
             heartbeat.start()
             try:
-                outcome = self._execute(ctx, kind, job_id, token, str(log_path))
+                outcome = self._execute(ctx, heartbeat, kind, job_id, token, str(log_path))
             finally:
                 heartbeat.stop()
                 with self._lock:
@@ -168,20 +171,21 @@ class Runner:
     def _log_path(self, job: Job) -> Path:
         return (self.config.log_dir / f"{job['kind']}-{job['id']}-attempt{job.get('attempt', 0)}.log").resolve()
 
-    def _execute(self, ctx: JobContext, kind: str, job_id: int, token: str, log_path: str) -> Outcome:
+    def _execute(self, ctx: JobContext, heartbeat: Heartbeat, kind: str, job_id: int, token: str,
+                 log_path: str) -> Outcome:
         handler = HANDLERS.get(kind)
         try:
             if handler is None:
                 raise UnknownKind(f"this worker does not know job kind {kind!r}")
             result = handler(ctx.job, ctx)
-            ctx.finished.set()  # no more heartbeats: the report itself tells ops-db how it went
+            heartbeat.finish()  # no more heartbeats: the report itself tells ops-db how it went
             if ctx.lease_lost:  # lost while finishing: the result must not be reported
                 raise JobAborted(ctx.cancel_reason)
         except JobAborted as exc:
-            ctx.finished.set()
+            heartbeat.finish()
             return self._report_abort(ctx, kind, job_id, token, log_path, str(exc))
         except Exception as exc:  # noqa: BLE001 - any failure of the job is reported, not raised
-            ctx.finished.set()
+            heartbeat.finish()
             ctx.log(f"FAILED: {type(exc).__name__}: {exc}")
             return self._report_fail(ctx, kind, job_id, token, log_path, str(exc) or type(exc).__name__,
                                      retryable=is_retryable(exc))
@@ -237,6 +241,7 @@ class Heartbeat:
     def __init__(self, client: ApiClient, ctx: JobContext, *, lease_seconds: int):
         self.client, self.ctx, self.lease_seconds = client, ctx, lease_seconds
         self.interval = max(1.0, lease_seconds / 3)
+        self._items_sent = 0
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"heartbeat-{ctx.job['id']}")
 
@@ -256,13 +261,21 @@ class Heartbeat:
                 return
             self.beat()
 
+    def finish(self) -> None:
+        """No more regular beats; first send any finished items (stage) not reported yet."""
+        self.ctx.finished.set()
+        if not self.ctx.lease_lost and len(self.ctx.items_done) > self._items_sent:
+            self.beat()
+
     def beat(self) -> None:
         job = self.ctx.job
         extra: dict[str, Any] = {"bytes_done": self.ctx.bytes_done, "lease_seconds": self.lease_seconds}
-        if job["kind"] == "stage":
-            extra["items_done"] = list(self.ctx.items_done)
+        items = list(self.ctx.items_done)
+        if job["kind"] == "stage" and items:
+            extra["items_done"] = items
         try:
             self.client.heartbeat(job["kind"], job["id"], job["lease_token"], **extra)
+            self._items_sent = max(self._items_sent, len(items))
         except LeaseLost as exc:
             self.ctx.log(f"heartbeat refused: {exc.body}")
             self.ctx.abort("lease lost: ops-db refused the heartbeat (409)", lease_lost=True)

@@ -26,6 +26,7 @@ def test_config_from_environment(monkeypatch):
     assert cfg.kinds == list(KINDS)
     assert cfg.commands == {"bbcp": "cp {source} {destination}"}
     assert "bbcp" in cfg.methods and "copy" in cfg.methods
+    assert "s3" not in cfg.methods  # only on purpose: --methods s3 or an s3 command
 
 
 def test_flags_win_over_environment(monkeypatch):

@@ -14,6 +14,7 @@ from opsdb.choices import CopyStatus, JobStatus, LogLevel
 from opsdb.models import RawDataFileCopy, RawDataPackageCopy
 from opsdb.services import job_claim, job_expire
 from opsdb.work import REGISTRY
+from staging.choices import StagedPackageState
 from staging.models import LongTermArchiveTransfer
 from tests import factories as f
 from tests.worker.conftest import FlakyProxy, WorkerLauncher, file_sha256, flip_byte, sha256, wait_until
@@ -131,6 +132,35 @@ def test_worker_stages_archived_packages_to_processing(topology, launcher):
     assert not topo.path(topo.cologne_processing, ".opsdb-incoming").exists() or \
         list(topo.path(topo.cologne_processing, ".opsdb-incoming").iterdir()) == []
     assert "reporting complete" in Path(job.log_path).read_text()
+
+
+def archive_copies(topo, packages) -> None:
+    """Put the packages' tars in cologne's long-term archive and record the copies."""
+    for package in packages:
+        archived = topo.path(topo.cologne_archive, f"raw/{package.name}")
+        archived.parent.mkdir(parents=True, exist_ok=True)
+        archived.write_bytes(topo.path(topo.ccat_buffer, f"raw/{package.name}").read_bytes())
+        f.RawDataPackageCopyFactory(raw_package=package, location=topo.cologne_archive, path=f"raw/{package.name}",
+                                    checksum_verified=package.checksum)
+
+
+@needs_stage_kind
+def test_worker_stage_reports_each_package_as_it_finishes(topology, launcher):
+    topo = topology
+    archive_copies(topo, topo.packages)
+    flip_byte(topo.path(topo.cologne_archive, f"raw/{topo.packages[1].name}"))  # the second one is bad
+    job = f.StagingJobFactory(owner=f.scientist(), destination_location=topo.cologne_processing)
+    for package in topo.packages:
+        f.StagingJobPackageFactory(job=job, raw_package=package, source_location=topo.cologne_archive)
+
+    launcher.run("--once", "--kinds", "stage")
+
+    job.refresh_from_db()
+    states = dict(job.items.values_list("raw_package__name", "state"))
+    assert job.status == JobStatus.FAILED
+    # the first package was staged and said so (heartbeat items_done) before the second failed.
+    assert states == {topo.packages[0].name: StagedPackageState.STAGED,
+                      topo.packages[1].name: StagedPackageState.PENDING}
 
 
 @needs_stage_kind
@@ -352,7 +382,14 @@ def test_worker_bad_token_stops_with_message(topology, live_server, tmp_path):
     run = WorkerLauncher(live_server.url, "not-a-token", tmp_path / "logs").run("--kinds", "package")
 
     assert run.returncode == 0
-    assert "claim refused" in run.stdout and "401" in run.stdout
+    assert "claim refused, stopping" in run.stdout and "401" in run.stdout
+
+
+def test_worker_unknown_site_stops_with_message(topology, launcher):
+    run = launcher.run("--sites", "atlantis", timeout=30)
+
+    assert run.returncode == 0
+    assert "claim refused, stopping" in run.stdout and "400" in run.stdout
 
 
 def test_worker_retries_outage_and_lost_complete_answer(topology, live_server, worker_token, tmp_path):
