@@ -13,7 +13,6 @@ import pytest
 from opsdb.choices import CopyStatus, JobStatus, LogLevel
 from opsdb.models import RawDataFileCopy, RawDataPackageCopy
 from opsdb.services import job_claim, job_expire
-from opsdb.work import REGISTRY
 from staging.choices import StagedPackageState
 from staging.models import LongTermArchiveTransfer
 from tests import factories as f
@@ -22,8 +21,6 @@ from transfers.models import DataTransfer, DataTransferLog, DataTransferPackage,
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-# The stage kind's server side comes with the api branch; until it is merged these tests cannot run.
-needs_stage_kind = pytest.mark.skipif("stage" not in REGISTRY, reason="the server has no `stage` job kind yet")
 
 SLOW_COPY = "sh -c 'sleep {seconds} && cp \"$0\" \"$1\"' {{source}} {{destination}}"
 
@@ -104,7 +101,6 @@ def test_worker_builds_transfers_unpacks_and_archives_real_files(topology, launc
         assert "reporting complete" in Path(model_job.log_path).read_text()
 
 
-@needs_stage_kind
 def test_worker_stages_archived_packages_to_processing(topology, launcher):
     topo = topology
     for package in topo.packages:  # archived already: the tars sit in cologne's long-term archive
@@ -144,7 +140,6 @@ def archive_copies(topo, packages) -> None:
                                     checksum_verified=package.checksum)
 
 
-@needs_stage_kind
 def test_worker_stage_reports_each_package_as_it_finishes(topology, launcher):
     topo = topology
     archive_copies(topo, topo.packages)
@@ -163,7 +158,6 @@ def test_worker_stage_reports_each_package_as_it_finishes(topology, launcher):
                       topo.packages[1].name: StagedPackageState.PENDING}
 
 
-@needs_stage_kind
 def test_worker_corrupted_archive_copy_fails_staging(topology, launcher):
     topo = topology
     package = topo.packages[0]
