@@ -7,7 +7,9 @@ N = 1, 8, 32 concurrent workers runs claim → complete cycles on archive jobs:
 - app: threads with a requests.Session each, POST /api/v1/work/claim/ then .../complete/;
 - raw SQL: threads with a psycopg connection each, the same claim (SELECT … FOR UPDATE SKIP
   LOCKED, UPDATE to ACTIVE with a lease) and the same completing UPDATE, nothing else.
-Prints cycles per second, p50/p99 latency of a cycle and the app/raw-SQL ratio. The app does
+Prints cycles per second, p50/p99 latency of a cycle and the app/raw-SQL ratio, and the CPU time
+gunicorn's workers spent per app cycle (Linux /proc): on a shared machine the rates follow the
+load of other processes, the CPU per cycle much less so. The app does
 more per cycle than the raw loop (authentication, validation, the state log, the DataTransferLog
 line, the archive copy record, two HTTP round trips); the ratio is the price of all of it.
 Not a test: it prints figures.
@@ -57,7 +59,9 @@ def main() -> None:
         rows = []
         for n, count in cycles.items():
             fill(count)
+            cpu_before = server_cpu_seconds(server)
             app = run_app(base, token, n, count)
+            app["server_cpu"] = server_cpu_seconds(server) - cpu_before
             fill(count)
             raw = run_raw(args.database_url, n, count)
             rows.append((n, app, raw))
@@ -150,6 +154,20 @@ def start_gunicorn(env: dict[str, str], port: int) -> subprocess.Popen:
          "--threads", str(GUNICORN_THREADS), "--log-level", "warning"],
         cwd=ROOT, env=env,
     )
+
+
+def server_cpu_seconds(server: subprocess.Popen) -> float:
+    """User + system CPU seconds of gunicorn's worker processes so far; nan without Linux /proc."""
+    total, found = 0.0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, …
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == server.pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+            found = True
+    return total if found else float("nan")
 
 
 def wait_until_up(base: str) -> None:
@@ -272,13 +290,14 @@ def percentile(values: list[float], q: float) -> float:
 
 def report(rows) -> None:
     print(f"claim → complete cycles on PostgreSQL; app = gunicorn {GUNICORN_WORKERS} workers × {GUNICORN_THREADS} "
-          f"threads, {os.cpu_count()} CPUs")
-    print(f"{'N':>3} {'path':<8} {'cycles':>7} {'cycles/s':>9} {'p50 ms':>8} {'p99 ms':>8}  errors")
+          f"threads, {os.cpu_count()} CPUs; CPU ms = gunicorn workers' CPU per app cycle")
+    print(f"{'N':>3} {'path':<8} {'cycles':>7} {'cycles/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms':>7}  errors")
     for n, app, raw in rows:
         for name, run in (("app", app), ("raw SQL", raw)):
             rate = run["cycles"] / run["elapsed"]
+            cpu = f"{run['server_cpu'] * 1000 / run['cycles']:>7.2f}" if "server_cpu" in run else f"{'-':>7}"
             print(f"{n:>3} {name:<8} {run['cycles']:>7} {rate:>9.1f} {percentile(run['latencies'], 50) * 1000:>8.2f} "
-                  f"{percentile(run['latencies'], 99) * 1000:>8.2f}  {len(run['errors'])} {run['errors'][:2]}")
+                  f"{percentile(run['latencies'], 99) * 1000:>8.2f} {cpu}  {len(run['errors'])} {run['errors'][:2]}")
         ratio = (app["cycles"] / app["elapsed"]) / (raw["cycles"] / raw["elapsed"])
         print(f"{n:>3} app/raw throughput ratio: {ratio:.3f}")
 

@@ -45,6 +45,12 @@ def lock_job(job: LeasedJob) -> LeasedJob:
     return type(job).objects.select_for_update().get(pk=job.pk)
 
 
+def _check_locked(locked: bool) -> None:
+    """``locked=True`` promises a row lock taken in the caller's transaction, so there must be one."""
+    if locked and not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("locked=True needs the caller's transaction that holds the row lock")
+
+
 def write_job_log(*, job: LeasedJob, message: str, level: str = LogLevel.INFO, log_path: str = "",
                   worker: str = "") -> None:
     """A short DataTransferLog line about ``job``; the detail stays in the file at ``log_path``."""
@@ -61,6 +67,11 @@ def write_job_log(*, job: LeasedJob, message: str, level: str = LogLevel.INFO, l
 @transaction.atomic
 def job_claim(*, job: LeasedJob, worker: str, user=None, lease_seconds: int | None = None) -> LeasedJob:
     """PENDING → ACTIVE under a fresh lease held by ``worker``."""
+    return _claim(job=job, worker=worker, user=user, lease_seconds=lease_seconds)
+
+
+def _claim(*, job: LeasedJob, worker: str, user, lease_seconds: int | None) -> LeasedJob:
+    """``job_claim`` in the caller's transaction (``claim_next``'s: no savepoint needed inside it)."""
     job.claim(
         worker=worker, token=new_lease_token(), expires_at=lease_expiry(lease_seconds), user=user,
         by=user, description=f"claimed by {worker}",
@@ -92,7 +103,7 @@ def claim_next(*, queryset: QuerySet, worker: str, user=None, lease_seconds: int
                 if guard is not None and not guard(job):
                     candidates = candidates.exclude(pk=job.pk)
                     continue
-                return job_claim(job=job, worker=worker, user=user, lease_seconds=lease_seconds)
+                return _claim(job=job, worker=worker, user=user, lease_seconds=lease_seconds)
         except ConcurrentTransition:
             continue
     return None
@@ -111,18 +122,32 @@ def job_heartbeat(*, job: LeasedJob, lease_token: str, bytes_done: int | None = 
     if not lease_token or held.update(**values) != 1:
         job.refresh_from_db()
         raise LeaseConflict(job)
-    job.refresh_from_db()
+    if job.status != JobStatus.ACTIVE or job.lease_token != lease_token:
+        job.refresh_from_db()  # the caller's copy predates the claim it now reports on
+        return job
+    # The UPDATE matched the held lease: the row is the caller's copy with ``values``, no re-read needed.
+    for field, value in values.items():
+        setattr(job, field, value)
     return job
 
 
-@transaction.atomic
 def job_complete(*, job: LeasedJob, lease_token: str, by=None, log_path: str = "",
-                 apply: Callable[[LeasedJob], None] | None = None) -> tuple[LeasedJob, bool]:
+                 apply: Callable[[LeasedJob], None] | None = None, locked: bool = False) -> tuple[LeasedJob, bool]:
     """ACTIVE → done, applying the kind's result with ``apply``; returns (job, changed).
 
     A repeat of the report that already completed the job (same lease token) changes nothing.
+    ``locked``: the caller read ``job`` with ``select_for_update`` in its current transaction
+    (the API does, with what ``apply`` needs), so it is not read again, and no savepoint is made:
+    the caller's transaction is the report's and rolls back whole on any error.
     """
-    job = lock_job(job)
+    _check_locked(locked)
+    with transaction.atomic(savepoint=not locked):
+        return _complete(job=job if locked else lock_job(job), lease_token=lease_token, by=by, log_path=log_path,
+                         apply=apply)
+
+
+def _complete(*, job: LeasedJob, lease_token: str, by, log_path: str,
+              apply: Callable[[LeasedJob], None] | None) -> tuple[LeasedJob, bool]:
     if job.is_done and lease_token and job.lease_token == lease_token:
         return job, False
     if not job.lease_is_held(lease_token):
@@ -136,14 +161,21 @@ def job_complete(*, job: LeasedJob, lease_token: str, by=None, log_path: str = "
     return job, True
 
 
-@transaction.atomic
 def job_fail(*, job: LeasedJob, lease_token: str, error: str, log_path: str = "", retryable: bool = True,
-             by=None) -> tuple[LeasedJob, bool]:
+             by=None, locked: bool = False) -> tuple[LeasedJob, bool]:
     """A failed attempt: ACTIVE → PENDING with backoff, or FAILED when attempts are spent; (job, changed).
 
     A repeat of the report that already failed this attempt (same lease token) changes nothing.
+    ``locked`` as for ``job_complete``.
     """
-    job = lock_job(job)
+    _check_locked(locked)
+    with transaction.atomic(savepoint=not locked):
+        return _fail(job=job if locked else lock_job(job), lease_token=lease_token, error=error, log_path=log_path,
+                     retryable=retryable, by=by)
+
+
+def _fail(*, job: LeasedJob, lease_token: str, error: str, log_path: str, retryable: bool,
+          by) -> tuple[LeasedJob, bool]:
     if job.status in (JobStatus.PENDING, JobStatus.FAILED) and lease_token and job.lease_token == lease_token:
         return job, False
     if not job.lease_is_held(lease_token):

@@ -23,6 +23,9 @@ class JobKindHandler:
     # validates the body with it (400 with field errors) and passes ``validated_data`` to
     # ``apply_result``; when None, ``apply_result`` gets the request's JSON object as it came.
     result_serializer: ClassVar[type | None] = None
+    # Relations ``apply_result`` reads on the job (``select_related`` names): the API fetches them
+    # with the locked job row in one query rather than one lazy query each.
+    result_related: ClassVar[tuple[str, ...]] = ()
 
     def queryset(self) -> QuerySet:
         """Jobs of this kind with what ``payload`` needs fetched up front.

@@ -29,6 +29,7 @@ class ArchiveHandler(JobKindHandler):
     kind = JobKind.ARCHIVE
     model = LongTermArchiveTransfer
     result_serializer = ArchiveResult
+    result_related = ("raw_package", "destination_location")
 
     def queryset(self) -> QuerySet:
         return LongTermArchiveTransfer.objects.select_related(

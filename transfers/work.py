@@ -48,6 +48,7 @@ class PackageHandler(JobKindHandler):
     kind = JobKind.PACKAGE
     model = DataTransferPackage
     result_serializer = PackageResult
+    result_related = ("origin_location",)
 
     def queryset(self) -> QuerySet:
         return DataTransferPackage.objects.select_related("origin_location__site").prefetch_related(MEMBERS)
@@ -87,6 +88,7 @@ class TransferHandler(JobKindHandler):
     kind = JobKind.TRANSFER
     model = DataTransfer
     result_serializer = TransferResult
+    result_related = ("transfer_package", "destination_location")
 
     def queryset(self) -> QuerySet:
         return DataTransfer.objects.select_related(
@@ -169,6 +171,7 @@ class UnpackHandler(JobKindHandler):
     kind = JobKind.UNPACK
     model = DataTransferUnpack
     result_serializer = UnpackResult
+    result_related = ("transfer__transfer_package", "transfer__destination_location")
 
     def queryset(self) -> QuerySet:
         return DataTransferUnpack.objects.select_related(

@@ -13,6 +13,7 @@ from opsdb import roles
 
 
 def in_group(user, name: str) -> bool:
+    """Whether ``user`` is in the role group ``name`` (operators or workers); read once per request."""
     if not user or not user.is_authenticated:
         return False
     cache = getattr(user, "_opsdb_groups", None)
@@ -20,6 +21,18 @@ def in_group(user, name: str) -> bool:
         cache = set(user.groups.values_list("name", flat=True))
         user._opsdb_groups = cache
     return name in cache
+
+
+def remember_roles(user, *, groups: set[str], site_restricted: bool) -> None:
+    """Keep what the authentication query already read about ``user`` for the rest of this request.
+
+    ``groups``: which of the groups ``in_group`` is asked about (operators, workers) the user is in;
+    ``site_restricted`` False spares ``allowed_site_ids`` its query. The user object lives for one
+    request only, so nothing read here outlives the request.
+    """
+    user._opsdb_groups = groups
+    if not site_restricted:
+        user._opsdb_site_ids = None
 
 
 def is_operator(user) -> bool:

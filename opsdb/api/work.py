@@ -6,6 +6,7 @@ not see, 409 ``{"detail", "status"}`` for leases not held and transitions not al
 """
 
 from django.conf import settings
+from django.db import transaction
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers, status
@@ -193,11 +194,19 @@ class ClaimView(WorkView):
 class JobView(WorkView):
     """A report about one job: the job must exist and be at one of the worker's sites (else 404)."""
 
-    def get_job(self, request, kind: str, pk: int):
+    def get_job(self, request, kind: str, pk: int, *, lock: bool = False):
+        """The handler and the job; ``lock``: read under a row lock, with what ``apply_result`` needs.
+
+        With ``lock`` the caller is in a transaction and passes ``locked=True`` to the service,
+        which then does not read the row a second time.
+        """
         handler = REGISTRY.get(kind)
         if handler is None or pk > MAX_ID:
             raise Http404
         queryset = handler.model.objects.filter(pk=pk)
+        if lock:
+            # OF self: only the job row is locked, not the shared rows (locations) joined for apply.
+            queryset = queryset.select_related(*handler.result_related).select_for_update(of=("self",))
         site_ids = allowed_site_ids(request.user)
         if site_ids is not None:
             queryset = handler.at_sites(queryset, site_ids)
@@ -249,14 +258,15 @@ class CompleteView(JobView):
         "A repeat with the same lease token changes nothing and answers 200.",
     )
     def post(self, request, kind: str, pk: int):
-        handler, job = self.get_job(request, kind, pk)
-        data = validated(complete_serializer(handler), request)
-        result = {k: v for k, v in (data if handler.result_serializer else request.data).items()
-                  if k not in ("lease_token", "log_path")}
-        job, _changed = services.job_complete(
-            job=job, lease_token=data["lease_token"], by=request.user, log_path=data.get("log_path", ""),
-            apply=lambda locked: handler.apply_result(locked, result),
-        )
+        with transaction.atomic():
+            handler, job = self.get_job(request, kind, pk, lock=True)
+            data = validated(complete_serializer(handler), request)
+            result = {k: v for k, v in (data if handler.result_serializer else request.data).items()
+                      if k not in ("lease_token", "log_path")}
+            job, _changed = services.job_complete(
+                job=job, lease_token=data["lease_token"], by=request.user, log_path=data.get("log_path", ""),
+                apply=lambda locked: handler.apply_result(locked, result), locked=True,
+            )
         return Response(job_state(kind, job))
 
 
@@ -265,12 +275,13 @@ class FailView(JobView):
                    responses={200: JobState, **ERRORS},
                    description="Report a failed attempt: back to PENDING with backoff, or FAILED when spent.")
     def post(self, request, kind: str, pk: int):
-        _handler, job = self.get_job(request, kind, pk)
-        data = validated(FailReport, request)
-        job, _changed = services.job_fail(
-            job=job, lease_token=data["lease_token"], error=data["error"], log_path=data.get("log_path", ""),
-            retryable=data["retryable"], by=request.user,
-        )
+        with transaction.atomic():
+            _handler, job = self.get_job(request, kind, pk, lock=True)
+            data = validated(FailReport, request)
+            job, _changed = services.job_fail(
+                job=job, lease_token=data["lease_token"], error=data["error"], log_path=data.get("log_path", ""),
+                retryable=data["retryable"], by=request.user, locked=True,
+            )
         return Response(job_state(kind, job))
 
 

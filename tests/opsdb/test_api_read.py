@@ -20,8 +20,8 @@ def staging_job_with_item():
     return f.StagingJobPackageFactory().job
 
 
-# endpoint → (factory of one row, queries of a list page with a token: token+user, user perms,
-# group perms, [groups: site scoping of jobs], the page, [prefetches])
+# endpoint → (factory of one row, queries of a list page with a token: token+user (with the role
+# groups and site restriction that scope job lists), user perms, group perms, the page, [prefetches])
 ENDPOINTS = {
     "sites": (f.SiteFactory, 4),
     "locations": (f.DataLocationFactory, 4),
@@ -32,13 +32,13 @@ ENDPOINTS = {
     "raw-package-copies": (f.RawDataPackageCopyFactory, 4),
     "file-copies": (f.RawDataFileCopyFactory, 4),
     "routes": (f.RouteFactory, 4),
-    "transfer-packages": (f.DataTransferPackageFactory, 5),
+    "transfer-packages": (f.DataTransferPackageFactory, 4),
     "transfer-package-copies": (f.DataTransferPackageCopyFactory, 4),
-    "transfers": (f.DataTransferFactory, 5),
-    "unpacks": (f.DataTransferUnpackFactory, 5),
+    "transfers": (f.DataTransferFactory, 4),
+    "unpacks": (f.DataTransferUnpackFactory, 4),
     "transfer-logs": (f.DataTransferLogFactory, 4),
-    "archive-transfers": (f.LongTermArchiveTransferFactory, 5),
-    "staging-jobs": (staging_job_with_item, 5),
+    "archive-transfers": (f.LongTermArchiveTransferFactory, 4),
+    "staging-jobs": (staging_job_with_item, 4),
 }
 
 
