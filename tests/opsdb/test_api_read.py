@@ -167,6 +167,18 @@ def test_restricted_worker_lists_transfers_from_its_sites():
     assert there.pk != here.pk
 
 
+def test_restricted_worker_lists_only_log_lines_of_jobs_at_its_sites():
+    here, there = f.DataTransferFactory(), f.DataTransferFactory()
+    mine = f.DataTransferLogFactory(job=here, message="mine")
+    f.DataTransferLogFactory(job=there, message="theirs")
+    f.DataTransferLogFactory(job=f.LongTermArchiveTransferFactory(), message="archive elsewhere")
+    client = worker_client("restricted", sites=[here.origin_location.site])
+
+    listed = [row["id"] for row in client.get(f"{API}transfer-logs/").json()["results"]]
+
+    assert listed == [mine.pk]
+
+
 # Filters.
 
 def ids(response) -> list[int]:

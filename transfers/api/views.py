@@ -1,7 +1,12 @@
 """Routes (operators write them, validated as in the admin), transfer packages, transfers, unpacks, logs."""
 
+from django.contrib.contenttypes.models import ContentType
+from django.db.models import Q
+
+from opsdb.api.permissions import allowed_site_ids
 from opsdb.api.views import JobViewSetMixin, OperatorJobActionsMixin, ReadOnlyViewSet, WritableViewSet
 from opsdb.choices import JobKind
+from opsdb.work import REGISTRY
 from transfers.api import filters, serializers
 from transfers.models import (
     DataTransfer,
@@ -60,3 +65,15 @@ class DataTransferLogViewSet(ReadOnlyViewSet):
     queryset = DataTransferLog.objects.select_related("content_type")
     serializer_class = serializers.DataTransferLogSerializer
     filterset_class = filters.DataTransferLogFilter
+
+    def get_queryset(self):
+        """A restricted worker sees the log lines of the jobs it may see: one subquery per job kind."""
+        queryset = super().get_queryset()
+        site_ids = allowed_site_ids(self.request.user)
+        if site_ids is None:
+            return queryset
+        visible = Q(pk__in=[])
+        for handler in REGISTRY.values():
+            jobs = handler.at_sites(handler.model.objects.all(), site_ids).values("pk")
+            visible |= Q(content_type=ContentType.objects.get_for_model(handler.model), object_id__in=jobs)
+        return queryset.filter(visible)
