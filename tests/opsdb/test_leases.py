@@ -176,7 +176,7 @@ def test_retry_refused_unless_failed(job):
         job_retry(job=job)
 
 
-def test_cancel_pending_and_failed_allowed_active_refused(job):
+def test_cancel_pending_job_then_cancelling_again_is_refused(job):
     job_cancel(job=job)
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED
