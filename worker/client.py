@@ -141,11 +141,9 @@ class ApiClient:
             payload["log_path"] = log_path
         return self._post_report(f"api/v1/work/{kind}/{job_id}/fail/", payload)
 
-    def log(self, kind: str, job_id: int, *, message: str, level: str = "INFO", lease_token: str = "",
+    def log(self, kind: str, job_id: int, *, lease_token: str, message: str, level: str = "INFO",
             log_path: str = "") -> dict[str, Any]:
-        payload = {"level": level, "message": message[:500]}
-        if lease_token:
-            payload["lease_token"] = lease_token
+        payload = {"lease_token": lease_token, "level": level, "message": message[:500]}
         if log_path:
             payload["log_path"] = log_path
         return self._post_report(f"api/v1/work/{kind}/{job_id}/log/", payload)

@@ -3,6 +3,7 @@
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -10,7 +11,7 @@ from rest_framework.views import APIView
 
 from opsdb.api.exceptions import conflict
 from opsdb.api.fields import ChecksumField, RelativePathField
-from opsdb.api.permissions import IsWorker
+from opsdb.api.permissions import IsWorker, allowed_site_ids
 from opsdb.api.serializers import RawDataFileSerializer, RawDataPackageSerializer
 from opsdb.api.work import validated
 from opsdb.choices import ChecksumAlgorithm
@@ -103,6 +104,9 @@ class RawPackageIngestView(APIView):
     )
     def post(self, request):
         data = validated(RawPackageIngest, request)
+        allowed = allowed_site_ids(request.user)
+        if allowed is not None and data["location"].site_id not in allowed:
+            raise PermissionDenied(f"This worker may not register data at {data['location'].site.name}.")
         observation = data["observation"]
         if not Observation.objects.filter(obs_id=observation["obs_id"]).exists():
             missing = [f for f in ("instrument", "target_name", "start_time", "end_time") if f not in observation]

@@ -100,8 +100,7 @@ class FailReport(LeaseReport):
     retryable = serializers.BooleanField(required=False, default=True)
 
 
-class LogEntry(serializers.Serializer):
-    lease_token = serializers.CharField(max_length=64, required=False)
+class LogEntry(LeaseReport):
     level = serializers.ChoiceField(choices=LogLevel.choices)
     message = serializers.CharField(max_length=LOG_MESSAGE_MAX_LENGTH,
                                     help_text="Short; details go to the log file at log_path.")
@@ -292,9 +291,8 @@ class LogView(JobView):
     def post(self, request, kind: str, pk: int):
         _handler, job = self.get_job(request, kind, pk)
         data = validated(LogEntry, request)
-        token = data.get("lease_token")
-        if token is not None and token != job.lease_token:
-            raise services.LeaseConflict(job, "this lease token is not the job's current or last lease")
+        if not job.lease_is_held(data["lease_token"]):
+            raise services.LeaseConflict(job)  # only the worker holding the lease writes about the job
         services.write_job_log(job=job, message=data["message"], level=data["level"],
                                log_path=data.get("log_path", ""), worker=job.lease_holder)
         return Response(status=status.HTTP_201_CREATED)

@@ -139,3 +139,36 @@ def test_ingest_at_inactive_location_is_400(buffer):
 def test_ingest_by_scientist_is_403(buffer):
     assert scientist_client().post(URL, body(), format="json").status_code == 403
     assert not RawDataPackage.objects.exists()
+
+
+@pytest.mark.parametrize("by_id", [False, True])
+def test_ingest_by_worker_restricted_to_another_site_is_403_and_nothing_registered(buffer, by_id):
+    cologne = f.SiteFactory(name="cologne")
+    archive = f.DataLocationFactory(site=cologne, name="archive")
+    data = body(location={"site": "cologne", "name": "archive"})
+    if by_id:
+        del data["location"]
+        data["location_id"] = archive.pk
+
+    response = worker_client("rt-ccat", sites=[buffer.site]).post(URL, data, format="json")
+
+    assert response.status_code == 403
+    assert "cologne" in response.json()["detail"]
+    assert (RawDataPackage.objects.count(), RawDataPackageCopy.objects.count()) == (0, 0)
+
+
+def test_ingest_existing_package_at_another_site_by_restricted_worker_adds_no_copy(buffer):
+    f.DataLocationFactory(site=f.SiteFactory(name="cologne"), name="archive")
+    assert worker_client().post(URL, body(), format="json").status_code == 201
+
+    response = worker_client("rt-ccat", sites=[buffer.site]).post(
+        URL, body(location={"site": "cologne", "name": "archive"}), format="json")
+
+    assert response.status_code == 403
+    assert list(RawDataPackageCopy.objects.values_list("location", flat=True)) == [buffer.pk]
+
+
+def test_ingest_by_worker_restricted_to_the_location_site_is_201(buffer):
+    response = worker_client("rt-ccat", sites=[buffer.site]).post(URL, body(), format="json")
+
+    assert response.status_code == 201

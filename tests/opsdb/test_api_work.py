@@ -344,7 +344,8 @@ def test_log_entry_is_recorded(client, claimed):
 
 
 def test_log_message_too_long_is_400(client, claimed):
-    response = client.post(url(claimed, "log"), {"level": "INFO", "message": "x" * 501}, format="json")
+    response = client.post(url(claimed, "log"), {"lease_token": claimed.lease_token, "level": "INFO",
+                                                 "message": "x" * 501}, format="json")
 
     assert response.status_code == 400
     assert "message" in response.json()
@@ -358,8 +359,44 @@ def test_log_with_wrong_token_is_409(client, claimed):
     assert response.status_code == 409
 
 
+def test_log_without_lease_token_is_400_and_nothing_logged(client, claimed):
+    response = client.post(url(claimed, "log"), {"level": "INFO", "message": "m"}, format="json")
+
+    assert response.status_code == 400
+    assert "lease_token" in response.json()
+    assert not DataTransferLog.objects.filter(object_id=claimed.pk, message="m").exists()
+
+
+def test_log_on_a_job_nobody_claimed_is_409(client, job):
+    response = client.post(url(job, "log"), {"lease_token": "", "level": "INFO", "message": "m"}, format="json")
+
+    assert response.status_code in (400, 409)
+    assert not DataTransferLog.objects.filter(object_id=job.pk).exists()
+
+
+def test_log_after_the_lease_expired_is_409(client, claimed):
+    LongTermArchiveTransfer.objects.filter(pk=claimed.pk).update(lease_expires_at=timezone.now() - timedelta(1))
+
+    response = client.post(url(claimed, "log"), {"lease_token": claimed.lease_token, "level": "INFO",
+                                                 "message": "late"}, format="json")
+
+    assert response.status_code == 409
+    assert not DataTransferLog.objects.filter(object_id=claimed.pk, message="late").exists()
+
+
+def test_log_after_the_job_is_done_is_409(client, claimed):
+    client.post(url(claimed, "complete"), complete_body(claimed), format="json")
+
+    response = client.post(url(claimed, "log"), {"lease_token": claimed.lease_token, "level": "INFO",
+                                                 "message": "late"}, format="json")
+
+    assert response.status_code == 409
+    assert not DataTransferLog.objects.filter(object_id=claimed.pk, message="late").exists()
+
+
 def test_log_with_bad_level_is_400(client, claimed):
-    response = client.post(url(claimed, "log"), {"level": "LOUD", "message": "m"}, format="json")
+    response = client.post(url(claimed, "log"), {"lease_token": claimed.lease_token, "level": "LOUD",
+                                                 "message": "m"}, format="json")
 
     assert response.status_code == 400
     assert "level" in response.json()
