@@ -186,17 +186,20 @@ def _fail(*, job: LeasedJob, lease_token: str, error: str, log_path: str, retrya
     outcome = "will retry" if job.status == JobStatus.PENDING else "needs an operator"
     write_job_log(job=job, level=LogLevel.ERROR, message=f"attempt {job.attempts} failed ({outcome}): {error}",
                   log_path=log_path, worker=worker)
-    after_failed_attempt(job)
+    after_failed_attempt(job, retryable=retryable)
     return job, True
 
 
-def after_failed_attempt(job: LeasedJob) -> None:
-    """Let the job's kind react to a failed attempt (``on_failed``, e.g. staging's email to its owner)."""
+def after_failed_attempt(job: LeasedJob, *, retryable: bool = True) -> None:
+    """Let the job's kind react to a failed attempt (``on_failed``, e.g. staging's email to its owner).
+
+    ``retryable`` False: the worker said another attempt cannot succeed (the job's input is at fault).
+    """
     from opsdb.work import REGISTRY
 
     hook = getattr(REGISTRY.get(job.KIND), "on_failed", None)
     if hook is not None:
-        hook(job)
+        hook(job, retryable=retryable)
 
 
 @transaction.atomic

@@ -17,6 +17,7 @@ from django_fsm import TransitionNotAllowed
 
 from opsdb.choices import OPEN_STATUSES, JobStatus
 from opsdb.models import RawDataPackage
+from opsdb.numbers import parse_id
 from staging import selectors
 from staging.explain import job_status_words, plain_error
 from staging.forms import SearchForm, StagingRequestForm
@@ -24,7 +25,6 @@ from staging.selection import Selection, SelectionFull
 from staging.services import staging_job_cancel, staging_job_check, staging_job_create, staging_lifetime
 
 PAGE_SIZE = 25
-MAX_ID = 2**63 - 1
 UNDER_WAY = (JobStatus.PENDING, JobStatus.ACTIVE)
 
 
@@ -122,12 +122,8 @@ def _add_all_results(request: HttpRequest, selection: Selection) -> None:
 
 
 def _int(value: str) -> int | None:
-    """A database id, or None for anything else (SQLite overflows on ids past 64 bits)."""
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return None
-    return number if 0 < number <= MAX_ID else None
+    """A database id in ASCII digits, or None for anything else (see ``opsdb.numbers``)."""
+    return parse_id(value)
 
 
 def _ints(values: list[str]) -> list[int]:

@@ -12,13 +12,13 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, Polymorphic
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.exceptions import ValidationError as DRFValidationError
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from opsdb import services
-from opsdb.api.fields import LogPathField
+from opsdb.api.fields import IntegerField, LogPathField
+from opsdb.api.parsers import JSONParser
 from opsdb.api.permissions import IsWorker, allowed_site_ids
 from opsdb.choices import JobKind, LogLevel
 from opsdb.leases import ERROR_MAX_LENGTH
@@ -46,7 +46,7 @@ class Claim(serializers.Serializer):
     methods = serializers.ListField(child=serializers.ChoiceField(choices=TransferMethod.choices), required=False,
                                     allow_empty=False,
                                     max_length=len(TransferMethod.choices), help_text="Transfer methods it can do.")
-    lease_seconds = serializers.IntegerField(min_value=1, required=False)
+    lease_seconds = IntegerField(min_value=1, required=False)
 
     def validate_lease_seconds(self, value: int) -> int:
         if value > max_lease_seconds():
@@ -65,11 +65,11 @@ class ClaimedJob(serializers.Serializer):
     """The fields every job has; each kind adds its own (docs/worker-protocol.md)."""
 
     kind = serializers.ChoiceField(choices=JobKind.choices)
-    id = serializers.IntegerField()
+    id = IntegerField()
     lease_token = serializers.CharField()
     lease_expires_at = serializers.DateTimeField()
-    attempt = serializers.IntegerField(help_text="1 for the first try.")
-    max_attempts = serializers.IntegerField()
+    attempt = IntegerField(help_text="1 for the first try.")
+    max_attempts = IntegerField()
     site = serializers.CharField(help_text="The site the job is at.")
 
 
@@ -78,8 +78,8 @@ class LeaseReport(serializers.Serializer):
 
 
 class Heartbeat(LeaseReport):
-    bytes_done = serializers.IntegerField(min_value=0, max_value=MAX_ID, required=False)
-    lease_seconds = serializers.IntegerField(min_value=1, required=False)
+    bytes_done = IntegerField(min_value=0, max_value=MAX_ID, required=False)
+    lease_seconds = IntegerField(min_value=1, required=False)
     items_done = serializers.ListField(child=serializers.CharField(max_length=255), required=False,
                                        max_length=10000, help_text="Finished items (stage: raw package names).")
 
@@ -109,9 +109,9 @@ class LogEntry(LeaseReport):
 
 class JobState(serializers.Serializer):
     kind = serializers.ChoiceField(choices=JobKind.choices)
-    id = serializers.IntegerField()
+    id = IntegerField()
     status = serializers.CharField()
-    attempts = serializers.IntegerField()
+    attempts = IntegerField()
     next_attempt_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
 
