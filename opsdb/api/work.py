@@ -47,6 +47,11 @@ class Claim(serializers.Serializer):
                                     allow_empty=False,
                                     max_length=len(TransferMethod.choices), help_text="Transfer methods it can do.")
     lease_seconds = IntegerField(min_value=1, required=False)
+    request_id = serializers.RegexField(
+        r"^[A-Za-z0-9._:-]{1,64}$", required=False,
+        help_text="The worker's id of this claim (e.g. a UUID), the same when it repeats the claim after a lost "
+        "answer: a repeat gets the job (and lease) the first one took, while the lease is held.",
+    )
 
     def validate_lease_seconds(self, value: int) -> int:
         if value > max_lease_seconds():
@@ -157,7 +162,15 @@ class ClaimView(WorkView):
     def post(self, request):
         data = validated(Claim, request)
         site_ids = self.site_ids(request.user, data.get("sites"))
-        for kind in data.get("kinds") or list(REGISTRY):
+        request_id = data.get("request_id", "")
+        kinds = [kind for kind in data.get("kinds") or list(REGISTRY) if kind in REGISTRY]
+        again = services.claimed_by_request(
+            querysets={kind: REGISTRY[kind].model.objects.all() for kind in kinds}, worker=data["worker"],
+            user=request.user, request_id=request_id)
+        if again is not None:
+            handler = REGISTRY[again[0]]
+            return Response(job_payload(handler, handler.queryset().get(pk=again[1])))
+        for kind in kinds:
             handler = REGISTRY.get(kind)
             if handler is None:  # a valid kind whose app does not register it (yet)
                 continue
@@ -170,7 +183,7 @@ class ClaimView(WorkView):
                 queryset = handler.for_methods(queryset, data["methods"])
             job = services.claim_next(
                 queryset=handler.claimable(queryset), worker=data["worker"], user=request.user,
-                lease_seconds=data.get("lease_seconds"), guard=handler.claim_guard,
+                lease_seconds=data.get("lease_seconds"), guard=handler.claim_guard, request_id=request_id,
             )
             if job is not None:
                 return Response(job_payload(handler, handler.queryset().get(pk=job.pk)))

@@ -477,3 +477,67 @@ def test_ingest_anonymous_is_401():
     from rest_framework.test import APIClient
 
     assert APIClient().post("/api/v1/ingest/raw-packages/", {}, format="json").status_code == 401
+
+
+def test_claim_repeated_with_its_request_id_gets_the_same_job_and_lease(client, job):
+    other = f.LongTermArchiveTransferFactory()
+
+    first = claim(client, request_id="req-1")
+    again = claim(client, request_id="req-1")
+
+    job.refresh_from_db()
+    other.refresh_from_db()
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert again.json() == first.json()
+    assert (job.status, job.lease_token) == (JobStatus.ACTIVE, first.json()["lease_token"])
+    assert other.status == JobStatus.PENDING
+
+
+def test_claim_with_another_request_id_gets_another_job(client, job):
+    f.LongTermArchiveTransferFactory()
+
+    first = claim(client, request_id="req-1").json()
+    second = claim(client, request_id="req-2").json()
+
+    assert first["id"] != second["id"]
+
+
+@pytest.mark.parametrize("who", ["other worker name", "other account"])
+def test_claim_request_id_is_only_the_same_workers(client, job, who):
+    f.LongTermArchiveTransferFactory()
+    first = claim(client, request_id="req-1").json()
+
+    if who == "other account":
+        second = claim(worker_client("w-other"), request_id="req-1")
+    else:
+        second = client.post(CLAIM, {"worker": "w2", "request_id": "req-1"}, format="json")
+
+    assert second.json()["id"] != first["id"]
+
+
+def test_claim_request_id_of_a_finished_job_claims_a_new_one(client, job):
+    other = f.LongTermArchiveTransferFactory()
+    first = claim(client, request_id="req-1").json()
+    client.post(url(job, "complete"), {"lease_token": first["lease_token"], "checksum": job.raw_package.checksum},
+                format="json")
+
+    again = claim(client, request_id="req-1")
+
+    assert again.json()["id"] == other.pk
+
+
+def test_claim_request_id_after_the_lease_expired_claims_afresh(client, job):
+    claim(client, request_id="req-1")
+    LongTermArchiveTransfer.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(1))
+
+    again = claim(client, request_id="req-1")
+
+    assert again.status_code == 204
+
+
+@pytest.mark.parametrize("request_id", ["", "x" * 65, "a b", "ü", "١", None, ["a"]])
+def test_claim_with_a_bad_request_id_is_400(client, job, request_id):
+    response = claim(client, request_id=request_id)
+
+    assert response.status_code == 400
+    assert "request_id" in response.json()
