@@ -142,7 +142,7 @@ def request_staging(request: HttpRequest) -> HttpResponse:
     """GET: the form; POST step=preview: the plan; POST step=confirm: create the request."""
     selection = Selection(request.session)
     packages = list(selection.packages().select_related("observation").order_by("name"))
-    form = StagingRequestForm(request.POST or None)
+    form = StagingRequestForm(request.POST if request.method == "POST" else None)  # an empty POST is bound too
     plan = None
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
