@@ -33,7 +33,7 @@ ADVISORY_LOCK_KEY = zlib.crc32(b"opsdb-scheduler-leader") & 0x7FFFFFFF
 
 def passes() -> list[tuple[str, Callable[..., PassResult]]]:
     """The passes of one tick, in order."""
-    from opsdb.recovery import expire_leases
+    from opsdb.recovery import discard_expired_partial_data, expire_leases
     from staging.planning import clean_expired_staging, plan_archive_transfers
     from transfers.planning import plan_bundles, plan_transfers, plan_unpacks
 
@@ -44,6 +44,7 @@ def passes() -> list[tuple[str, Callable[..., PassResult]]]:
         ("unpacking", plan_unpacks),
         ("archiving", plan_archive_transfers),
         ("staging cleanup", clean_expired_staging),
+        ("partial data", discard_expired_partial_data),
     ]
 
 
