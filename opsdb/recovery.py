@@ -10,7 +10,6 @@ many leases expired.
 
 from datetime import datetime
 
-from django.apps import apps
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection
@@ -18,22 +17,19 @@ from django_fsm_log.models import StateLog
 
 from opsdb.choices import JobStatus, LogLevel
 from opsdb.leases import LeasedJob, partial_data_cutoff
+from opsdb.models import DataTransferLog
 from opsdb.planning import PassResult, human_bytes
-from opsdb.services import after_failed_attempt
+from opsdb.registry import job_kinds
+from opsdb.services import after_failed_attempt, short_log_message
 
 FAILURE_FIELDS = ["attempts", "last_error", "lease_expires_at", "lease_token", "finished_at", "next_attempt_at",
                   "resume_bytes"]
 
 
-def leased_job_models() -> list[type[LeasedJob]]:
-    """Every concrete job model (package, transfer, unpack, archive, stage)."""
-    return [m for m in apps.get_models() if issubclass(m, LeasedJob) and not m._meta.abstract]
-
-
 def expire_leases(*, now: datetime) -> PassResult:
     """Every ACTIVE job whose lease ran out: a failed attempt → PENDING with backoff, or FAILED."""
     result = PassResult("leases")
-    for model in leased_job_models():
+    for model in job_kinds.models():
         result.count += _expire_model(model, now, result)
     return result
 
@@ -79,11 +75,10 @@ def _write_logs(model: type[LeasedJob], jobs: list[LeasedJob], outcome: dict[int
         )
         for job in jobs
     ])
-    log_model = apps.get_model("transfers", "DataTransferLog")
-    log_model.objects.bulk_create([
-        log_model(
+    DataTransferLog.objects.bulk_create([
+        DataTransferLog(
             content_type=content_type, object_id=job.pk, level=LogLevel.WARNING, created_at=now,
-            message=f"lease of {outcome[job.pk][2] or 'worker'} expired: {job.last_error}"[:500],
+            message=short_log_message(f"lease of {outcome[job.pk][2] or 'worker'} expired: {job.last_error}"),
             worker=outcome[job.pk][2], attempt=job.attempts,
         )
         for job in jobs
@@ -111,18 +106,18 @@ def discard_expired_partial_data(*, now: datetime) -> PassResult:
     """
     result = PassResult("partial data")
     cutoff = partial_data_cutoff(now)
-    for model in leased_job_models():
+    for model in job_kinds.models():
         stale = list(model.objects.partial_data_expired(cutoff).values_list("pk", "resume_bytes", "attempts"))
         if not stale:
             continue
         model.objects.filter(pk__in=[pk for pk, _, _ in stale]).update(resume_bytes=None, updated_at=now)
         content_type = ContentType.objects.get_for_model(model)
-        log_model = apps.get_model("transfers", "DataTransferLog")
         age = human_duration(settings.PARTIAL_MAX_AGE_SECONDS)
-        log_model.objects.bulk_create([
-            log_model(content_type=content_type, object_id=pk, level=LogLevel.WARNING, created_at=now, attempt=attempts,
-                      message=f"partial data ({human_bytes(size)}) kept longer than {age}: discarded; "
-                              "the next attempt starts from zero")
+        DataTransferLog.objects.bulk_create([
+            DataTransferLog(content_type=content_type, object_id=pk, level=LogLevel.WARNING, created_at=now,
+                            attempt=attempts,
+                            message=short_log_message(f"partial data ({human_bytes(size)}) kept longer than {age}: "
+                                                      "discarded; the next attempt starts from zero"))
             for pk, size, attempts in stale
         ])
         result.count += len(stale)
