@@ -468,3 +468,6 @@ class WorkerProfileAdmin(admin.ModelAdmin):
     @admin.display(description="sites")
     def site_names(self, profile: WorkerProfile) -> str:
         return ", ".join(site.name for site in profile.sites.all()) or "every site"
+
+
+from opsdb import admin_accounts  # noqa: E402,F401  (user and group admin: no escalation)
