@@ -7,3 +7,6 @@ class OpsdbConfig(AppConfig):
 
     def ready(self) -> None:
         from opsdb import checks  # noqa: F401  (registers the deploy checks)
+        from opsdb.tokens import connect_cache_invalidation
+
+        connect_cache_invalidation()
