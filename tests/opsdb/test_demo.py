@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
+from django.http import HttpRequest
 from django.urls import reverse
 from django_fsm_log.models import StateLog
 from rest_framework.test import APIClient
@@ -175,9 +176,9 @@ def test_load_demo_accounts_have_their_roles_and_printed_passwords_work(var_dir,
     assert set(passwords) == {"operator", "scientist", "scientist2"}
     assert APIClient(HTTP_AUTHORIZATION=f"Token {tokens['worker-ccat']}").get("/api/v1/sites/").status_code == 200
     assert "http://127.0.0.1:8000/admin/" in output
-    assert client.login(username="operator", password=passwords["operator"])
+    assert client.login(request=HttpRequest(), username="operator", password=passwords["operator"])
     assert client.get(reverse("admin:index")).status_code == 200
-    assert client.login(username="scientist", password=passwords["scientist"])
+    assert client.login(request=HttpRequest(), username="scientist", password=passwords["scientist"])
     assert client.get(reverse("admin:index")).status_code == 302
 
 
@@ -200,7 +201,7 @@ def test_load_demo_takes_away_a_demo_workers_password_left_by_an_older_demo(var_
 
     load_demo()
 
-    assert client.login(username="worker-ccat", password="an-old-demo-password") is False
+    assert client.login(request=HttpRequest(), username="worker-ccat", password="an-old-demo-password") is False
 
 
 def test_load_demo_keeps_existing_passwords(var_dir):
@@ -233,7 +234,7 @@ def test_demo_operator_retries_the_failed_archive_transfer_and_sees_it(var_dir, 
     output = load_demo()
     password = re.search(r"^\s+operator\s+password (\S+)", output, flags=re.MULTILINE).group(1)
     job = LongTermArchiveTransfer.objects.get()
-    assert client.login(username="operator", password=password)
+    assert client.login(request=HttpRequest(), username="operator", password=password)
 
     client.post(reverse("admin:staging_longtermarchivetransfer_transition", args=[job.pk, "retry"]))
 
