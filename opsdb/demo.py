@@ -19,7 +19,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import transaction
 
-from opsdb.choices import ChecksumAlgorithm, CopyStatus, LocationType, StorageType
+from opsdb.choices import ChecksumAlgorithm, CopyStatus, LocationType, StorageType, TransferMethod
 from opsdb.models import (
     DataLocation,
     Instrument,
@@ -34,7 +34,7 @@ from opsdb.roles import OPERATORS, SCIENTISTS, WORKERS
 from opsdb.services import job_claim, job_fail
 from opsdb.tokens import api_token_create
 from staging.models import LongTermArchiveTransfer
-from transfers.choices import RouteType, TransferMethod
+from transfers.choices import RouteType
 from transfers.models import DataTransferRoute
 
 SITES = {

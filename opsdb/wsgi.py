@@ -7,6 +7,6 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "opsdb.settings")
 application = get_wsgi_application()
 
-from opsdb.checks import refuse_unsafe_start  # noqa: E402  (needs the apps loaded above)
+from opsdb.deploy_checks import refuse_unsafe_start  # noqa: E402  (needs the apps loaded above)
 
 refuse_unsafe_start()

@@ -5,7 +5,6 @@ from django.db.models import Count
 
 from opsdb.admin import LeasedJobAdmin, LocationListFilter, ReadOnlyInlineMixin, human_size
 from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
-from transfers.admin import DataTransferLogInline
 
 
 @admin.register(LongTermArchiveTransfer)
@@ -26,7 +25,6 @@ class LongTermArchiveTransferAdmin(LeasedJobAdmin):
     created_with = ("raw_package", "source_location", "destination_location")
     readonly_fields = (*LeasedJobAdmin.readonly_fields, "requires_intervention")
     job_state_fields = ("status", "requires_intervention", *LeasedJobAdmin.job_state_fields[1:])
-    inlines = (*LeasedJobAdmin.inlines, DataTransferLogInline)
 
 
 class StagingJobPackageInline(ReadOnlyInlineMixin, admin.TabularInline):
@@ -56,7 +54,7 @@ class StagingJobAdmin(LeasedJobAdmin):
     created_with = ("owner", "destination_location", "lifetime")
     readonly_fields = (*LeasedJobAdmin.readonly_fields, "expires_at", "cleaned_at")
     job_state_fields = (*LeasedJobAdmin.job_state_fields, "expires_at", "cleaned_at")
-    inlines = (StagingJobPackageInline, *LeasedJobAdmin.inlines, DataTransferLogInline)
+    inlines = (StagingJobPackageInline, *LeasedJobAdmin.inlines)
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(n_packages=Count("items"))

@@ -71,7 +71,7 @@ def test_check_deploy_without_collected_static_files_fails(tmp_path):
     result = manage("check", "--deploy", STATIC_ROOT=str(tmp_path / "static"), **PRODUCTION)
 
     assert result.returncode != 0
-    assert "(opsdb.E001) The static files have not been collected" in result.stderr
+    assert "(opsdb.E101) The static files have not been collected" in result.stderr
     assert "collectstatic" in result.stderr
 
 

@@ -193,7 +193,7 @@ def test_plain_text_tokens_of_an_older_database_become_digests():
                        "user_id integer NOT NULL)")
         cursor.execute("INSERT INTO authtoken_token (key, created, user_id) VALUES (%s, %s, %s)",
                        [key, timezone.now(), user.pk])
-    migration = importlib.import_module("opsdb.migrations.0005_api_tokens")
+    migration = importlib.import_module("opsdb.migrations.0006_api_tokens")
     editor = SimpleNamespace(connection=connection, execute=lambda sql: connection.cursor().execute(sql))
     from django.apps import apps
 

@@ -39,9 +39,9 @@ def worker_profiles_and_groups(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('opsdb', '0004_copy_names'),
+        ('opsdb', '0005_datatransferlog'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
-        ("transfers", "0002_copy_names"),
+        ("transfers", "0003_move_datatransferlog_to_opsdb"),
         ("staging", "0002_location_triggers"),
         ("django_fsm_log", "__latest__"),
     ]
