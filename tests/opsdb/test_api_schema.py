@@ -12,8 +12,8 @@ from django.db import close_old_connections
 from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, Phase
 from hypothesis import settings as hypothesis_settings
-from rest_framework.authtoken.models import Token
 
+from opsdb.tokens import api_token_create
 from opsdb.wsgi import application
 from tests import factories as f
 from tests.apiclient import ensure_role_groups, operator_client, worker
@@ -84,7 +84,7 @@ def fuzz_data(request):
     ensure_role_groups()
     user = {"worker": lambda: worker("fuzzer"), "scientist": lambda: f.scientist("fuzz-scientist"),
             "operator": lambda: f.operator("fuzz-operator")}[request.param]()
-    yield Token.objects.get_or_create(user=user)[0].key
+    yield api_token_create(user=user)[1]
     request_started.connect(close_old_connections)
     request_finished.connect(close_old_connections)
 
