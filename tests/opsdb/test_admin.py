@@ -114,7 +114,7 @@ def test_changelist_search_and_filters_render_for_operator(operator_client, mode
     ROW_MAKERS[model._meta.label]()
     model_admin = admin.site._registry[model]
     params = {"q": "x"} if model_admin.search_fields else {}
-    if "status" in [f if isinstance(f, str) else f[0] for f in model_admin.list_filter]:
+    if "status" in [f[0] if isinstance(f, tuple) else f for f in model_admin.list_filter]:
         params["status__exact"] = JobStatus.FAILED
 
     response = operator_client.get(admin_url(model, "changelist"), params)

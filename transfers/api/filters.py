@@ -25,8 +25,8 @@ class DataTransferRouteFilter(CreatedRangeFilterSet):
     relay_site = filters.CharFilter(field_name="relay_site__name")
     relay_site_id = IdFilter(field_name="relay_site_id")
     site = filters.CharFilter(method="filter_site", help_text="Starts, ends or relays at this site.")
-    route_type = filters.MultipleChoiceFilter(choices=RouteType.choices)
-    method = filters.MultipleChoiceFilter(choices=TransferMethod.choices)
+    route_type = filters.MultipleChoiceFilter(choices=RouteType.choices, distinct=False)
+    method = filters.MultipleChoiceFilter(choices=TransferMethod.choices, distinct=False)
 
     class Meta:
         model = DataTransferRoute
@@ -72,7 +72,7 @@ class DataTransferFilter(JobFilterSet):
     origin_location_id = IdFilter(field_name="origin_location_id")
     destination_location_id = IdFilter(field_name="destination_location_id")
     location_id = IdFilter(method="filter_location", help_text="Leaves from or arrives at it.")
-    method = filters.MultipleChoiceFilter(choices=TransferMethod.choices)
+    method = filters.MultipleChoiceFilter(choices=TransferMethod.choices, distinct=False)
 
     class Meta:
         model = DataTransfer
@@ -101,7 +101,7 @@ class DataTransferUnpackFilter(JobFilterSet):
 class DataTransferLogFilter(CreatedRangeFilterSet):
     kind = filters.ChoiceFilter(choices=JobKind.choices, method="filter_kind", help_text="The job's kind.")
     job_id = IdFilter(field_name="object_id")
-    level = filters.MultipleChoiceFilter(choices=LogLevel.choices)
+    level = filters.MultipleChoiceFilter(choices=LogLevel.choices, distinct=False)
 
     class Meta:
         model = DataTransferLog
