@@ -212,7 +212,7 @@ def build_catalogue(rows: int, ids: dict) -> None:
     insert(RawDataPackage, {
         "name": "'raw-' || lpad(i::text, 8, '0') || '.tar'",
         "observation_id": "(SELECT min(id) FROM opsdb_observation) + (i - 1) / 10",
-        "size": "1000000000 + (i * 7919) % 9000000000",
+        "size": "1000000000 + (i::bigint * 7919) % 9000000000",
         "checksum": "md5(i::text) || md5((i + 1)::text)",
         "created_at": f"{stamp} - make_interval(secs => ({rows} - i) * {five_years / rows})",
     }, f"FROM generate_series(1, {rows}) i", now=now)
@@ -305,7 +305,7 @@ def build_jobs(rows: int, ids: dict) -> None:
         **job_columns("i", f"{stamp} - make_interval(secs => ({n_staging} - i) * 3600)", "READY"),
     }, f"FROM generate_series(1, {n_staging}) i", now=now)
     insert(StagingJobPackage, {
-        "job_id": "j.id", "raw_package_id": "(SELECT min(id) FROM opsdb_rawdatapackage) + (j.id * 997 + k) "
+        "job_id": "j.id", "raw_package_id": "(SELECT min(id) FROM opsdb_rawdatapackage) + (j.id::bigint * 997 + k) "
         f"% {rows}", "source_location_id": str(locs["cologne:archive"]), "state": "'STAGED'",
         "bytes_staged": "1000000000",
     }, "FROM staging_stagingjob j CROSS JOIN generate_series(1, 10) k", now=now)
@@ -566,7 +566,6 @@ def orchestrate(args) -> None:
     rows = 10**7 if args.huge else args.rows
     base = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
     print(f"admin at scale on {base}_* ({os.cpu_count()} CPUs, shared machine: figures vary with its load)")
-    figures = {}
     for size in (SMALL, rows):
         url = database_url(base, size)
         if args.reuse and built_size(url) == size:
@@ -578,6 +577,9 @@ def orchestrate(args) -> None:
             t0 = time.perf_counter()
             print(run_child(url, "--build", str(size)), end="", flush=True)
             print(f"   ({time.perf_counter() - t0:.0f} s)", flush=True)
+    figures = {}
+    for size in (SMALL, rows):
+        url = database_url(base, size)
         print(f"== {size:,} rows: measuring ({args.repeat} requests per page)", flush=True)
         extra = ["--only", args.only] if args.only else []
         figures[size] = json.loads(run_child(url, "--measure", "--repeat", str(args.repeat), *extra))
