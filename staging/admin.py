@@ -7,7 +7,6 @@ from django.db.models.functions import Coalesce
 from opsdb.admin import LeasedJobAdmin, LocationListFilter, ReadOnlyInlineMixin, human_size
 from opsdb.admin_tables import LargeTableAdmin
 from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
-from transfers.admin import DataTransferLogInline
 
 
 @admin.register(LongTermArchiveTransfer)
@@ -29,7 +28,6 @@ class LongTermArchiveTransferAdmin(LeasedJobAdmin):
     created_with = ("raw_package", "source_location", "destination_location")
     readonly_fields = (*LeasedJobAdmin.readonly_fields, "requires_intervention")
     job_state_fields = ("status", "requires_intervention", *LeasedJobAdmin.job_state_fields[1:])
-    inlines = (*LeasedJobAdmin.inlines, DataTransferLogInline)
 
 
 class StagingJobPackageInline(ReadOnlyInlineMixin, admin.TabularInline):
@@ -60,7 +58,7 @@ class StagingJobAdmin(LeasedJobAdmin):
     created_with = ("owner", "destination_location", "lifetime")
     readonly_fields = (*LeasedJobAdmin.readonly_fields, "expires_at", "cleaned_at")
     job_state_fields = (*LeasedJobAdmin.job_state_fields, "expires_at", "cleaned_at")
-    inlines = (StagingJobPackageInline, *LeasedJobAdmin.inlines, DataTransferLogInline)
+    inlines = (StagingJobPackageInline, *LeasedJobAdmin.inlines)
 
     def get_queryset(self, request):
         # Counted per row shown, not grouped over every staging job.

@@ -1,12 +1,10 @@
-"""The operator admin for routes, transfer packages, transfers, unpacking and transfer logs."""
+"""The operator admin for routes, transfer packages, transfers and unpacking."""
 
 from django.contrib import admin
-from django.contrib.contenttypes.admin import GenericTabularInline
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
-from rangefilter.filters import DateRangeQuickSelectListFilterBuilder
 from simple_history.admin import SimpleHistoryAdmin
 
 from opsdb.admin import (
@@ -17,15 +15,12 @@ from opsdb.admin import (
     ReadOnlyInlineMixin,
     RouteListFilter,
     admin_link,
-    exact_time,
-    generic_link,
     human_size,
     related_or_none,
 )
 from opsdb.admin_tables import LargeTableAdmin
 from transfers.models import (
     DataTransfer,
-    DataTransferLog,
     DataTransferPackage,
     DataTransferPackageCopy,
     DataTransferPackageMember,
@@ -36,25 +31,6 @@ from transfers.models import (
 TRANSFER_RELATED = (
     "transfer_package", "origin_location__site", "destination_location__site", "unpack",
 )
-
-
-class DataTransferLogInline(ReadOnlyInlineMixin, GenericTabularInline):
-    """A job's short log lines, newest first; the detail is in the file at log_path."""
-
-    model = DataTransferLog
-    ct_field = "content_type"
-    ct_fk_field = "object_id"
-    fields = ("when", "level", "attempt", "worker", "message", "log_path")
-    readonly_fields = fields
-    verbose_name = "log entry"
-    verbose_name_plural = "log entries (newest first)"
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).order_by("-created_at", "-pk")
-
-    @admin.display(description="when")
-    def when(self, obj):
-        return exact_time(obj.created_at)
 
 
 @admin.register(DataTransferRoute)
@@ -133,7 +109,7 @@ class DataTransferPackageAdmin(LeasedJobAdmin):
                     "checksum_algorithm")
     # A bundle of 10–50 TB holds thousands of raw packages: the page shows a sample and links the full list.
     readonly_fields = (*LeasedJobAdmin.readonly_fields, "member_list")
-    inlines = (DataTransferPackageCopyInline, DataTransferInline, *LeasedJobAdmin.inlines, DataTransferLogInline)
+    inlines = (DataTransferPackageCopyInline, DataTransferInline, *LeasedJobAdmin.inlines)
     member_sample = 20
 
     def get_queryset(self, request):
@@ -217,7 +193,6 @@ class DataTransferAdmin(LeasedJobAdmin):
     list_select_related = TRANSFER_RELATED
     created_with = ("transfer_package", "route", "origin_location", "destination_location", "method", "hop",
                     "previous", "destination_path")
-    inlines = (*LeasedJobAdmin.inlines, DataTransferLogInline)
 
     def get_readonly_fields(self, request, obj=None):
         extra = ("unpack_state",) if obj else ()
@@ -262,21 +237,6 @@ class DataTransferUnpackAdmin(LeasedJobAdmin):
     list_select_related = (
         "transfer__transfer_package", "transfer__origin_location__site", "transfer__destination_location__site",
     )
-    inlines = (*LeasedJobAdmin.inlines, DataTransferLogInline)
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related(*self.list_select_related)
-
-
-@admin.register(DataTransferLog)
-class DataTransferLogAdmin(LargeTableAdmin):
-    list_display = ("created_at", "level", "job_link", "attempt", "worker", "message", "log_path")
-    list_filter = ("level", "content_type", ("created_at", DateRangeQuickSelectListFilterBuilder(title="when")))
-    search_fields = ("^worker", "^message")
-    search_help_text = "Worker name or message, or how either begins (not case-sensitive)."
-    list_select_related = ("content_type",)
-    readonly_fields = ("content_type", "object_id", "created_at")
-
-    @admin.display(description="job")
-    def job_link(self, obj):
-        return generic_link(obj.content_type, obj.object_id)

@@ -61,7 +61,7 @@ ROW_MAKERS = {
     "transfers.DataTransferPackageCopy": f.DataTransferPackageCopyFactory,
     "transfers.DataTransfer": lambda: f.DataTransferUnpackFactory().transfer,
     "transfers.DataTransferUnpack": f.DataTransferUnpackFactory,
-    "transfers.DataTransferLog": f.DataTransferLogFactory,
+    "opsdb.DataTransferLog": f.DataTransferLogFactory,
     "staging.LongTermArchiveTransfer": lambda: claimed_and_failed(f.LongTermArchiveTransferFactory()),
     "staging.StagingJob": lambda: make_staged_item().job,
     "staging.StagingJobPackage": make_staged_item,
@@ -436,7 +436,7 @@ def test_concurrent_transition_is_reported_as_message(operator_client, failed_ar
 
 EMPTY_JOB_INLINES = {
     f"{prefix}-{key}": 0
-    for prefix in ("django_fsm_log-statelog-content_type-object_id", "transfers-datatransferlog-content_type-object_id")
+    for prefix in ("django_fsm_log-statelog-content_type-object_id", "opsdb-datatransferlog-content_type-object_id")
     for key in ("TOTAL_FORMS", "INITIAL_FORMS")
 }
 

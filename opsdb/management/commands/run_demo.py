@@ -78,6 +78,7 @@ def demo_children(tokens: dict[str, str], log_dir: Path, *, interval: float = 2.
             "--method-command", "bbcp=cp {source} {destination}",
             "--method-command", "rsync=cp {source} {destination}",
             "--log-dir", str(log_dir / site), "--poll-interval", "2", "--grace-seconds", "5",
+            "--state-dir", str(log_dir.parent / "worker-state" / site),
         ], log_dir / f"{site}-worker.log"))
     return children
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('opsdb', '0005_search_indexes'),
+        ('opsdb', '0006_search_indexes'),
     ]
 
     operations = [

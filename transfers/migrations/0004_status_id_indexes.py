@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('opsdb', '0004_copy_names'),
-        ('transfers', '0002_copy_names'),
+        ('transfers', '0003_move_datatransferlog_to_opsdb'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -28,6 +28,4 @@ class Migration(migrations.Migration):
             index=models.Index(fields=['status', 'transfer'], name='unpack_status_id'),
         ),
         upper_prefix_index("transfers_datatransferpackage", "name", "dtp_name_upper"),
-        upper_prefix_index("transfers_datatransferlog", "worker", "transferlog_worker_upper"),
-        upper_prefix_index("transfers_datatransferlog", "message", "transferlog_message_upper"),
     ]

@@ -8,7 +8,7 @@ from opsdb.migration_ops import upper_prefix_index
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('opsdb', '0004_copy_names'),
+        ('opsdb', '0005_datatransferlog'),
         ('django_fsm_log', '0001_initial'),
     ]
 
@@ -18,6 +18,8 @@ class Migration(migrations.Migration):
         upper_prefix_index("opsdb_observation", "target_name", "observation_target_upper"),
         upper_prefix_index("opsdb_rawdatafile", "relative_path", "rawfile_path_upper"),
         upper_prefix_index("auth_user", "username", "user_username_upper"),
+        upper_prefix_index("transfers_datatransferlog", "worker", "transferlog_worker_upper"),
+        upper_prefix_index("transfers_datatransferlog", "message", "transferlog_message_upper"),
         # django-fsm-log's table (not ours to declare): the admin filters and sorts it by time.
         migrations.RunSQL(
             'CREATE INDEX IF NOT EXISTS "statelog_timestamp" ON "django_fsm_log_statelog" ("timestamp")',
