@@ -2,6 +2,8 @@
 
 from django.db import migrations, models
 
+from opsdb.migration_ops import column_statistics
+
 
 class Migration(migrations.Migration):
 
@@ -28,4 +30,6 @@ class Migration(migrations.Migration):
             model_name='rawdatapackagecopy',
             index=models.Index(condition=models.Q(('archive_planned', False), ('status', 'PRESENT')), fields=['location'], name='rawpackagecopy_to_archive'),
         ),
+        column_statistics("opsdb_rawdatapackagecopy", ["location_id", "status", "archive_planned"],
+                          "rawpackagecopy_location_flags"),
     ]
