@@ -32,6 +32,7 @@ from opsdb.models import (
     Site,
     WorkerProfile,
 )
+from opsdb.registry import job_kinds
 from opsdb.services import job_cancel, job_retry
 
 admin.site.site_header = "ops-db operations"
@@ -483,10 +484,8 @@ class RawDataFileCopyAdmin(CopyAdmin):
 
 def job_transition_names() -> list[str]:
     """Every transition name of every job model's state machine (the values StateLog.transition takes)."""
-    from opsdb.recovery import leased_job_models
-
     names = set()
-    for model in leased_job_models():
+    for model in job_kinds.models():
         names.update(t.name for t in model._meta.get_field("status").get_all_transitions(model))
     return sorted(names)
 
