@@ -1,5 +1,6 @@
 """ops-db settings, read from environment variables (see README.md)."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -27,7 +28,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "django_fsm_log",
     "simple_history",
     "rangefilter",
+    "axes",
     "opsdb",
     "transfers",
     "staging",
@@ -50,6 +51,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    "axes.middleware.AxesMiddleware",  # answers a locked-out sign-in with the lockout page
 ]
 
 ROOT_URLCONF = "opsdb.urls"
@@ -110,7 +112,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# Under DEBUG=0 pages need `manage.py collectstatic` to have filled this folder (opsdb/checks.py).
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -120,11 +123,35 @@ STORAGES = {
     },
 }
 
+# Sign-in (admin and scientists' pages): django-axes counts failed attempts per user name and client
+# address and refuses that pair for a while after too many. Workers never sign in: tokens only.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "opsdb.auth.PeopleOnlyBackend"]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 
-EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# Scientists are told by email when their data is ready. Under DEBUG=0 mail must go somewhere on
+# purpose: a silent console default would print their emails to the server's log instead.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND")
+if not EMAIL_BACKEND:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "EMAIL_BACKEND must be set when DEBUG is off: django.core.mail.backends.smtp.EmailBackend "
+            "(with EMAIL_HOST, ...) to send mail, or django.core.mail.backends.dummy.EmailBackend to send none"
+        )
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", default=False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ops-db@localhost")
 
 # Production hardening (manage.py check --deploy); relaxed only in DEBUG.
@@ -181,6 +208,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# Workers' API tokens (opsdb/tokens.py): how long a server process trusts what it read about a
+# token (its user, groups, sites) before reading it again; a change made in another process
+# (revoking a token, removing a worker from a site) takes effect here within this time.
+API_TOKEN_CACHE_SECONDS = env_int("API_TOKEN_CACHE_SECONDS", 30, minimum=0)
 
 DJANGO_FSM_LOG_STORAGE_METHOD = "django_fsm_log.backends.SimpleBackend"
 

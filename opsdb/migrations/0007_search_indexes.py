@@ -8,7 +8,7 @@ from opsdb.migration_ops import upper_prefix_index
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('opsdb', '0005_datatransferlog'),
+        ('opsdb', '0006_api_tokens'),
         ('django_fsm_log', '0001_initial'),
     ]
 

@@ -8,7 +8,7 @@ from opsdb.migration_ops import column_statistics
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('opsdb', '0006_search_indexes'),
+        ('opsdb', '0007_search_indexes'),
     ]
 
     operations = [
