@@ -197,7 +197,8 @@ class DataTransferLogInline(ReadOnlyInlineMixin, GenericTabularInline):
 
 JOB_READONLY_FIELDS = (
     "status", "attempts", "next_attempt_at", "lease_holder", "lease_user", "lease_expires_at", "claimed_at",
-    "heartbeat_at", "bytes_done", "last_error", "log_path", "finished_at", "created_at", "updated_at",
+    "heartbeat_at", "bytes_done", "resume_bytes", "resumed_from", "last_error", "log_path", "finished_at",
+    "created_at", "updated_at",
 )
 
 REFUSALS_SHOWN = 5

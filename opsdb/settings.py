@@ -223,6 +223,9 @@ JOB_BACKOFF_MAX_SECONDS = env_float("JOB_BACKOFF_MAX_SECONDS", 3600.0, minimum=0
 JOB_BACKOFF_JITTER = env_float("JOB_BACKOFF_JITTER", 0.2, minimum=0)
 JOB_DEFAULT_LEASE_SECONDS = env_int("JOB_DEFAULT_LEASE_SECONDS", 600, minimum=1)
 JOB_MAX_LEASE_SECONDS = env_int("JOB_MAX_LEASE_SECONDS", 86400, minimum=1)
+# A waiting job's partial data (what an interrupted attempt left for the next one) is discarded
+# once its last attempt ended this long ago: workers remove the files, the next attempt starts over.
+PARTIAL_MAX_AGE_SECONDS = env_int("PARTIAL_MAX_AGE_SECONDS", 7 * 86400, minimum=1)
 ARCHIVE_MAX_ATTEMPTS = 3  # fixed by DESIGN.md: then requires_intervention
 
 # The job kinds, in claim-priority order: one line per kind, naming its handler (opsdb/work.py;
@@ -249,6 +252,7 @@ SCHEDULER_PASSES = [
     ("unpacking", "transfers.planning.plan_unpacks"),
     ("archiving", "staging.planning.plan_archive_transfers"),
     ("staging cleanup", "staging.planning.clean_expired_staging"),
+    ("partial data", "opsdb.recovery.discard_expired_partial_data"),
 ]
 
 # Bundling (see transfers/planning.py): route settings override these.
