@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('opsdb', '0004_copy_names'),
-        ('staging', '0002_location_triggers'),
+        ('staging', '0003_longtermarchivetransfer_resume_bytes_and_more'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
