@@ -1,13 +1,15 @@
 """The operator admin for routes, transfer packages, transfers and unpacking."""
 
 from django.contrib import admin
-from django.db.models import Count
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
 from opsdb.admin import (
     ROUTE_RELATED,
+    FixedChoicesFilter,
     LeasedJobAdmin,
     LocationListFilter,
     ReadOnlyInlineMixin,
@@ -16,6 +18,7 @@ from opsdb.admin import (
     human_size,
     related_or_none,
 )
+from opsdb.admin_tables import LargeTableAdmin
 from transfers.models import (
     DataTransfer,
     DataTransferPackage,
@@ -98,7 +101,8 @@ class DataTransferPackageAdmin(LeasedJobAdmin):
     list_filter = (
         "status", "origin_location__site", ("origin_location", LocationListFilter), "next_attempt_at",
     )
-    search_fields = ("name", "archive_path", "members__raw_package__name", "lease_holder")
+    search_fields = ("^name", "^members__raw_package__name")
+    search_help_text = "Bundle name or the name of a raw package in it, or how either begins (not case-sensitive)."
     autocomplete_fields = ("origin_location",)
     list_select_related = ("origin_location__site",)
     created_with = ("name", "origin_location", "archive_path", "payload_size", "target_size", "size", "checksum",
@@ -109,9 +113,14 @@ class DataTransferPackageAdmin(LeasedJobAdmin):
     member_sample = 20
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(n_members=Count("members"))
+        # Counted per row shown (a subquery on the member index), not grouped over every bundle.
+        members = (
+            DataTransferPackageMember.objects.filter(transfer_package=OuterRef("pk")).order_by()
+            .values("transfer_package").annotate(n=Count("pk")).values("n")
+        )
+        return super().get_queryset(request).annotate(n_members=Coalesce(Subquery(members), 0))
 
-    @admin.display(description="members", ordering="n_members")
+    @admin.display(description="members")
     def member_count(self, obj):
         return obj.n_members
 
@@ -137,21 +146,32 @@ class DataTransferPackageAdmin(LeasedJobAdmin):
 
 
 @admin.register(DataTransferPackageCopy)
-class DataTransferPackageCopyAdmin(admin.ModelAdmin):
+class DataTransferPackageCopyAdmin(LargeTableAdmin):
     list_display = ("transfer_package", "location", "status", "path", "verified_at", "updated_at")
     list_filter = ("status", "location__site", ("location", LocationListFilter))
-    search_fields = ("transfer_package__name", "path")
+    search_fields = ("^transfer_package__name",)
+    search_help_text = "Bundle name, or how it begins (not case-sensitive)."
     autocomplete_fields = ("transfer_package", "location")
     list_select_related = ("transfer_package", "location__site")
     readonly_fields = ("created_at", "updated_at")
 
 
 @admin.register(DataTransferPackageMember)
-class DataTransferPackageMemberAdmin(admin.ModelAdmin):
+class DataTransferPackageMemberAdmin(LargeTableAdmin):
     list_display = ("raw_package", "transfer_package")
-    search_fields = ("raw_package__name", "transfer_package__name")
+    search_fields = ("^raw_package__name", "^transfer_package__name")
+    search_help_text = "Raw package or bundle name, or how either begins (not case-sensitive)."
     autocomplete_fields = ("raw_package", "transfer_package")
     list_select_related = ("raw_package", "transfer_package")
+
+
+class HopFilter(FixedChoicesFilter):
+    title = "hop"
+    parameter_name = "hop"
+    field = "hop"
+
+    def choices_list(self):
+        return [("1", "1 (from the origin)"), ("2", "2 (after a relay)")]
 
 
 @admin.register(DataTransfer)
@@ -163,11 +183,12 @@ class DataTransferAdmin(LeasedJobAdmin):
         "created_at",
     )
     list_filter = (
-        "status", "unpack__status", "method", "hop", "origin_location__site", "destination_location__site",
+        "status", "unpack__status", "method", HopFilter, "origin_location__site", "destination_location__site",
         ("origin_location", LocationListFilter), ("destination_location", LocationListFilter),
         ("route", RouteListFilter),
     )
-    search_fields = ("transfer_package__name", "lease_holder", "destination_path", "last_error")
+    search_fields = ("^transfer_package__name",)
+    search_help_text = "Bundle name, or how it begins (not case-sensitive)."
     autocomplete_fields = ("transfer_package", "route", "origin_location", "destination_location", "previous")
     list_select_related = TRANSFER_RELATED
     created_with = ("transfer_package", "route", "origin_location", "destination_location", "method", "hop",
@@ -209,7 +230,8 @@ class DataTransferUnpackAdmin(LeasedJobAdmin):
         "status", "transfer__destination_location__site",
         ("transfer__destination_location", LocationListFilter),
     )
-    search_fields = ("transfer__transfer_package__name", "lease_holder", "last_error")
+    search_fields = ("^transfer__transfer_package__name",)
+    search_help_text = "Bundle name, or how it begins (not case-sensitive)."
     autocomplete_fields = ("transfer",)
     created_with = ("transfer",)
     list_select_related = (
