@@ -55,9 +55,17 @@ def server(database_url: str, *, gunicorn: bool = False, **env: str):
 
 
 @pytest.fixture(scope="module")
-def refusing_server():
+def refusing_server(tmp_path_factory):
     # Nothing listens on this port: every connection attempt is refused at once.
-    with server(f"postgres://opsdb@127.0.0.1:{free_port()}/opsdb?connect_timeout=2", gunicorn=True) as base:
+    database_url = f"postgres://opsdb@127.0.0.1:{free_port()}/opsdb?connect_timeout=2"
+    static_root = str(tmp_path_factory.mktemp("static"))  # gunicorn refuses to start without collected files
+    collected = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--no-input", "-v0"], cwd=BASE_DIR, capture_output=True,
+        text=True, timeout=300, env={**os.environ, "DEBUG": "0", "SECRET_KEY": get_random_secret_key(),
+                                     "ALLOWED_HOSTS": "127.0.0.1", "STATIC_ROOT": static_root,
+                                     "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "opsdb.settings"})
+    assert collected.returncode == 0, collected.stderr
+    with server(database_url, gunicorn=True, STATIC_ROOT=static_root) as base:
         yield base
 
 
