@@ -97,6 +97,24 @@ def human_size(size: int | None) -> str:
     return f"{value / 1000:.1f} PB"
 
 
+class KeepSavedObjectHeadingMixin:
+    """After a failed save, the heading and breadcrumb name the object as saved, not the refused edit.
+
+    The form validated its values onto the instance, so without this the page titled itself with
+    a name that was never stored, as if the save had gone through.
+    """
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        form = getattr(context.get("adminform"), "form", None)
+        if change and obj is not None and form is not None and form.errors:
+            saved = type(obj)._default_manager.filter(pk=obj.pk).first()
+            if saved is not None:
+                context["original"] = saved
+                context["subtitle"] = str(saved)
+                obj = saved
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+
 # --- transition history and job admin shared by every leased job ------------------------------
 
 def exact_time(value) -> str:
@@ -275,7 +293,7 @@ class DataLocationInline(admin.TabularInline):
 
 
 @admin.register(Site)
-class SiteAdmin(SimpleHistoryAdmin):
+class SiteAdmin(KeepSavedObjectHeadingMixin, SimpleHistoryAdmin):
     list_display = ("name", "title", "location_count", "created_at")
     search_fields = ("name", "title")
     inlines = (DataLocationInline,)
@@ -289,7 +307,7 @@ class SiteAdmin(SimpleHistoryAdmin):
 
 
 @admin.register(DataLocation)
-class DataLocationAdmin(SimpleHistoryAdmin):
+class DataLocationAdmin(KeepSavedObjectHeadingMixin, SimpleHistoryAdmin):
     list_display = (
         "__str__", "site", "location_type", "storage_type", "base_path", "host", "priority", "active",
     )

@@ -56,7 +56,7 @@ def _expire_model(model: type[LeasedJob], now: datetime, result: PassResult) -> 
             model.objects.filter(pk__in=ids).update(status=state, updated_at=now)
     _write_logs(model, jobs, outcome, now)
     for job in jobs:
-        after_failed_attempt(job)  # the kind's on_failed hook, as for a reported failure
+        after_failed_attempt(job, lease_expired=True)  # the kind's on_failed hook, as for a reported failure
         _say(result, job, outcome[job.pk][1], now)
     return len(jobs)
 

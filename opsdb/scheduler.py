@@ -1,7 +1,7 @@
 """The scheduler: runs the planning passes in order, as the single leader among schedulers.
 
 Passes (each in its own transaction, idempotent, set-based):
-  leases → bundling → routing → unpacking → archiving → staging cleanup
+  leases → bundling → routing → unpacking → archiving → staging cleanup → route health
 Lease recovery runs first so a job whose lease ran out is claimable again in the same tick;
 jobs whose backoff ran out need nothing: ``due()`` makes them claimable.
 
@@ -36,6 +36,7 @@ def passes() -> list[tuple[str, Callable[..., PassResult]]]:
     from opsdb.recovery import expire_leases
     from staging.planning import clean_expired_staging, plan_archive_transfers
     from transfers.planning import plan_bundles, plan_transfers, plan_unpacks
+    from transfers.services import prune_route_attempts
 
     return [
         ("leases", expire_leases),
@@ -44,6 +45,7 @@ def passes() -> list[tuple[str, Callable[..., PassResult]]]:
         ("unpacking", plan_unpacks),
         ("archiving", plan_archive_transfers),
         ("staging cleanup", clean_expired_staging),
+        ("route health", prune_route_attempts),
     ]
 
 

@@ -186,17 +186,20 @@ def _fail(*, job: LeasedJob, lease_token: str, error: str, log_path: str, retrya
     outcome = "will retry" if job.status == JobStatus.PENDING else "needs an operator"
     write_job_log(job=job, level=LogLevel.ERROR, message=f"attempt {job.attempts} failed ({outcome}): {error}",
                   log_path=log_path, worker=worker)
-    after_failed_attempt(job)
+    after_failed_attempt(job, retryable=retryable)
     return job, True
 
 
-def after_failed_attempt(job: LeasedJob) -> None:
-    """Let the job's kind react to a failed attempt (``on_failed``, e.g. staging's email to its owner)."""
+def after_failed_attempt(job: LeasedJob, *, retryable: bool = True, lease_expired: bool = False) -> None:
+    """Let the job's kind react to a failed attempt (``on_failed``: staging's email, a route's health).
+
+    ``retryable``: what the worker reported; ``lease_expired``: nobody reported, the lease ran out.
+    """
     from opsdb.work import REGISTRY
 
     hook = getattr(REGISTRY.get(job.KIND), "on_failed", None)
     if hook is not None:
-        hook(job)
+        hook(job, retryable=retryable, lease_expired=lease_expired)
 
 
 @transaction.atomic
@@ -213,7 +216,7 @@ def job_expire(*, job: LeasedJob, now: datetime | None = None) -> bool:
     job.save()
     write_job_log(job=job, level=LogLevel.WARNING, message=f"lease of {worker} expired: {job.last_error}",
                   worker=worker)
-    after_failed_attempt(job)
+    after_failed_attempt(job, lease_expired=True)
     return True
 
 

@@ -196,6 +196,13 @@ ARCHIVE_MAX_ATTEMPTS = 3  # fixed by DESIGN.md: then requires_intervention
 BUNDLE_TARGET_SIZE_BYTES = env_int("BUNDLE_TARGET_SIZE_BYTES", 10 * 10**12, minimum=1)
 BUNDLE_MAX_WAIT_SECONDS = env_int("BUNDLE_MAX_WAIT_SECONDS", 6 * 3600, minimum=0)
 
+# Route health (see transfers/health.py): when a route pauses itself and how it probes its way back.
+ROUTE_PAUSE_AFTER_FAILURES = env_int("ROUTE_PAUSE_AFTER_FAILURES", 5, minimum=1)
+ROUTE_SUCCESS_WINDOW_SECONDS = env_int("ROUTE_SUCCESS_WINDOW_SECONDS", 30 * 60, minimum=1)
+ROUTE_SUCCESS_RATE_MIN = env_float("ROUTE_SUCCESS_RATE_MIN", 0.5, minimum=0)
+ROUTE_SUCCESS_MIN_ATTEMPTS = env_int("ROUTE_SUCCESS_MIN_ATTEMPTS", 10, minimum=1)
+ROUTE_COOLDOWN_SECONDS = env_int("ROUTE_COOLDOWN_SECONDS", 30 * 60, minimum=0)
+
 # Staging lifetime for scientists' requests.
 STAGING_DEFAULT_LIFETIME_DAYS = env_int("STAGING_DEFAULT_LIFETIME_DAYS", 14, minimum=1)
 STAGING_MAX_LIFETIME_DAYS = env_int("STAGING_MAX_LIFETIME_DAYS", 90, minimum=1)

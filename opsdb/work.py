@@ -66,6 +66,11 @@ class JobKindHandler:
     def record_progress(self, job: LeasedJob, items_done: Sequence[str]) -> None:
         """Heartbeat ``items_done`` (names of finished items, e.g. staged packages); most kinds ignore it."""
 
+    def on_failed(self, job: LeasedJob, *, retryable: bool = True, lease_expired: bool = False) -> None:
+        """After a failed attempt, in its transaction: reported by the worker (``retryable`` as it said),
+        or ``lease_expired`` (nobody reported; the scheduler's bulk expiry passes instances updated in bulk).
+        """
+
 
 REGISTRY: dict[str, JobKindHandler] = {}
 

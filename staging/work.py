@@ -179,7 +179,7 @@ class StageHandler(JobKindHandler):
 
         staging_items_mark_staged(job=job, names=items_done)
 
-    def on_failed(self, job: StagingJob) -> None:
+    def on_failed(self, job: StagingJob, *, retryable: bool = True, lease_expired: bool = False) -> None:
         """Call after a failed attempt (``job_fail``, ``job_expire``, the scheduler's bulk expiry).
 
         The owner is emailed when the transaction commits if the job is FAILED then (the status is

@@ -12,3 +12,14 @@ class TransferMethod(models.TextChoices):
     S3 = "s3", "S3"
     RSYNC = "rsync", "rsync"
     COPY = "copy", "Local copy"
+
+
+class RouteState(models.TextChoices):
+    """Whether a route's transfers may be claimed (DESIGN.md: a paused route's transfers are held)."""
+
+    ACTIVE = "ACTIVE", "Active"
+    PAUSED_AUTO = "PAUSED_AUTO", "Paused (automatically)"
+    PAUSED_MANUAL = "PAUSED_MANUAL", "Paused (by an operator)"
+
+
+PAUSED_STATES = (RouteState.PAUSED_AUTO, RouteState.PAUSED_MANUAL)

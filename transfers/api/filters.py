@@ -6,7 +6,7 @@ from django.db.models import Q
 
 from opsdb.api.filters import CopyFilterSet, CreatedRangeFilterSet, IdFilter, JobFilterSet
 from opsdb.choices import JobKind, LogLevel
-from transfers.choices import RouteType, TransferMethod
+from transfers.choices import RouteState, RouteType, TransferMethod
 from transfers.models import (
     DataTransfer,
     DataTransferLog,
@@ -27,6 +27,7 @@ class DataTransferRouteFilter(CreatedRangeFilterSet):
     site = filters.CharFilter(method="filter_site", help_text="Starts, ends or relays at this site.")
     route_type = filters.MultipleChoiceFilter(choices=RouteType.choices)
     method = filters.MultipleChoiceFilter(choices=TransferMethod.choices)
+    state = filters.MultipleChoiceFilter(choices=RouteState.choices)
 
     class Meta:
         model = DataTransferRoute
