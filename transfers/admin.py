@@ -106,6 +106,9 @@ class DataTransferRouteAdmin(KeepSavedObjectHeadingMixin, SimpleHistoryAdmin):
         # Also serves the autocomplete of DataTransfer.route: its labels read every end.
         return super().get_queryset(request).select_related(*ROUTE_RELATED)
 
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else ()  # a new route has no history yet
+
     @admin.display(description="state", ordering="state")
     def state_column(self, obj):
         if not obj.is_paused:

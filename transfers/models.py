@@ -81,8 +81,8 @@ class DataTransferRoute(FSMModelMixin, models.Model):
     )
     allow_relay_fallback = models.BooleanField(
         "relay fallback allowed", default=True,
-        help_text="DIRECT routes: while this route is paused, new bundles may take a healthy RELAY route to "
-        "the same destination. Untick to keep them on this route (held until it resumes).",
+        help_text="DIRECT routes: while this route is paused, new bundles may take a healthy RELAY route "
+        "between the same sites. Untick to keep them on this route (held until it resumes).",
     )
     state = FSMField(default=RouteState.ACTIVE, choices=RouteState.choices, protected=True, db_index=True)
     state_reason = models.CharField("reason", max_length=500, blank=True, default="")
@@ -144,11 +144,14 @@ class DataTransferRoute(FSMModelMixin, models.Model):
                 name="route_bundle_target_positive",
                 violation_error_message="The bundle target size must be positive.",
             ),
+            # A pair of sites has at most one DIRECT and one RELAY route. With both, the DIRECT route
+            # carries the data and the RELAY route is its fallback while it is paused.
             models.UniqueConstraint(
-                fields=["origin_site", "destination_site"],
+                fields=["origin_site", "destination_site", "route_type"],
                 condition=Q(route_type__in=(RouteType.DIRECT, RouteType.RELAY)),
-                name="route_one_site_level_route_per_pair",
-                violation_error_message="There is already a site-level route between these sites.",
+                name="route_one_site_level_route_per_pair_and_type",
+                violation_error_message="There is already a route of this type between these sites (a pair of "
+                "sites has at most one direct and one relay route).",
             ),
             models.UniqueConstraint(
                 fields=["origin_location", "destination_location"],
