@@ -36,7 +36,7 @@ def passes() -> list[tuple[str, Callable[..., PassResult]]]:
     from opsdb.recovery import expire_leases
     from staging.planning import clean_expired_staging, plan_archive_transfers
     from transfers.planning import plan_bundles, plan_transfers, plan_unpacks
-    from transfers.services import prune_route_attempts
+    from transfers.services import route_health_pass
 
     return [
         ("leases", expire_leases),
@@ -45,7 +45,7 @@ def passes() -> list[tuple[str, Callable[..., PassResult]]]:
         ("unpacking", plan_unpacks),
         ("archiving", plan_archive_transfers),
         ("staging cleanup", clean_expired_staging),
-        ("route health", prune_route_attempts),
+        ("route health", route_health_pass),
     ]
 
 

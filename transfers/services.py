@@ -188,10 +188,38 @@ def route_admits(*, route: DataTransferRoute, transfer: DataTransfer, now: datet
     return True
 
 
-def prune_route_attempts(*, now: datetime) -> PassResult:
-    """Scheduler pass: forget attempt outcomes older than the success-rate window (one DELETE)."""
+# The route states this scheduler process last reported: {route id: (state, since, cool-down end)}.
+_reported: dict[int, tuple[str, datetime | None, datetime | None]] = {}
+
+
+def route_health_pass(*, now: datetime) -> PassResult:
+    """Scheduler pass: say which routes changed state since the last tick; forget old attempt outcomes.
+
+    The state changes themselves happen when transfers are reported and claimed (and by hand);
+    this pass only puts them in the scheduler's output (an operator watching it sees a route pause
+    and resume) and deletes outcomes older than the success-rate window (one DELETE).
+    """
     result = PassResult("route health")
     cutoff = now - timedelta(seconds=settings.ROUTE_SUCCESS_WINDOW_SECONDS)
     deleted, _ = RouteAttempt.objects.filter(created_at__lt=cutoff).delete()
+    _say_state_changes(result)
     result.count = deleted
     return result
+
+
+def _say_state_changes(result: PassResult) -> None:
+    routes = DataTransferRoute.objects.select_related(
+        "origin_site", "destination_site", "relay_site", "origin_location__site", "destination_location__site"
+    )
+    for route in routes:
+        current = (route.state, route.state_since, route.cooldown_until)  # a failed probe moves the cool-down
+        last = _reported.get(route.pk)
+        _reported[route.pk] = current
+        if current == last or (last is None and route.state == RouteState.ACTIVE):
+            continue
+        if route.state == RouteState.PAUSED_AUTO and route.cooldown_until:
+            until = f"; next probe after {timezone.localtime(route.cooldown_until):%H:%M:%S}"
+        else:
+            until = ""
+        result.say(f"route {route} is {route.get_state_display().lower()} ({route.state_by}: "
+                   f"{route.state_reason}){until}")

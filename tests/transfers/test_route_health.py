@@ -17,7 +17,7 @@ from tests import factories as f
 from tests.apiclient import operator_client, worker_client
 from transfers.choices import RouteState
 from transfers.models import AUTOMATIC, DataTransfer, DataTransferLog, DataTransferRoute, RouteAttempt
-from transfers.services import prune_route_attempts, route_pause, route_resume, route_transfer_failed
+from transfers.services import route_health_pass, route_pause, route_resume, route_transfer_failed
 
 pytestmark = pytest.mark.django_db
 
@@ -337,9 +337,21 @@ def test_prune_forgets_attempts_older_than_the_window():
     RouteAttempt.objects.create(route=route, succeeded=True, created_at=now - timedelta(minutes=31))
     recent = RouteAttempt.objects.create(route=route, succeeded=True, created_at=now - timedelta(minutes=29))
 
-    result = prune_route_attempts(now=now)
+    result = route_health_pass(now=now)
 
     assert (result.count, list(RouteAttempt.objects.values_list("pk", flat=True))) == (1, [recent.pk])
+
+
+def test_health_pass_says_each_state_change_once():
+    route = f.RouteFactory()
+    quiet = route_health_pass(now=timezone.now()).lines
+    route_pause(route=route, reason="link maintenance", by=f.operator())
+
+    changed = route_health_pass(now=timezone.now()).lines
+    again = route_health_pass(now=timezone.now()).lines
+
+    assert (quiet, again) == ([], [])
+    assert changed == [f"route health: route {route} is paused (by an operator) (operator: link maintenance)"]
 
 
 @pytest.mark.postgres
