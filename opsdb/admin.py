@@ -169,8 +169,69 @@ TRANSITIONS = {
 }
 
 
+def titled(filter_class: type[admin.FieldListFilter], title: str) -> type[admin.FieldListFilter]:
+    """``filter_class`` under its own heading (two site filters must not both read "By site")."""
+
+    def __init__(self, *args, **kwargs):
+        filter_class.__init__(self, *args, **kwargs)
+        self.title = title  # the field filter sets its title from the field's name in __init__
+
+    return type(f"{filter_class.__name__}_{title.replace(' ', '_')}", (filter_class,), {"__init__": __init__})
+
+
+def job_status_filter(done: str, field: str = "status", title: str = "status") -> type[admin.SimpleListFilter]:
+    """A status filter that offers only the states this kind of job can take (one "done" state)."""
+    states = [s for s in JobStatus if s in (JobStatus.PENDING, JobStatus.ACTIVE, done, JobStatus.FAILED,
+                                            JobStatus.CANCELLED)]
+
+    class StatusFilter(admin.SimpleListFilter):
+        parameter_name = f"{field}__exact"  # the parameter the field's own filter used: links keep working
+
+        def lookups(self, request, model_admin):
+            return [(s.value, s.label) for s in states]
+
+        def queryset(self, request, queryset):
+            return queryset.filter(**{field: self.value()}) if self.value() else queryset
+
+    StatusFilter.title = title
+    return StatusFilter
+
+
+ERROR_CHOICES_SHOWN = 10
+ERROR_SAMPLE = 1000  # the latest failed jobs whose errors are offered as choices
+
+
+class LastErrorListFilter(admin.SimpleListFilter):
+    """Open jobs (pending or failed) by their last error; the choices are the commonest errors of the
+    latest failed jobs (a bounded sample via the status index, never a DISTINCT over the whole table)."""
+
+    title = "last error (open jobs)"
+    parameter_name = "last_error"
+
+    def lookups(self, request, model_admin):
+        model = model_admin.model
+        latest = model.objects.failed().order_by("-pk").values("pk")[:ERROR_SAMPLE]
+        rows = (model.objects.filter(pk__in=latest).exclude(last_error="").values("last_error")
+                .annotate(n=Count("pk")).order_by("-n", "last_error")[:ERROR_CHOICES_SHOWN])
+        return [(row["last_error"], f"{shorten(row['last_error'], 60)} ({row['n']})") for row in rows]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        return queryset.filter(status__in=(JobStatus.PENDING, JobStatus.FAILED), last_error=self.value())
+
+
+def shorten(text: str, length: int) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
 class LeasedJobAdmin(admin.ModelAdmin):
-    """Admin for a leased job: state read-only, retry/cancel as actions and buttons via the services."""
+    """Admin for a leased job: state read-only, retry/cancel as actions and buttons via the services.
+
+    Jobs are made by the scheduler (and the API) and changed by transitions: the admin neither
+    adds nor deletes them.
+    """
 
     change_form_template = "admin/opsdb/leased_job_change_form.html"
     readonly_fields = JOB_READONLY_FIELDS
@@ -180,6 +241,23 @@ class LeasedJobAdmin(admin.ModelAdmin):
     actions = ("retry_selected", "cancel_selected")
     list_per_page = 100
     inlines = (TransitionHistoryInline,)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_list_filter(self, request):
+        """The kind's own status choices in place of the plain status filter, and the last-error filter."""
+        filters = [job_status_filter(self.model.DONE) if f == "status" else f for f in super().get_list_filter(request)]
+        return [*filters, LastErrorListFilter]
+
+    @admin.display(description="last error", ordering="last_error")
+    def error_column(self, obj):
+        if not obj.last_error:
+            return "-"
+        return format_html('<span title="{}">{}</span>', obj.last_error, shorten(obj.last_error, 80))
 
     # -- transitions ------------------------------------------------------------------------
     def apply_transition(self, request, job, name: str) -> str | None:

@@ -23,9 +23,13 @@ from opsdb.admin import (
     exact_time,
     generic_link,
     human_size,
+    job_status_filter,
     related_or_none,
+    titled,
 )
+from opsdb.choices import JobStatus
 from transfers.choices import PAUSED_STATES, RouteState
+from transfers.forms import RouteAdminForm
 from transfers.models import (
     DataTransfer,
     DataTransferLog,
@@ -76,6 +80,7 @@ class DataTransferRouteAdmin(KeepSavedObjectHeadingMixin, SimpleHistoryAdmin):
     change is in the transition history on the page.
     """
 
+    form = RouteAdminForm
     list_display = (
         "__str__", "state_column", "origin_site", "destination_site", "route_type", "method", "relay_site",
         "origin_location", "destination_location", "active", "max_concurrent", "updated_at",
@@ -188,7 +193,7 @@ class DataTransferInline(ReadOnlyInlineMixin, admin.TabularInline):
 class DataTransferPackageAdmin(LeasedJobAdmin):
     list_display = (
         "name", "origin_location", "status", "member_count", "payload", "size_display", "attempts",
-        "lease_column", "created_at",
+        "error_column", "lease_column", "created_at",
     )
     list_filter = (
         "status", "origin_location__site", ("origin_location", LocationListFilter), "next_attempt_at",
@@ -254,12 +259,15 @@ class DataTransferAdmin(LeasedJobAdmin):
     """A transfer's own state, its unpack state (kept apart), attempts, history and log lines."""
 
     list_display = (
-        "__str__", "status", "unpack_status", "method", "hop", "attempts", "next_attempt_at", "lease_column",
-        "created_at",
+        "__str__", "status", "unpack_status", "method", "hop", "attempts", "error_column", "next_attempt_at",
+        "lease_column", "created_at",
     )
     list_filter = (
-        "status", "unpack__status", "method", "hop", "origin_location__site", "destination_location__site",
-        ("origin_location", LocationListFilter), ("destination_location", LocationListFilter),
+        "status", job_status_filter(JobStatus.UNPACKED, "unpack__status", "unpack status"), "method", "hop",
+        ("origin_location__site", titled(admin.RelatedFieldListFilter, "origin site")),
+        ("destination_location__site", titled(admin.RelatedFieldListFilter, "destination site")),
+        ("origin_location", titled(LocationListFilter, "origin location")),
+        ("destination_location", titled(LocationListFilter, "destination location")),
         ("route", RouteListFilter),
     )
     search_fields = ("transfer_package__name", "lease_holder", "destination_path", "last_error")
@@ -300,7 +308,7 @@ class DataTransferAdmin(LeasedJobAdmin):
 
 @admin.register(DataTransferUnpack)
 class DataTransferUnpackAdmin(LeasedJobAdmin):
-    list_display = ("__str__", "status", "attempts", "next_attempt_at", "lease_column", "created_at")
+    list_display = ("__str__", "status", "attempts", "error_column", "next_attempt_at", "lease_column", "created_at")
     list_filter = (
         "status", "transfer__destination_location__site",
         ("transfer__destination_location", LocationListFilter),
