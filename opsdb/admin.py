@@ -157,8 +157,8 @@ class TransitionHistoryInline(ReadOnlyInlineMixin, GenericTabularInline):
 
 
 JOB_READONLY_FIELDS = (
-    "status", "attempts", "next_attempt_at", "lease_holder", "lease_user", "lease_expires_at", "claimed_at",
-    "heartbeat_at", "bytes_done", "last_error", "log_path", "finished_at", "created_at", "updated_at",
+    "status", "attempts", "attempts_total", "next_attempt_at", "lease_holder", "lease_user", "lease_expires_at",
+    "claimed_at", "heartbeat_at", "bytes_done", "last_error", "log_path", "finished_at", "created_at", "updated_at",
 )
 
 REFUSALS_SHOWN = 5
@@ -250,8 +250,16 @@ class LeasedJobAdmin(admin.ModelAdmin):
 
     def get_list_filter(self, request):
         """The kind's own status choices in place of the plain status filter, and the last-error filter."""
-        filters = [job_status_filter(self.model.DONE) if f == "status" else f for f in super().get_list_filter(request)]
+        filters = [job_status_filter(self.model.DONE) if f == "status" else f
+                   for f in super().get_list_filter(request)]
         return [*filters, LastErrorListFilter]
+
+    @admin.display(description="attempts", ordering="attempts_total")
+    def attempts_column(self, obj):
+        """Failed attempts since the last retry, and in all when an operator retried it."""
+        if obj.attempts_total == obj.attempts:
+            return obj.attempts
+        return format_html("{} <small>({} in all)</small>", obj.attempts, obj.attempts_total)
 
     @admin.display(description="last error", ordering="last_error")
     def error_column(self, obj):

@@ -20,7 +20,8 @@ from opsdb.leases import LeasedJob
 from opsdb.planning import PassResult
 from opsdb.services import after_failed_attempt
 
-FAILURE_FIELDS = ["attempts", "last_error", "lease_expires_at", "lease_token", "finished_at", "next_attempt_at"]
+FAILURE_FIELDS = ["attempts", "attempts_total", "last_error", "lease_expires_at", "lease_token", "finished_at",
+                  "next_attempt_at"]
 
 
 def leased_job_models() -> list[type[LeasedJob]]:
@@ -82,7 +83,7 @@ def _write_logs(model: type[LeasedJob], jobs: list[LeasedJob], outcome: dict[int
         log_model(
             content_type=content_type, object_id=job.pk, level=LogLevel.WARNING, created_at=now,
             message=f"lease of {outcome[job.pk][2] or 'worker'} expired: {job.last_error}"[:500],
-            worker=outcome[job.pk][2], attempt=job.attempts,
+            worker=outcome[job.pk][2], attempt=job.attempts_total,
         )
         for job in jobs
     ])

@@ -52,15 +52,18 @@ def _check_locked(locked: bool) -> None:
 
 
 def write_job_log(*, job: LeasedJob, message: str, level: str = LogLevel.INFO, log_path: str = "",
-                  worker: str = "") -> None:
-    """A short DataTransferLog line about ``job``; the detail stays in the file at ``log_path``."""
+                  worker: str = "", attempt: int | None = None) -> None:
+    """A short DataTransferLog line about ``job``; the detail stays in the file at ``log_path``.
+
+    ``attempt``: the attempt it is about, counted across operators' retries (default: the last failed one).
+    """
     from django.contrib.contenttypes.models import ContentType
 
     log_model = apps.get_model("transfers", "DataTransferLog")
     log_model.objects.create(
         content_type=ContentType.objects.get_for_model(type(job)), object_id=job.pk, level=level,
         message=message[: log_model._meta.get_field("message").max_length], log_path=log_path,
-        worker=worker or job.lease_holder, attempt=job.attempts,
+        worker=worker or job.lease_holder, attempt=job.attempts_total if attempt is None else attempt,
     )
 
 
@@ -157,7 +160,8 @@ def _complete(*, job: LeasedJob, lease_token: str, by, log_path: str,
     worker = job.lease_holder
     job.complete(log_path=log_path, by=by, description=f"completed by {worker}")
     job.save()
-    write_job_log(job=job, message=f"{job.KIND} completed by {worker}", log_path=log_path, worker=worker)
+    write_job_log(job=job, message=f"{job.KIND} completed by {worker}", log_path=log_path, worker=worker,
+                  attempt=job.attempts_total + 1)
     return job, True
 
 

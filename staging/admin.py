@@ -14,7 +14,7 @@ class LongTermArchiveTransferAdmin(LeasedJobAdmin):
     """Archive transfers; the ones waiting for an operator are filtered by requires_intervention."""
 
     list_display = (
-        "raw_package", "source_location", "destination_location", "status", "intervention", "attempts",
+        "raw_package", "source_location", "destination_location", "status", "intervention", "attempts_column",
         "error_column", "next_attempt_at", "lease_column", "created_at",
     )
     list_filter = (
@@ -53,7 +53,7 @@ class StagingJobPackageInline(ReadOnlyInlineMixin, admin.TabularInline):
 @admin.register(StagingJob)
 class StagingJobAdmin(LeasedJobAdmin):
     list_display = (
-        "__str__", "owner", "destination_location", "status", "package_count", "attempts", "error_column",
+        "__str__", "owner", "destination_location", "status", "package_count", "attempts_column", "error_column",
         "expires_at", "lease_column", "created_at",
     )
     list_filter = (

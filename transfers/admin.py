@@ -192,7 +192,7 @@ class DataTransferInline(ReadOnlyInlineMixin, admin.TabularInline):
 @admin.register(DataTransferPackage)
 class DataTransferPackageAdmin(LeasedJobAdmin):
     list_display = (
-        "name", "origin_location", "status", "member_count", "payload", "size_display", "attempts",
+        "name", "origin_location", "status", "member_count", "payload", "size_display", "attempts_column",
         "error_column", "lease_column", "created_at",
     )
     list_filter = (
@@ -259,7 +259,7 @@ class DataTransferAdmin(LeasedJobAdmin):
     """A transfer's own state, its unpack state (kept apart), attempts, history and log lines."""
 
     list_display = (
-        "__str__", "status", "unpack_status", "method", "hop", "attempts", "error_column", "next_attempt_at",
+        "__str__", "status", "unpack_status", "method", "hop", "attempts_column", "error_column", "next_attempt_at",
         "lease_column", "created_at",
     )
     list_filter = (
@@ -308,7 +308,9 @@ class DataTransferAdmin(LeasedJobAdmin):
 
 @admin.register(DataTransferUnpack)
 class DataTransferUnpackAdmin(LeasedJobAdmin):
-    list_display = ("__str__", "status", "attempts", "error_column", "next_attempt_at", "lease_column", "created_at")
+    list_display = (
+        "__str__", "status", "attempts_column", "error_column", "next_attempt_at", "lease_column", "created_at",
+    )
     list_filter = (
         "status", "transfer__destination_location__site",
         ("transfer__destination_location", LocationListFilter),

@@ -172,3 +172,19 @@ def test_logout_opened_directly_offers_a_button_then_signs_out_with_a_message(cl
     assert b'<button type="submit" class="primary">Sign out</button>' in page.content
     assert response.redirect_chain[-1][0] == reverse("login")
     assert "You are signed out." in response.content.decode()
+
+
+def test_retry_keeps_the_total_of_attempts_visible(operator_client):
+    from opsdb.services import job_complete, job_retry
+
+    job = failed(f.DataTransferFactory(), times=5)
+    job = job_retry(job=job, by=f.operator("bob"))
+    job = job_claim(job=job, worker="ccat-dtn-1")
+    job, _ = job_complete(job=job, lease_token=job.lease_token)
+
+    listing = operator_client.get(changelist(DataTransfer)).content.decode()
+
+    assert (job.attempts, job.attempts_total) == (0, 5)
+    assert "0 <small>(5 in all)</small>" in listing
+    attempts = list(job.logs.order_by("created_at", "pk").values_list("attempt", flat=True))
+    assert attempts == [1, 2, 3, 4, 5, 6]  # the success after the retry is attempt 6, not "attempt 0"
