@@ -34,7 +34,14 @@ from django.utils import timezone
 from opsdb.choices import JobStatus, LogLevel
 from opsdb.planning import PassResult, plural
 from transfers.choices import RouteState
-from transfers.models import AUTOMATIC, DataTransfer, DataTransferLog, DataTransferRoute, RouteAttempt
+from transfers.models import (
+    AUTOMATIC,
+    HEALTH_FIELDS,
+    DataTransfer,
+    DataTransferLog,
+    DataTransferRoute,
+    RouteAttempt,
+)
 
 log = logging.getLogger("opsdb.routes")
 
@@ -60,10 +67,12 @@ def route_log(*, route: DataTransferRoute, message: str, level: str = LogLevel.I
 
 
 def _save_health(route: DataTransferRoute) -> None:
-    route.save(update_fields=[
-        "state", "state_reason", "state_since", "state_by", "consecutive_failures", "cooldown_until",
-        "probe_transfer", "updated_at",
-    ])
+    """Write the health fields with an UPDATE, not save(): the route's edit history (simple-history)
+    records operators' edits, not every counted failure; state changes are in the state log."""
+    DataTransferRoute.objects.filter(pk=route.pk).update(
+        **{field: getattr(route, field) for field in HEALTH_FIELDS if field != "probe_transfer"},
+        probe_transfer_id=route.probe_transfer_id,
+    )
 
 
 def _clean_reason(reason: str) -> str:
@@ -183,7 +192,7 @@ def route_admits(*, route: DataTransferRoute, transfer: DataTransfer, now: datet
     if probe_out:
         return False
     route.probe_transfer_id = transfer.pk
-    route.save(update_fields=["probe_transfer", "updated_at"])
+    DataTransferRoute.objects.filter(pk=route.pk).update(probe_transfer_id=transfer.pk)
     route_log(route=route, message=f"cool-down over: transfer #{transfer.pk} released as a probe")
     return True
 

@@ -382,3 +382,15 @@ def test_failures_reported_at_once_are_all_counted_and_pause_once():
     assert (route.state, route.consecutive_failures) == (RouteState.PAUSED_AUTO, 8)
     assert RouteAttempt.objects.filter(route=route, succeeded=False).count() == 8
     assert route_transitions(route) == [("pause_auto", "ACTIVE", "PAUSED_AUTO")]
+
+
+def test_counted_failures_leave_the_routes_edit_history_alone(client):
+    route, _ = route_with_transfers(3)
+    edits = route.history.count()
+
+    for _ in range(3):
+        claim_and(client, "retry")
+
+    route.refresh_from_db()
+    assert route.consecutive_failures == 3
+    assert route.history.count() == edits
