@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="opsdb-worker", description="Reference worker of ops-db: claims jobs over HTTP and moves files.",
         epilog="Command templates are split like a shell command line and each word is then filled with "
                "{source} {destination} {host} (destination host) {source_host} {destination_host} {name} "
-               "{size} {checksum}; no shell is involved.",
+               "{size} {checksum} {partial} {resume_bytes} {checkpoint_dir}; no shell is involved. For a "
+               "destination on local disk {destination} is the job's partial file, kept between attempts.",
     )
     parser.add_argument("--api-url", default=env("OPSDB_API_URL"), help="ops-db base URL (OPSDB_API_URL)")
     parser.add_argument("--token", default=env("OPSDB_TOKEN"), help="worker API token (OPSDB_TOKEN)")
@@ -84,10 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="each loop does at most one job, then the worker exits")
     parser.add_argument("--method-command", action="append", type=method_command, default=[],
                         metavar="METHOD=TEMPLATE",
-                        help="command for a transfer method, e.g. bbcp='bbcp -f {source} {host}:{destination}' "
+                        help="command for a transfer method, e.g. "
+                             "bbcp='bbcp -a {checkpoint_dir} -k {source} {host}:{destination}' "
                              "(OPSDB_WORKER_COMMAND_<METHOD>); copy is in-process unless set")
     parser.add_argument("--checksum-command", default=env("OPSDB_WORKER_CHECKSUM_COMMAND", ""),
                         help="command printing a checksum of {path} on {host}, to verify non-local destinations")
+    parser.add_argument("--state-dir", default=env("OPSDB_WORKER_STATE_DIR", "var/worker-state"),
+                        help="folder for the worker's own records (the partial files it may leave); one per "
+                             "worker process (OPSDB_WORKER_STATE_DIR)")
+    parser.add_argument("--housekeeping-interval", type=float,
+                        default=env("OPSDB_WORKER_HOUSEKEEPING_INTERVAL", "600"),
+                        help="seconds between removals of partial files no attempt will use; also done at start "
+                             "(OPSDB_WORKER_HOUSEKEEPING_INTERVAL)")
     parser.add_argument("--http-retries", type=int, default=env("OPSDB_WORKER_HTTP_RETRIES", "6"),
                         help="attempts per HTTP call while ops-db is unreachable or answers 5xx/429")
     parser.add_argument("--http-timeout", type=float, default=env("OPSDB_WORKER_HTTP_TIMEOUT", "30"))
@@ -120,6 +129,8 @@ def config_from(args: argparse.Namespace) -> WorkerConfig:
             raise ConfigError(f"{option} must be at least {minimum}, got {value}")
     if args.poll_interval < 0 or args.grace_seconds < 0:
         raise ConfigError("--poll-interval and --grace-seconds cannot be negative")
+    if args.housekeeping_interval <= 0:
+        raise ConfigError("--housekeeping-interval must be positive")
     commands = commands_from(args.method_command)
     methods = csv_list(args.methods, METHODS, "--methods") if args.methods else default_methods(commands)
     return WorkerConfig(
@@ -127,6 +138,7 @@ def config_from(args: argparse.Namespace) -> WorkerConfig:
         kinds=csv_list(args.kinds, KINDS, "--kinds"), methods=methods, concurrency=args.concurrency,
         lease_seconds=args.lease_seconds, log_dir=Path(args.log_dir), poll_interval=args.poll_interval,
         once=args.once, grace_seconds=args.grace_seconds, commands=commands, checksum_command=args.checksum_command,
+        state_dir=Path(args.state_dir), housekeeping_interval=args.housekeeping_interval,
     )
 
 

@@ -141,6 +141,13 @@ class ApiClient:
             payload["log_path"] = log_path
         return self._post_report(f"api/v1/work/{kind}/{job_id}/fail/", payload)
 
+    def partials(self, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Which of these jobs (``{"kind", "id"}``) still have an attempt to come that may resume a partial file."""
+        response = self.post("api/v1/work/partials/", {"jobs": jobs})
+        if response.status_code != 200:
+            raise ApiError(response.status_code, _body(response), "POST", "api/v1/work/partials/")
+        return response.json()
+
     def log(self, kind: str, job_id: int, *, message: str, level: str = "INFO", lease_token: str = "",
             log_path: str = "") -> dict[str, Any]:
         payload = {"level": level, "message": message[:500]}

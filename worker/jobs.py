@@ -7,10 +7,14 @@ returns for data whose checksum it has not verified.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import shlex
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,18 +24,21 @@ from pathlib import Path
 from typing import IO, Any
 
 from worker import storage
-from worker.storage import ChecksumMismatch, Expected, StorageError, TarInput
+from worker.storage import ChecksumMismatch, Expected, Partial, PartialJournal, StorageError, TarInput
 
 Job = dict[str, Any]
 Result = dict[str, Any]
 
+# For a destination on local disk {destination} is the job's partial file (kept between attempts);
+# the rsync and bbcp defaults append to what an interrupted attempt left there.
 DEFAULT_COMMANDS: dict[str, str] = {
-    "rsync": "rsync -a {source} {destination}",
-    "bbcp": "bbcp -f {source} {host}:{destination}",
+    "rsync": "rsync --partial --append-verify {source} {destination}",
+    "bbcp": "bbcp -a {checkpoint_dir} -k {source} {host}:{destination}",
     "s3": "aws s3 cp --only-show-errors {source} {destination}",
 }
 # copy is done in-process unless a command is configured for it.
 INCOMING_FOLDER = ".opsdb-incoming"
+CHECKPOINT_FOLDER = ".opsdb-checkpoints"
 
 
 class JobError(Exception):
@@ -61,7 +68,31 @@ class JobContext:
     lease_lost: bool = False
     bytes_done: int = 0
     items_done: list[str] = field(default_factory=list)
+    journal: PartialJournal | None = None
+    resumed_from: int | None = None  # bytes kept from an earlier attempt, once known (sent with heartbeats)
+    kept_partials: list[Path] = field(default_factory=list)  # left for the next attempt to resume
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def key(self) -> str:
+        """Names this job's partial files: the same for every attempt of the job."""
+        return f"{self.job['kind']}-{self.job['id']}"
+
+    def partial(self, destination: Path, *, resumable: bool = True) -> Partial:
+        return Partial(destination, self.key, resumable=resumable, journal=self.journal)
+
+    def resumed(self, kept: int, total: int | None) -> None:
+        """Record how many bytes an earlier attempt left that this one keeps, and tell ops-db soon."""
+        self.resumed_from = kept
+        if kept:
+            self.log(f"resumed at {kept} of {total if total is not None else '?'} bytes")
+            self.wake.set()
+
+    def leave(self, partial: Partial) -> None:
+        """Note a partial file kept for the next attempt (the runner removes it if there is none)."""
+        if partial.kept:
+            self.log(f"kept {partial.path} ({partial.size} bytes) for the next attempt")
+            self.kept_partials.append(partial.path)
 
     def log(self, message: str) -> None:
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -127,7 +158,8 @@ def do_package(job: Job, ctx: JobContext) -> Result:
     ctx.log(f"building {destination} from {len(inputs)} raw package(s)")
     for item in inputs:
         ctx.log(f"  + {item.arcname} <- {item.path} ({item.size} bytes, {item.algorithm} {item.checksum})")
-    built = storage.build_tar(destination, inputs, algorithm=algorithm, progress=ctx.add_bytes, check=ctx.check)
+    built = storage.build_tar(destination, inputs, algorithm=algorithm, progress=ctx.add_bytes, check=ctx.check,
+                              key=ctx.key, journal=ctx.journal)
     ctx.log(f"built {destination}: {built.size} bytes, {algorithm} {built.checksum}")
     return {"size": built.size, "checksum": built.checksum, "checksum_algorithm": algorithm}
 
@@ -167,31 +199,81 @@ def _copy_local(job: Job, ctx: JobContext) -> tuple[str, int]:
     source = local_path(job["source"]["location"], job["source"]["path"])
     target = local_path(job["destination"]["location"], job["destination"]["path"])
     _require_file(source, f"transfer package {package['name']}")
-    result = storage.atomic_copy(source, target, algorithm=algorithm_of(package), expected=package["checksum"],
-                                 progress=ctx.add_bytes)
-    ctx.log(f"copied {result.size} bytes; source and copy read back: {result.destination_checksum}")
+    result = resumable_copy(source, target, package, ctx)
     return result.destination_checksum, result.size
 
 
+def resumable_copy(source: Path, target: Path, record: dict[str, Any], ctx: JobContext) -> storage.CopyResult:
+    """In-process copy into the job's partial file, resuming an earlier attempt's verified bytes."""
+    partial = ctx.partial(target)
+    try:
+        with partial:
+            result = storage.copy_into(source, partial, algorithm=algorithm_of(record), expected=record["checksum"],
+                                       progress=ctx.add_bytes, log=ctx.log, on_resume=ctx.resumed)
+            partial.place()
+    finally:
+        ctx.leave(partial)
+    ctx.log(f"copied {result.written} bytes after {result.resumed_from} kept ({result.size} in all); "
+            f"source and copy read back: {result.destination_checksum}")
+    return result
+
+
 def _command_to_local(job: Job, ctx: JobContext) -> tuple[str, int]:
+    """Run the method's command into the job's partial file, then read the whole file back.
+
+    The command gets what an interrupted attempt left (``{resume_bytes}``) after the worker has
+    checked those bytes against the source (when the source is on local disk too); a resume-capable
+    command (rsync --append-verify, bbcp -a) then sends only the rest.
+    """
     package, method = job["transfer_package"], job["method"]
     target = local_path(job["destination"]["location"], job["destination"]["path"])
-    values = _template_values(job)
-    with storage.atomic_target(target) as temporary:
-        values["destination"] = str(temporary)
-        run_command(_template(method, ctx), values, ctx, progress_path=temporary)
-        try:
-            checksum = storage.verify_file(temporary, package["checksum"], algorithm_of(package),
-                                           what=f"{package['name']} at {target}")
-        except ChecksumMismatch as mismatch:
-            _blame_source(job, ctx, mismatch)
-            raise
-        return checksum, temporary.stat().st_size
+    values = _template_values(job, ctx)
+    partial = ctx.partial(target)
+    try:
+        with partial:
+            _check_partial_against_source(job, partial, ctx)
+            values.update(destination=str(partial.path), partial=str(partial.path), resume_bytes=str(partial.size))
+            Path(values["checkpoint_dir"]).mkdir(parents=True, exist_ok=True)
+            run_command(_template(method, ctx), values, ctx, progress_path=partial.path)
+            try:
+                checksum = storage.verify_file(partial.path, package["checksum"], algorithm_of(package),
+                                               what=f"{package['name']} at {target}")
+            except ChecksumMismatch as mismatch:
+                _blame_source(job, ctx, mismatch)
+                ctx.log(f"discarding {partial.path}: the copy does not match; the next attempt starts from zero")
+                raise
+            size = partial.size
+            partial.place()
+    finally:
+        ctx.leave(partial)
+        if not partial.kept:
+            _remove_checkpoints(Path(values["checkpoint_dir"]))
+    return checksum, size
+
+
+def _remove_checkpoints(folder: Path) -> None:
+    """A resume-capable command's restart records go with the partial file they describe."""
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        folder.parent.rmdir()  # only when no other job's records are left in it
+
+
+def _check_partial_against_source(job: Job, partial: Partial, ctx: JobContext) -> None:
+    """Keep an earlier attempt's bytes only when they are the source's first bytes (source on local disk)."""
+    have = partial.size
+    source = job["source"]["location"]
+    if have and source.get("storage_type", "DISK") == "DISK":
+        kept = storage.verify_prefix(local_path(source, job["source"]["path"]), partial.path)
+        if kept != have:
+            ctx.log(f"partial file {partial.path} ({have} bytes) does not match the source: discarded")
+            partial.discard()
+            have = 0
+    ctx.resumed(have, job["transfer_package"].get("size"))
 
 
 def _command_to_remote(job: Job, ctx: JobContext) -> tuple[str, None]:
     package, method = job["transfer_package"], job["method"]
-    values = _template_values(job)
+    values = _template_values(job, ctx)
     run_command(_template(method, ctx), values, ctx)
     if not ctx.checksum_command:
         raise JobError(f"cannot verify {values['destination']}: it is not on local disk and no "
@@ -225,11 +307,18 @@ def _template(method: str, ctx: JobContext) -> str:
     return template
 
 
-def _template_values(job: Job) -> dict[str, str]:
+def _template_values(job: Job, ctx: JobContext) -> dict[str, str]:
     source, destination, package = job["source"], job["destination"], job["transfer_package"]
+    target = uri(destination["location"], destination["path"])
+    folder, _, name = target.rpartition("/")
     return {
         "source": uri(source["location"], source["path"]),
-        "destination": uri(destination["location"], destination["path"]),
+        "destination": target,
+        # Where an interrupted attempt's data is: for a local destination the worker's partial file
+        # (then also {destination}); elsewhere the command's own (bbcp -a writes the target in place).
+        "partial": f"{folder}/.{name}.{ctx.key}{storage.PARTIAL_SUFFIX}",
+        "resume_bytes": str(job.get("resume_bytes") or 0),
+        "checkpoint_dir": f"{folder}/{CHECKPOINT_FOLDER}/{ctx.key}",
         "host": destination["location"].get("host") or "",
         "source_host": source["location"].get("host") or "",
         "destination_host": destination["location"].get("host") or "",
@@ -255,7 +344,7 @@ def run_command(template: str, values: dict[str, str], ctx: JobContext, *, progr
     ctx.log(f"$ {shlex.join(argv)}")
     try:
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   start_new_session=True)
+                                   start_new_session=True, preexec_fn=_die_with_worker())
     except OSError as exc:
         raise JobError(f"cannot run {argv[0]}: {exc}") from exc
     output: list[str] = []
@@ -269,6 +358,38 @@ def run_command(template: str, values: dict[str, str], ctx: JobContext, *, progr
     if process.returncode != 0:
         raise JobError(f"{argv[0]} exited with status {process.returncode}: {text.strip()[-300:]}")
     return text
+
+
+def _die_with_worker() -> Callable[[], None] | None:
+    """In the child before exec: have the kernel kill the command when the worker dies (Linux).
+
+    The command leads its own session so that stopping a job can kill its whole process group,
+    which also shields it from the signals a terminal sends the worker; so if the worker itself
+    is killed (SIGKILL, a crash) nothing else would stop it. PR_SET_PDEATHSIG closes that gap.
+    """
+    if _PRCTL is None:
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the worker died before the call: do not run orphaned
+            os._exit(1)
+
+    return arm
+
+
+def _load_prctl():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PR_SET_PDEATHSIG = 1
+_PRCTL = _load_prctl()
 
 
 def _wait(process: subprocess.Popen, ctx: JobContext, progress_path: Path | None, poll: float) -> None:
@@ -310,7 +431,10 @@ def _require_file(path: Path, what: str) -> None:
 
 # -- unpack ----------------------------------------------------------------------------------
 def do_unpack(job: Job, ctx: JobContext) -> Result:
-    """Extract a transferred archive's raw packages at the destination, verifying each one."""
+    """Extract a transferred archive's raw packages at the destination, verifying each one.
+
+    Restartable: members an interrupted attempt already placed are verified and kept.
+    """
     location = job["location"]
     archive = local_path(location, job["archive_path"])
     _require_file(archive, f"transfer package {job['transfer_package']['name']}")
@@ -319,26 +443,44 @@ def do_unpack(job: Job, ctx: JobContext) -> Result:
         local_path(location, relative)  # refuse member paths outside the location up front
     ctx.log(f"unpacking {archive} into {location['base_path']} ({len(expected)} member(s))")
     extracted = storage.safe_extract(archive, Path(location["base_path"]), expected=expected,
-                                     progress=ctx.add_bytes, check=ctx.check,
-                                     on_file=lambda item: ctx.log(f"  {item.name}: {item.size} bytes, "
-                                                                  f"{item.checksum} ok"))
+                                     progress=ctx.add_bytes, check=ctx.check, key=ctx.key, journal=ctx.journal,
+                                     on_file=lambda item: ctx.log(_member_line(item)))
+    kept = sum(1 for item in extracted if item.kept)
+    if kept:
+        ctx.log(f"kept {kept} of {len(extracted)} member(s) an earlier attempt had extracted")
     by_name = {item.name: item for item in extracted}
     return {"members": [{"name": member["name"], "path": member["path"], "checksum": by_name[member["path"]].checksum}
                         for member in job["members"]]}
 
 
+def _member_line(item: storage.ExtractedFile) -> str:
+    kept = " (kept from an earlier attempt)" if item.kept else ""
+    return f"  {item.name}: {item.size} bytes, {item.checksum} ok{kept}"
+
+
 # -- archive ---------------------------------------------------------------------------------
 def do_archive(job: Job, ctx: JobContext) -> Result:
-    """Copy a raw package from the buffer into the long-term archive and verify the copy."""
+    """Copy a raw package from the buffer into the long-term archive and verify the copy.
+
+    Restartable: a copy already in place with the right checksum is kept; an interrupted copy resumes.
+    """
     package, source, destination = job["raw_package"], job["source"], job["destination"]
     source_path = local_path(source["location"], source["path"])
     target = local_path(destination["location"], destination["path"])
     _require_file(source_path, f"raw package {package['name']}")
+    if _already_there(target, package):
+        ctx.log(f"{target} is already in place and verified: kept")
+        return {"checksum": package["checksum"].lower(), "path": destination["path"]}
     ctx.log(f"archiving {source_path} -> {target}")
-    result = storage.atomic_copy(source_path, target, algorithm=algorithm_of(package), expected=package["checksum"],
-                                 progress=ctx.add_bytes)
+    result = resumable_copy(source_path, target, package, ctx)
     ctx.log(f"archived {result.size} bytes, verified {result.destination_checksum}")
     return {"checksum": result.destination_checksum, "path": destination["path"]}
+
+
+def _already_there(target: Path, record: dict[str, Any]) -> bool:
+    if not target.is_file() or (record.get("size") is not None and target.stat().st_size != record["size"]):
+        return False
+    return storage.file_checksum(target, algorithm_of(record)) == record["checksum"].lower()
 
 
 # -- stage -----------------------------------------------------------------------------------
@@ -360,21 +502,41 @@ def _stage_one(package: dict[str, Any], destination: dict[str, Any], ctx: JobCon
     _require_file(source, f"raw package {package['name']}")
     incoming = local_path(destination, f"{INCOMING_FOLDER}/{package['name']}")
     folder = local_path(destination, package["destination_path"])
+    expected = {f["relative_path"]: Expected(f["checksum"], algorithm_of(f)) for f in package["files"]}
     started = time.monotonic()
-    ctx.log(f"staging {package['name']}: {source} -> {folder}")
-    try:
-        storage.atomic_copy(source, incoming, algorithm=algorithm_of(package), expected=package["checksum"],
-                            progress=ctx.add_bytes)
-        expected = {f["relative_path"]: Expected(f["checksum"], algorithm_of(f)) for f in package["files"]}
-        extracted = storage.safe_extract(incoming, folder, expected=expected, check=ctx.check)
-    finally:
-        incoming.unlink(missing_ok=True)
+    extracted = _already_staged(folder, package["files"])
+    if extracted is not None:
+        ctx.log(f"{package['name']}: every file already staged and verified: kept")
+    else:
+        ctx.log(f"staging {package['name']}: {source} -> {folder}")
+        partial = ctx.partial(incoming)
+        try:
+            with partial:
+                storage.copy_into(source, partial, algorithm=algorithm_of(package), expected=package["checksum"],
+                                  progress=ctx.add_bytes, log=ctx.log, on_resume=ctx.resumed)
+                # The package's files are extracted from the verified partial file; it is removed after.
+                extracted = storage.safe_extract(partial.path, folder, expected=expected, check=ctx.check,
+                                                 key=ctx.key, journal=ctx.journal)
+        finally:
+            ctx.leave(partial)
     ctx.log(f"staged {package['name']}: {len(extracted)} file(s) verified in {time.monotonic() - started:.1f}s")
     prefix = package["destination_path"].rstrip("/")
     return {"name": package["name"], "files": [
         {"relative_path": item.name, "path": f"{prefix}/{item.name}", "checksum": item.checksum}
         for item in extracted
     ]}
+
+
+def _already_staged(folder: Path, files: list[dict[str, Any]]) -> list[storage.ExtractedFile] | None:
+    """Every file of a package already at the destination with its checksum (a retried job); else None."""
+    found = []
+    for record in files:
+        path = folder.joinpath(*storage.safe_member_name(record["relative_path"]).parts)
+        if not _already_there(path, record):
+            return None
+        found.append(storage.ExtractedFile(record["relative_path"], path, path.stat().st_size,
+                                           record["checksum"].lower(), kept=True))
+    return found
 
 
 HANDLERS: dict[str, Handler] = {

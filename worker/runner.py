@@ -1,7 +1,11 @@
 """The claim loop: threads that claim jobs, run them under a heartbeat, and report the outcome.
 
-Shutdown (SIGTERM/SIGINT): stop claiming at once; let running jobs finish within the grace period,
-then abort them and report ``fail`` with retryable=true, so no job stays claimed for ever.
+Shutdown (SIGTERM/SIGINT/SIGHUP): stop claiming at once; let running jobs finish within the grace
+period, then abort them and report ``fail`` with retryable=true, so no job stays claimed for ever.
+
+Partial files: a job's resumable partial file stays for its next attempt only while that attempt
+can come; housekeeping (at start and every ``housekeeping_interval``) removes the worker's other
+leftovers and asks ops-db which kept partial files still have a job to resume them.
 """
 
 from __future__ import annotations
@@ -15,10 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from worker import storage
 from worker.client import ApiClient, ApiError, ApiUnavailable, LeaseLost
 from worker.jobs import HANDLERS, Job, JobAborted, JobContext, is_retryable
+from worker.storage import PartialJournal
 
 ERROR_REPORT_LENGTH = 1000
+# After a failed attempt, the statuses in which another attempt will come to resume the partial files.
+STILL_OPEN = ("PENDING", "ACTIVE")
 
 
 @dataclass
@@ -37,6 +45,8 @@ class WorkerConfig:
     grace_seconds: float = 30.0
     commands: dict[str, str] = field(default_factory=dict)
     checksum_command: str = ""
+    state_dir: Path = Path("var/worker-state")
+    housekeeping_interval: float = 600.0
 
 
 @dataclass
@@ -49,6 +59,7 @@ class Outcome:
     detail: str = ""
     log_path: str = ""
     seconds: float = 0.0
+    job_status: str = ""  # the job's status in ops-db's answer to the report, when there was one
 
 
 class Runner:
@@ -65,12 +76,15 @@ class Runner:
         self._lock = threading.Lock()
         self._abort_timer: threading.Timer | None = None
         self._abort_reason = ""  # set once running jobs must stop; jobs claimed later stop at once
+        self.journal = PartialJournal(config.state_dir / "partials")
 
     # -- lifecycle -------------------------------------------------------------------------
     def run(self) -> list[Outcome]:
         """Start the loops, wait for them (handling signals in the main thread), return the outcomes."""
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
         self._install_signal_handlers()
+        self.housekeeping()
+        threading.Thread(target=self._housekeeping_loop, name=f"{self.config.name}/housekeeping", daemon=True).start()
         threads = [threading.Thread(target=self.loop, args=(n,), name=f"{self.config.name}/{n}", daemon=True)
                    for n in range(1, self.config.concurrency + 1)]
         for thread in threads:
@@ -106,7 +120,7 @@ class Runner:
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # in-process use (tests): the caller stops us with stop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda num, _frame: self.stop(f"got {signal.Signals(num).name}"))
 
     # -- claim loop ------------------------------------------------------------------------
@@ -148,7 +162,7 @@ class Runner:
         started = time.monotonic()
         with open(log_path, "a", encoding="utf-8") as log_file:
             ctx = JobContext(job=job, log_file=log_file, commands=self.config.commands,
-                             checksum_command=self.config.checksum_command)
+                             checksum_command=self.config.checksum_command, journal=self.journal)
             ctx.log(f"{self.config.name} claimed {kind} #{job_id} attempt {job.get('attempt')} "
                     f"(lease until {job.get('lease_expires_at')})")
             with self._lock:
@@ -163,6 +177,7 @@ class Runner:
                 heartbeat.stop()
                 with self._lock:
                     self._running.pop(id(ctx), None)
+            self._drop_unusable_partials(ctx, outcome)
         outcome.seconds = time.monotonic() - started
         self.outcomes.append(outcome)
         self._echo(_job_line(self.config.name, job, outcome))
@@ -228,7 +243,63 @@ class Runner:
             ctx.log(f"could not report the failure: {exc}")
             return Outcome(kind, job_id, "unreported", f"{error} (report failed: {exc})", log_path)
         ctx.log(f"reported fail (retryable={retryable}): {answer}")
-        return Outcome(kind, job_id, "failed", f"{error} → {answer.get('status', '?')}", log_path)
+        return Outcome(kind, job_id, "failed", f"{error} → {answer.get('status', '?')}", log_path,
+                       job_status=str(answer.get("status", "")))
+
+    # -- partial files ---------------------------------------------------------------------
+    def _drop_unusable_partials(self, ctx: JobContext, outcome: Outcome) -> None:
+        """Partial files kept by an attempt after which no attempt follows (FAILED for good) are removed."""
+        if not ctx.kept_partials or outcome.job_status in ("", *STILL_OPEN):
+            return
+        for path in ctx.kept_partials:
+            if storage.remove_partial(path):
+                self.journal.forget(path)
+                ctx.log(f"removed {path}: the job is {outcome.job_status}, no attempt will resume it")
+
+    def _housekeeping_loop(self) -> None:
+        while not self.stopping.wait(self.config.housekeeping_interval):
+            self.housekeeping()
+
+    def housekeeping(self) -> list[str]:
+        """Remove partial files that no attempt will use; returns the paths removed.
+
+        Skipped: partial files of jobs running here, and any file another attempt holds locked.
+        Not resumable ones (a half-built tar, a half-extracted member) go at once; resumable ones
+        when ops-db says their job is finished (done, cancelled, failed for good, gone) or that
+        its partial data has been kept longer than its setting allows.
+        """
+        with self._lock:
+            running = {ctx.key for ctx in self._running.values()}
+        entries = [e for e in self.journal.entries() if e["key"] not in running]
+        gone = [e for e in entries if not e["resumable"] or not Path(e["path"]).exists()]
+        ask = [e for e in entries if e not in gone]
+        verdicts = self._ask_about(ask)
+        gone += [e for e in ask if verdicts.get(e["key"], (True, ""))[0] is False]
+        removed = []
+        for entry in gone:
+            if storage.remove_partial(entry["path"]):
+                self.journal.forget(Path(entry["path"]))
+                removed.append(entry["path"])
+                reason = verdicts.get(entry["key"], (False, "not resumable"))[1]
+                self._echo(f"{self.config.name}: removed partial file {entry['path']} ({reason})")
+        return removed
+
+    def _ask_about(self, entries: list[dict[str, Any]]) -> dict[str, tuple[bool, str]]:
+        """ops-db's verdict per job key: (keep, reason); an unreachable ops-db keeps everything."""
+        jobs = {}
+        for entry in entries:
+            kind, _, job_id = entry["key"].rpartition("-")
+            if job_id.isdecimal():
+                jobs[entry["key"]] = {"kind": kind, "id": int(job_id)}
+        if not jobs:
+            return {}
+        try:
+            answer = self.client.partials(list(jobs.values()))
+        except (ApiError, ApiUnavailable, ValueError) as exc:
+            self._echo(f"{self.config.name}: housekeeping: cannot ask ops-db about {len(jobs)} partial file(s): {exc}")
+            return {}
+        return {f"{item['kind']}-{item['id']}": (bool(item["keep"]), str(item.get("reason", "")))
+                for item in answer.get("jobs", []) if isinstance(item, dict) and {"kind", "id", "keep"} <= item.keys()}
 
 
 class UnknownKind(Exception):
@@ -269,7 +340,8 @@ class Heartbeat:
 
     def beat(self) -> None:
         job = self.ctx.job
-        extra: dict[str, Any] = {"bytes_done": self.ctx.bytes_done, "lease_seconds": self.lease_seconds}
+        extra: dict[str, Any] = {"bytes_done": self.ctx.bytes_done, "lease_seconds": self.lease_seconds,
+                                 "resumed_from": self.ctx.resumed_from}
         items = list(self.ctx.items_done)
         if job["kind"] == "stage" and items:
             extra["items_done"] = items

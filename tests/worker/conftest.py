@@ -126,11 +126,13 @@ class WorkerLauncher:
 
     def __init__(self, url: str, token: str, log_dir: Path):
         self.url, self.token, self.log_dir = url, token, log_dir
+        self.state_dir = log_dir.parent / "worker-state"
         self.processes: list[subprocess.Popen] = []
 
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "worker.cli", "--api-url", self.url, "--token", self.token,
                 "--name", "e2e-worker", "--log-dir", str(self.log_dir), "--poll-interval", "0.2",
+                "--state-dir", str(self.state_dir),
                 "--http-retries", "3", *args]
 
     def run(self, *args: str, timeout: float = 60) -> WorkerRun:

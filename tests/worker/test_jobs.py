@@ -98,3 +98,65 @@ def test_aborted_job_stops_its_command(tmp_path):
 
     with pytest.raises(jobs.JobAborted, match="SIGTERM"):
         jobs.do_transfer(job, ctx)
+
+
+def archive_job(tmp_path: Path, data: bytes) -> dict:
+    buffer, archive = location(tmp_path / "buffer", name="buffer"), location(tmp_path / "archive", name="archive")
+    Path(buffer["base_path"], "raw").mkdir()
+    Path(buffer["base_path"], "raw", "raw-1.tar").write_bytes(data)
+    return {"kind": "archive", "id": 9, "lease_token": "L", "attempt": 2,
+            "raw_package": {"id": 1, "name": "raw-1.tar", "size": len(data),
+                            "checksum": hashlib.sha256(data).hexdigest(), "checksum_algorithm": "sha256"},
+            "source": {"location": buffer, "path": "raw/raw-1.tar"},
+            "destination": {"location": archive, "path": "raw/raw-1.tar"}}
+
+
+def test_archive_resumes_the_partial_file_of_an_earlier_attempt(tmp_path):
+    data = b"0123456789" * 100_000
+    job = archive_job(tmp_path, data)
+    partial = Path(job["destination"]["location"]["base_path"], "raw", ".raw-1.tar.archive-9.partial")
+    partial.parent.mkdir()
+    partial.write_bytes(data[:700_000])
+    ctx = context(job)
+
+    result = jobs.do_archive(job, ctx)
+
+    assert result == {"checksum": hashlib.sha256(data).hexdigest(), "path": "raw/raw-1.tar"}
+    assert ctx.resumed_from == 700_000
+    assert f"resumed at 700000 of {len(data)} bytes" in ctx.log_file.getvalue()
+    assert "copied 300000 bytes after 700000 kept" in ctx.log_file.getvalue()
+    assert [p.name for p in partial.parent.iterdir()] == ["raw-1.tar"]
+
+
+def test_archive_already_in_place_and_verified_is_not_copied_again(tmp_path):
+    data = b"archived" * 1000
+    job = archive_job(tmp_path, data)
+    target = Path(job["destination"]["location"]["base_path"], "raw", "raw-1.tar")
+    target.parent.mkdir()
+    target.write_bytes(data)
+    ctx = context(job)
+
+    result = jobs.do_archive(job, ctx)
+
+    assert result["checksum"] == hashlib.sha256(data).hexdigest()
+    assert ctx.bytes_done == 0
+    assert "already in place and verified: kept" in ctx.log_file.getvalue()
+
+
+def test_aborted_copy_keeps_its_partial_file_for_the_next_attempt(tmp_path):
+    job = transfer_job(tmp_path, b"x" * 9_000_000, method="copy")
+    ctx = context(job)
+    written = []
+
+    def abort_after_first_chunk(count: int) -> None:
+        written.append(count)
+        ctx.abort("worker got SIGTERM")
+
+    ctx.add_bytes = lambda count: (abort_after_first_chunk(count), ctx.check())
+
+    with pytest.raises(jobs.JobAborted):
+        jobs.do_transfer(job, ctx)
+
+    partial = Path(job["destination"]["location"]["base_path"], "bundles", ".dtp.tar.transfer-5.partial")
+    assert partial.stat().st_size == written[0] == jobs.storage.CHUNK_SIZE
+    assert ctx.kept_partials == [partial]

@@ -181,3 +181,152 @@ def test_safe_extract_missing_or_unexpected_member_refused(tmp_path):
                                                                  "raw/b.tar": Expected(sha256(b"B"))})
     with pytest.raises(UnexpectedContent, match="not in the expected list"):
         storage.safe_extract(archive, tmp_path / "o2", expected={})
+
+
+# -- partial files and resumed copies ---------------------------------------------------------
+class Interrupted(Exception):
+    """An attempt stopped from outside (retryable), like JobAborted."""
+
+
+def test_partial_path_is_the_same_for_every_attempt_of_a_job(tmp_path):
+    target = tmp_path / "bundles" / "dtp.tar"
+
+    assert storage.partial_path(target, "transfer-7") == tmp_path / "bundles" / ".dtp.tar.transfer-7.partial"
+    assert storage.Partial(target, "transfer-7").path == storage.Partial(target, "transfer-7").path
+
+
+def test_copy_into_resumes_after_the_verified_bytes_of_a_partial_file(tmp_path):
+    data = bytes(range(256)) * 40_000  # 10 MB: more than two chunks
+    (tmp_path / "src").write_bytes(data)
+    target = tmp_path / "dst" / "copy"
+    target.parent.mkdir()
+    storage.partial_path(target, "transfer-1").write_bytes(data[:6_000_000])
+    resumes = []
+
+    with storage.Partial(target, "transfer-1") as partial:
+        result = storage.copy_into(tmp_path / "src", partial, expected=sha256(data),
+                                   on_resume=lambda kept, total: resumes.append((kept, total)))
+        partial.place()
+
+    assert (result.resumed_from, result.written, result.size) == (6_000_000, len(data) - 6_000_000, len(data))
+    assert resumes == [(6_000_000, len(data))]
+    assert target.read_bytes() == data
+    assert result.destination_checksum == sha256(data)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["copy"]
+
+
+def test_copy_into_corrupted_partial_file_is_discarded_and_copied_whole(tmp_path):
+    data = bytes(range(256)) * 40_000
+    (tmp_path / "src").write_bytes(data)
+    target = tmp_path / "copy"
+    leftover = bytearray(data[:6_000_000])
+    leftover[3_000_000] ^= 0xFF  # corrupted in the middle
+    storage.partial_path(target, "transfer-1").write_bytes(bytes(leftover))
+    lines = []
+
+    with storage.Partial(target, "transfer-1") as partial:
+        result = storage.copy_into(tmp_path / "src", partial, expected=sha256(data), log=lines.append)
+        partial.place()
+
+    assert (result.resumed_from, result.written) == (0, len(data))
+    assert target.read_bytes() == data
+    assert "does not match the source's first bytes" in lines[0]
+
+
+def test_copy_into_partial_longer_than_the_source_is_discarded(tmp_path):
+    (tmp_path / "src").write_bytes(b"short")
+    target = tmp_path / "copy"
+    storage.partial_path(target, "k").write_bytes(b"short and then some")
+
+    with storage.Partial(target, "k") as partial:
+        result = storage.copy_into(tmp_path / "src", partial, expected=sha256(b"short"))
+        partial.place()
+
+    assert (result.resumed_from, target.read_bytes()) == (0, b"short")
+
+
+def test_partial_kept_after_a_retryable_interruption(tmp_path):
+    target = tmp_path / "copy"
+
+    with pytest.raises(Interrupted), storage.Partial(target, "transfer-1") as partial:
+        partial.path.write_bytes(b"first half")
+        raise Interrupted
+
+    assert (partial.kept, partial.path.read_bytes()) == (True, b"first half")
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("error", [ChecksumMismatch("x", "a", "b"), UnsafeArchive("bad")])
+def test_partial_removed_after_a_mismatch_or_a_final_error(tmp_path, error):
+    target = tmp_path / "copy"
+
+    with pytest.raises(type(error)), storage.Partial(target, "transfer-1") as partial:
+        partial.path.write_bytes(b"first half")
+        raise error
+
+    assert (partial.kept, list(tmp_path.iterdir())) == (False, [])
+
+
+def test_partial_empty_one_is_not_kept(tmp_path):
+    with pytest.raises(Interrupted), storage.Partial(tmp_path / "copy", "transfer-1") as partial:
+        raise Interrupted
+
+    assert (partial.kept, list(tmp_path.iterdir())) == (False, [])
+
+
+def test_partial_not_resumable_is_removed_after_an_interruption(tmp_path):
+    with pytest.raises(Interrupted), storage.Partial(tmp_path / "copy", "package-1", resumable=False) as partial:
+        partial.path.write_bytes(b"half a tar")
+        raise Interrupted
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_partial_in_use_by_another_attempt_is_refused_and_not_removed(tmp_path):
+    target = tmp_path / "copy"
+
+    with storage.Partial(target, "transfer-1") as first:
+        first.path.write_bytes(b"being written")
+        with pytest.raises(storage.PartialBusy), storage.Partial(target, "transfer-1"):
+            pass
+        assert storage.remove_partial(first.path) is False
+        assert first.path.read_bytes() == b"being written"
+
+    assert storage.remove_partial(first.path) is True
+    assert not first.path.exists()
+
+
+def test_partial_journal_records_a_file_until_it_is_placed_or_removed(tmp_path):
+    journal = storage.PartialJournal(tmp_path / "state")
+    target = tmp_path / "data" / "copy"
+
+    with pytest.raises(Interrupted), storage.Partial(target, "transfer-3", journal=journal) as partial:
+        recorded_while_open = journal.entries()
+        partial.path.write_bytes(b"half")
+        raise Interrupted
+    kept = journal.entries()
+    with storage.Partial(target, "transfer-3", journal=journal) as partial:
+        partial.place()
+
+    assert [(e["path"], e["key"], e["resumable"]) for e in recorded_while_open] == [
+        (str(partial.path), "transfer-3", True)]
+    assert [e["path"] for e in kept] == [str(partial.path)]
+    assert journal.entries() == []
+    assert target.read_bytes() == b"half"
+
+
+def test_safe_extract_keeps_members_an_earlier_attempt_extracted(tmp_path):
+    members = {f"raw/m{n}.tar": bytes([n]) * 1000 for n in range(5)}
+    archive = write_tar(tmp_path / "p.tar", members)
+    out = tmp_path / "out"
+    expected = {name: Expected(sha256(data)) for name, data in members.items()}
+    (out / "raw").mkdir(parents=True)
+    for name in ("raw/m0.tar", "raw/m1.tar", "raw/m2.tar"):
+        (out / name).write_bytes(members[name])
+    (out / "raw/m2.tar").write_bytes(b"\0" * 1000)  # same size, wrong bytes: extracted again
+
+    files = storage.safe_extract(archive, out, expected=expected)
+
+    assert [(f.name, f.kept) for f in files] == [("raw/m0.tar", True), ("raw/m1.tar", True), ("raw/m2.tar", False),
+                                                 ("raw/m3.tar", False), ("raw/m4.tar", False)]
+    assert all((out / name).read_bytes() == data for name, data in members.items())

@@ -102,6 +102,7 @@ def demo_children(tokens: dict[str, str], log_dir: Path, *, interval: float = 2.
             "--method-command", f"bbcp={link_command(site)}",
             "--method-command", "rsync=cp {source} {destination}",
             "--log-dir", str(log_dir / site), "--poll-interval", "2", "--grace-seconds", "5",
+            "--state-dir", str(log_dir.parent / "worker-state" / site),
         ], log_dir / f"{site}-worker.log"))
     return children
 
