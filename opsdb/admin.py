@@ -20,6 +20,7 @@ from simple_history.admin import SimpleHistoryAdmin
 from opsdb.choices import CopyStatus, JobStatus
 from opsdb.models import (
     DataLocation,
+    DataTransferLog,
     Instrument,
     Observation,
     RawDataFile,
@@ -156,6 +157,25 @@ class TransitionHistoryInline(ReadOnlyInlineMixin, GenericTabularInline):
         return exact_time(obj.timestamp)
 
 
+class DataTransferLogInline(ReadOnlyInlineMixin, GenericTabularInline):
+    """A job's short log lines, newest first; the detail is in the file at log_path."""
+
+    model = DataTransferLog
+    ct_field = "content_type"
+    ct_fk_field = "object_id"
+    fields = ("when", "level", "attempt", "worker", "message", "log_path")
+    readonly_fields = fields
+    verbose_name = "log entry"
+    verbose_name_plural = "log entries (newest first)"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).order_by("-created_at", "-pk")
+
+    @admin.display(description="when")
+    def when(self, obj):
+        return exact_time(obj.created_at)
+
+
 JOB_READONLY_FIELDS = (
     "status", "attempts", "attempts_total", "next_attempt_at", "lease_holder", "lease_user", "lease_expires_at",
     "claimed_at", "heartbeat_at", "bytes_done", "last_error", "log_path", "finished_at", "created_at", "updated_at",
@@ -240,7 +260,7 @@ class LeasedJobAdmin(admin.ModelAdmin):
     created_with: tuple[str, ...] = ()
     actions = ("retry_selected", "cancel_selected")
     list_per_page = 100
-    inlines = (TransitionHistoryInline,)
+    inlines = (TransitionHistoryInline, DataTransferLogInline)
 
     def has_add_permission(self, request):
         return False
@@ -545,6 +565,20 @@ class StateLogAdmin(admin.ModelAdmin):
 
     @admin.display(description="job")
     def job(self, obj):
+        return generic_link(obj.content_type, obj.object_id)
+
+
+@admin.register(DataTransferLog)
+class DataTransferLogAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "level", "job_link", "attempt", "worker", "message", "log_path")
+    list_filter = ("level", "content_type", "worker")
+    search_fields = ("message", "worker", "log_path")
+    list_select_related = ("content_type",)
+    date_hierarchy = "created_at"
+    readonly_fields = ("content_type", "object_id", "created_at")
+
+    @admin.display(description="job")
+    def job_link(self, obj):
         return generic_link(obj.content_type, obj.object_id)
 
 

@@ -45,13 +45,27 @@ OPEN_STATUSES = (JobStatus.PENDING, JobStatus.ACTIVE, JobStatus.FAILED)
 
 
 class JobKind(models.TextChoices):
-    """The job kinds of the worker protocol (URL segment /api/v1/work/<kind>/)."""
+    """The job kinds' names in the worker protocol (URL segment /api/v1/work/<kind>/).
+
+    Which kinds are served, and in which claim priority, is declared in ``settings.JOB_KINDS``.
+    """
 
     PACKAGE = "package", "Build transfer package"
     TRANSFER = "transfer", "Transfer"
     UNPACK = "unpack", "Unpack"
     ARCHIVE = "archive", "Archive"
     STAGE = "stage", "Stage"
+    DELETE = "delete", "Delete copies"
+    VERIFY = "verify", "Verify an archive copy"
+
+
+class TransferMethod(models.TextChoices):
+    """How a worker moves bytes between locations (routes choose one; a claim may name the ones it can do)."""
+
+    BBCP = "bbcp", "bbcp"
+    S3 = "s3", "S3"
+    RSYNC = "rsync", "rsync"
+    COPY = "copy", "Local copy"
 
 
 class LogLevel(models.TextChoices):

@@ -20,7 +20,7 @@ from django.contrib.auth.models import Group, User
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
-from opsdb.choices import ChecksumAlgorithm, CopyStatus, LocationType, StorageType
+from opsdb.choices import ChecksumAlgorithm, CopyStatus, LocationType, StorageType, TransferMethod
 from opsdb.models import (
     DataLocation,
     Instrument,
@@ -33,7 +33,7 @@ from opsdb.models import (
 from opsdb.roles import OPERATORS, SCIENTISTS, WORKERS
 from opsdb.services import job_claim, job_fail
 from staging.models import LongTermArchiveTransfer
-from transfers.choices import RouteType, TransferMethod
+from transfers.choices import RouteType
 from transfers.models import DataTransferRoute
 
 SITES = {

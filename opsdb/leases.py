@@ -89,7 +89,7 @@ class LeasedJob(ConcurrentTransitionMixin, models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    logs = GenericRelation("transfers.DataTransferLog")
+    logs = GenericRelation("opsdb.DataTransferLog")
 
     objects = LeasedJobQuerySet.as_manager()
 

@@ -1,14 +1,17 @@
 """Where data is: sites, their storage locations, the raw data catalogue and its physical copies."""
 
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Length
+from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
-from opsdb.choices import ChecksumAlgorithm, CopyStatus, LocationType, StorageType
-from opsdb.leases import LeasedJob, LeasedJobQuerySet  # noqa: F401  (re-exported for the apps)
+from opsdb.choices import ChecksumAlgorithm, CopyStatus, LocationType, LogLevel, StorageType
 
 slug_validator = RegexValidator(
     r"^[a-z0-9][a-z0-9_-]*$", "Use lower-case letters, digits, '-' and '_', starting with a letter or digit."
@@ -243,3 +246,38 @@ class WorkerProfile(models.Model):
 
     def __str__(self) -> str:
         return f"worker {self.user}"
+
+
+# The job log: every kind's short lines (its name is historical: it began with transfers).
+LOG_MESSAGE_MAX_LENGTH = 500
+
+
+class DataTransferLog(models.Model):
+    """A short log line about a leased job of any kind, pointing at the detailed log file; metrics go elsewhere."""
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE)
+    object_id = models.PositiveBigIntegerField()
+    job = GenericForeignKey("content_type", "object_id")
+    level = models.CharField(max_length=10, choices=LogLevel.choices, default=LogLevel.INFO)
+    message = models.CharField(max_length=LOG_MESSAGE_MAX_LENGTH)
+    log_path = models.CharField(max_length=1024, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    attempt = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        db_table = "transfers_datatransferlog"  # the table it was created with
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["content_type", "object_id"], name="transferlog_job")]
+        constraints = [
+            models.CheckConstraint(
+                condition=LessThanOrEqual(Length("message"), LOG_MESSAGE_MAX_LENGTH),
+                name="transferlog_message_short",
+                violation_error_message=f"Log messages are at most {LOG_MESSAGE_MAX_LENGTH} characters; "
+                "put details in the log file.",
+            ),
+            models.CheckConstraint(condition=Q(level__in=LogLevel.values), name="transferlog_level_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"[{self.level}] {self.message[:60]}"

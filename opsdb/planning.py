@@ -10,7 +10,54 @@ from dataclasses import dataclass, field
 
 from django.db import connection
 
+from opsdb.models import DataLocation
+
 log = logging.getLogger("opsdb.scheduler")
+
+
+@dataclass(frozen=True)
+class Location:
+    id: int
+    site_id: int
+    site_name: str
+    name: str
+    location_type: str
+    priority: int
+    active: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.site_name}:{self.name}"
+
+
+@dataclass
+class Locations:
+    """Every storage location, read once per pass (one query)."""
+
+    locations: dict[int, Location]
+
+    @classmethod
+    def load(cls) -> "Locations":
+        rows = DataLocation.objects.values_list(
+            "pk", "site_id", "site__name", "name", "location_type", "priority", "active"
+        )
+        return cls(locations={row[0]: Location(*row) for row in rows})
+
+    def best_location(self, site_id: int, location_type: str) -> Location | None:
+        """The site's active location of that type with the highest priority (then by name)."""
+        found = [
+            loc for loc in self.locations.values()
+            if loc.site_id == site_id and loc.location_type == location_type and loc.active
+        ]
+        return min(found, key=lambda loc: (-loc.priority, loc.name), default=None)
+
+    def site_name(self, site_id: int) -> str:
+        names = {loc.site_id: loc.site_name for loc in self.locations.values()}
+        return names.get(site_id, f"site #{site_id}")
+
+    def label(self, location_id: int) -> str:
+        loc = self.locations.get(location_id)
+        return loc.label if loc else f"location #{location_id}"
 
 
 @dataclass

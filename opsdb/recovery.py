@@ -10,29 +10,25 @@ many leases expired.
 
 from datetime import datetime
 
-from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection
 from django_fsm_log.models import StateLog
 
 from opsdb.choices import JobStatus, LogLevel
 from opsdb.leases import LeasedJob
+from opsdb.models import DataTransferLog
 from opsdb.planning import PassResult
-from opsdb.services import after_failed_attempt
+from opsdb.registry import job_kinds
+from opsdb.services import after_failed_attempt, short_log_message
 
 FAILURE_FIELDS = ["attempts", "attempts_total", "last_error", "lease_expires_at", "lease_token", "finished_at",
                   "next_attempt_at"]
 
 
-def leased_job_models() -> list[type[LeasedJob]]:
-    """Every concrete job model (package, transfer, unpack, archive, stage)."""
-    return [m for m in apps.get_models() if issubclass(m, LeasedJob) and not m._meta.abstract]
-
-
 def expire_leases(*, now: datetime) -> PassResult:
     """Every ACTIVE job whose lease ran out: a failed attempt → PENDING with backoff, or FAILED."""
     result = PassResult("leases")
-    for model in leased_job_models():
+    for model in job_kinds.models():
         result.count += _expire_model(model, now, result)
     return result
 
@@ -78,11 +74,10 @@ def _write_logs(model: type[LeasedJob], jobs: list[LeasedJob], outcome: dict[int
         )
         for job in jobs
     ])
-    log_model = apps.get_model("transfers", "DataTransferLog")
-    log_model.objects.bulk_create([
-        log_model(
+    DataTransferLog.objects.bulk_create([
+        DataTransferLog(
             content_type=content_type, object_id=job.pk, level=LogLevel.WARNING, created_at=now,
-            message=f"lease of {outcome[job.pk][2] or 'worker'} expired: {job.last_error}"[:500],
+            message=short_log_message(f"lease of {outcome[job.pk][2] or 'worker'} expired: {job.last_error}"),
             worker=outcome[job.pk][2], attempt=job.attempts_total,
         )
         for job in jobs

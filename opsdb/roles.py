@@ -22,7 +22,7 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("opsdb.rawdatapackagecopy", ("view", "add", "change")),
         ("opsdb.rawdatafilecopy", ("view", "add", "change")),
         ("transfers.datatransferpackage", ("view", "change")), ("transfers.datatransfer", ("view", "change")),
-        ("transfers.datatransferunpack", ("view", "change")), ("transfers.datatransferlog", ("view", "add")),
+        ("transfers.datatransferunpack", ("view", "change")), ("opsdb.datatransferlog", ("view", "add")),
         ("transfers.datatransferpackagecopy", ("view", "add", "change")),
         ("staging.longtermarchivetransfer", ("view", "change")), ("staging.stagingjob", ("view", "change")),
         ("staging.stagingjobpackage", ("view", "change")),

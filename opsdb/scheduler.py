@@ -1,6 +1,6 @@
 """The scheduler: runs the planning passes in order, as the single leader among schedulers.
 
-Passes (each in its own transaction, idempotent, set-based):
+Passes (each in its own transaction, idempotent, set-based), declared in ``settings.SCHEDULER_PASSES``:
   leases → bundling → routing → unpacking → archiving → staging cleanup → route health
 Lease recovery runs first so a job whose lease ran out is claimable again in the same tick;
 jobs whose backoff ran out need nothing: ``due()`` makes them claimable.
@@ -24,6 +24,7 @@ from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, tran
 from django.utils import timezone
 
 from opsdb.planning import PassResult
+from opsdb.registry import scheduler_passes
 
 log = logging.getLogger("opsdb.scheduler")
 
@@ -32,21 +33,8 @@ ADVISORY_LOCK_KEY = zlib.crc32(b"opsdb-scheduler-leader") & 0x7FFFFFFF
 
 
 def passes() -> list[tuple[str, Callable[..., PassResult]]]:
-    """The passes of one tick, in order."""
-    from opsdb.recovery import expire_leases
-    from staging.planning import clean_expired_staging, plan_archive_transfers
-    from transfers.planning import plan_bundles, plan_transfers, plan_unpacks
-    from transfers.services import route_health_pass
-
-    return [
-        ("leases", expire_leases),
-        ("bundling", plan_bundles),
-        ("routing", plan_transfers),
-        ("unpacking", plan_unpacks),
-        ("archiving", plan_archive_transfers),
-        ("staging cleanup", clean_expired_staging),
-        ("route health", route_health_pass),
-    ]
+    """The passes of one tick, in order (declared in ``settings.SCHEDULER_PASSES``)."""
+    return list(scheduler_passes)
 
 
 def run_passes(*, now: datetime | None = None) -> list[PassResult]:

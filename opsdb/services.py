@@ -6,11 +6,11 @@ passes to ``job_complete``, inside the same transaction.
 """
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from django.apps import apps
 from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -18,6 +18,9 @@ from django_fsm import ConcurrentTransition
 
 from opsdb.choices import JobStatus, LogLevel
 from opsdb.leases import LeasedJob
+from opsdb.models import LOG_MESSAGE_MAX_LENGTH, DataTransferLog
+from opsdb.registry import job_kinds
+from opsdb.work import JobKindHandler
 
 CLAIM_RETRIES = 5
 
@@ -57,14 +60,16 @@ def write_job_log(*, job: LeasedJob, message: str, level: str = LogLevel.INFO, l
 
     ``attempt``: the attempt it is about, counted across operators' retries (default: the last failed one).
     """
-    from django.contrib.contenttypes.models import ContentType
-
-    log_model = apps.get_model("transfers", "DataTransferLog")
-    log_model.objects.create(
+    DataTransferLog.objects.create(
         content_type=ContentType.objects.get_for_model(type(job)), object_id=job.pk, level=level,
-        message=message[: log_model._meta.get_field("message").max_length], log_path=log_path,
-        worker=worker or job.lease_holder, attempt=job.attempts_total if attempt is None else attempt,
+        message=short_log_message(message), log_path=log_path, worker=worker or job.lease_holder,
+        attempt=job.attempts_total if attempt is None else attempt,
     )
+
+
+def short_log_message(message: str) -> str:
+    """A log line's message cut to what the job log keeps (the detail belongs in the log file)."""
+    return message[:LOG_MESSAGE_MAX_LENGTH]
 
 
 @transaction.atomic
@@ -92,7 +97,7 @@ def claim_next(*, queryset: QuerySet, worker: str, user=None, lease_seconds: int
     ``guard`` runs inside the claim transaction once the job row is locked; when it returns False
     (e.g. the job's route is at its concurrency limit) the job is left alone and the next one tried.
     """
-    candidates = queryset.due(now).order_by("-priority", "created_at", "pk")
+    candidates = queryset.due(now).order_by(*CLAIM_ORDER)
     skip_locked = connection.features.has_select_for_update_skip_locked
     for _ in range(CLAIM_RETRIES):
         try:
@@ -110,6 +115,57 @@ def claim_next(*, queryset: QuerySet, worker: str, user=None, lease_seconds: int
         except ConcurrentTransition:
             continue
     return None
+
+
+CLAIM_ORDER = ("-priority", "created_at", "pk")  # within a kind: higher priority, then the oldest
+
+
+def claim_for_worker(*, handlers: Sequence[JobKindHandler], worker: str, user=None,
+                     site_ids: Sequence[int] | None = None, methods: Sequence[str] | None = None,
+                     lease_seconds: int | None = None, now: datetime | None = None,
+                     ) -> tuple[JobKindHandler, LeasedJob] | None:
+    """Claim the next job of these kinds for ``worker`` (the claim-priority rule); None when none is due.
+
+    Each kind's first due job (``CLAIM_ORDER``) has a claim deadline: the time it became due plus
+    the kind's position in ``settings.JOB_KINDS`` times ``JOB_CLAIM_KIND_STEP_SECONDS``. The kind
+    whose deadline is earliest is tried first (ties: the declared order). So ``stage``, declared
+    first, goes ahead of bulk work that became due less than a step before it, however long the
+    bulk backlog; and a kind declared later is passed over for at most its position's steps,
+    never for ever. With one kind there is nothing to rank.
+    """
+    now = now or timezone.now()
+    candidates = []
+    for handler in handlers:
+        # Job rows only: joining the payload's tables into the locking query would make PostgreSQL
+        # hash whole tables (raw packages) per claim; the payload is read once the job is claimed.
+        queryset = handler.model.objects.all()
+        if site_ids is not None:
+            queryset = handler.at_sites(queryset, site_ids)
+        if methods:
+            queryset = handler.for_methods(queryset, methods)
+        candidates.append((handler, handler.claimable(queryset)))
+    for handler, queryset in _by_claim_deadline(candidates, now) if len(candidates) > 1 else candidates:
+        job = claim_next(queryset=queryset, worker=worker, user=user, lease_seconds=lease_seconds, now=now,
+                         guard=handler.claim_guard)
+        if job is not None:
+            return handler, job
+    return None
+
+
+def _by_claim_deadline(candidates: list[tuple[JobKindHandler, QuerySet]],
+                       now: datetime) -> list[tuple[JobKindHandler, QuerySet]]:
+    """The kinds with a due job, earliest claim deadline first (one query per kind, no locks)."""
+    step = timedelta(seconds=settings.JOB_CLAIM_KIND_STEP_SECONDS)
+    ranked = []
+    for handler, queryset in candidates:
+        head = queryset.due(now).order_by(*CLAIM_ORDER).values_list("created_at", "next_attempt_at").first()
+        if head is None:
+            continue
+        created_at, next_attempt_at = head
+        position = job_kinds.position(handler.kind)
+        ranked.append((max(created_at, next_attempt_at or created_at) + position * step, position, handler, queryset))
+    ranked.sort(key=lambda entry: entry[:2])
+    return [(handler, queryset) for _, _, handler, queryset in ranked]
 
 
 def job_heartbeat(*, job: LeasedJob, lease_token: str, bytes_done: int | None = None,
@@ -185,7 +241,8 @@ def _fail(*, job: LeasedJob, lease_token: str, error: str, log_path: str, retrya
     if not job.lease_is_held(lease_token):
         raise LeaseConflict(job)
     worker = job.lease_holder
-    job.fail(error=error, log_path=log_path, retryable=retryable, by=by, description=f"{worker}: {error}"[:500])
+    job.fail(error=error, log_path=log_path, retryable=retryable, by=by,
+             description=short_log_message(f"{worker}: {error}"))
     job.save()
     outcome = "will retry" if job.status == JobStatus.PENDING else "needs an operator"
     write_job_log(job=job, level=LogLevel.ERROR, message=f"attempt {job.attempts} failed ({outcome}): {error}",
@@ -199,11 +256,7 @@ def after_failed_attempt(job: LeasedJob, *, retryable: bool = True, lease_expire
 
     ``retryable``: what the worker reported; ``lease_expired``: nobody reported, the lease ran out.
     """
-    from opsdb.work import REGISTRY
-
-    hook = getattr(REGISTRY.get(job.KIND), "on_failed", None)
-    if hook is not None:
-        hook(job, retryable=retryable, lease_expired=lease_expired)
+    job_kinds.for_model(type(job)).on_failed(job, retryable=retryable, lease_expired=lease_expired)
 
 
 @transaction.atomic

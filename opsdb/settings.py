@@ -172,7 +172,7 @@ SPECTACULAR_SETTINGS = {
         "StorageTypeEnum": "opsdb.choices.StorageType",
         "ChecksumAlgorithmEnum": "opsdb.choices.ChecksumAlgorithm",
         "LogLevelEnum": "opsdb.choices.LogLevel",
-        "TransferMethodEnum": "transfers.choices.TransferMethod",
+        "TransferMethodEnum": "opsdb.choices.TransferMethod",
         "RouteTypeEnum": "transfers.choices.RouteType",
         "StagedPackageStateEnum": "staging.choices.StagedPackageState",
     },
@@ -183,7 +183,7 @@ SPECTACULAR_SETTINGS = {
 
 DJANGO_FSM_LOG_STORAGE_METHOD = "django_fsm_log.backends.SimpleBackend"
 
-# Leased jobs (see opsdb/jobs.py).
+# Leased jobs (opsdb/leases.py, opsdb/services.py).
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 5, minimum=1)
 JOB_BACKOFF_BASE_SECONDS = env_float("JOB_BACKOFF_BASE_SECONDS", 30.0, minimum=0)
 JOB_BACKOFF_MAX_SECONDS = env_float("JOB_BACKOFF_MAX_SECONDS", 3600.0, minimum=0)
@@ -191,6 +191,33 @@ JOB_BACKOFF_JITTER = env_float("JOB_BACKOFF_JITTER", 0.2, minimum=0)
 JOB_DEFAULT_LEASE_SECONDS = env_int("JOB_DEFAULT_LEASE_SECONDS", 600, minimum=1)
 JOB_MAX_LEASE_SECONDS = env_int("JOB_MAX_LEASE_SECONDS", 86400, minimum=1)
 ARCHIVE_MAX_ATTEMPTS = 3  # fixed by DESIGN.md: then requires_intervention
+
+# The job kinds, in claim-priority order: one line per kind, naming its handler (opsdb/work.py;
+# docs/adding-a-job-kind.md). A scientist's ``stage`` first; then the bulk work downstream first,
+# so data already on its way is finished (archived, unpacked) before more is started.
+JOB_KINDS = [
+    "staging.work.StageHandler",
+    "staging.archive_work.ArchiveHandler",
+    "transfers.work.UnpackHandler",
+    "transfers.work.TransferHandler",
+    "transfers.work.PackageHandler",
+]
+# Claim fairness: a kind defers to the kinds declared before it for at most this long per place in
+# JOB_KINDS. A job's claim deadline is the time it became due plus position × this step; a worker
+# gets the due job with the earliest deadline among the kinds it serves (docs/worker-protocol.md).
+JOB_CLAIM_KIND_STEP_SECONDS = env_int("JOB_CLAIM_KIND_STEP_SECONDS", 3600, minimum=0)
+
+# The scheduler's passes, in the order of one tick (docs/scheduler.md). Lease recovery first, so a
+# job whose lease ran out is claimable again in the same tick.
+SCHEDULER_PASSES = [
+    ("leases", "opsdb.recovery.expire_leases"),
+    ("bundling", "transfers.planning.plan_bundles"),
+    ("routing", "transfers.planning.plan_transfers"),
+    ("unpacking", "transfers.planning.plan_unpacks"),
+    ("archiving", "staging.planning.plan_archive_transfers"),
+    ("staging cleanup", "staging.planning.clean_expired_staging"),
+    ("route health", "transfers.services.route_health_pass"),
+]
 
 # Bundling (see transfers/planning.py): route settings override these.
 BUNDLE_TARGET_SIZE_BYTES = env_int("BUNDLE_TARGET_SIZE_BYTES", 10 * 10**12, minimum=1)

@@ -1,21 +1,32 @@
-"""The job kinds of the worker protocol (docs/worker-protocol.md).
+"""The contract of a job kind of the worker protocol (docs/worker-protocol.md, docs/adding-a-job-kind.md).
 
-Each kind registers a handler that says how its jobs are filtered for a claimer, described to a
-worker (payload) and completed (``apply_result``, run inside ``opsdb.services.job_complete``).
-The API views (``opsdb/api/work.py``) are generic over this registry; a kind's module registers
-its handler with ``@register`` and is imported from its app's ``AppConfig.ready()``.
+A kind is one ``JobKindHandler`` subclass in its app (``transfers/work.py``, ``staging/work.py``, …)
+and one line in ``settings.JOB_KINDS``, which lists the handlers in claim-priority order. The
+registry (``opsdb.registry.job_kinds``) is built from that list once, at start-up; everything that
+loops over kinds (claim, the API's site filters and log filter, the admin's attention panel, lease
+recovery) reads it. A handler adapts: it filters jobs for a claimer, describes a job to a worker
+and turns the worker's report into a call of its app's service; the business rules stay in the
+services.
 """
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from django.db.models import QuerySet
+from django.utils import timezone
 
+from opsdb.choices import CopyStatus, JobStatus
 from opsdb.leases import LeasedJob
 
 
-class JobKindHandler:
-    """Base for one job kind; subclasses set ``kind`` and ``model`` and fill in the hooks."""
+class JobKindHandler(ABC):
+    """One job kind: every hook the machinery calls, the abstract ones to be written for each kind.
+
+    Class attributes: ``kind`` (a ``JobKind`` value, the URL segment ``/api/v1/work/<kind>/``),
+    ``model`` (the concrete ``LeasedJob`` model whose ``KIND`` is ``kind``), ``attention_label``, and
+    optionally ``result_serializer``, ``result_related`` and ``attention_filter``.
+    """
 
     kind: ClassVar[str]
     model: ClassVar[type[LeasedJob]]
@@ -26,20 +37,18 @@ class JobKindHandler:
     # Relations ``apply_result`` reads on the job (``select_related`` names): the API fetches them
     # with the locked job row in one query rather than one lazy query each.
     result_related: ClassVar[tuple[str, ...]] = ()
+    # The admin's "needs attention" panel: the label of this kind's jobs that wait for an operator,
+    # and the model filter that finds them (also the admin list's filter the panel links to).
+    attention_label: ClassVar[str] = ""
+    attention_filter: ClassVar[dict[str, Any]] = {"status": JobStatus.FAILED}
 
-    def queryset(self) -> QuerySet:
-        """Jobs of this kind with what ``payload`` needs fetched up front.
-
-        Loads a job once it is claimed; the claim itself locks rows of ``model.objects`` narrowed
-        by ``at_sites``/``for_methods``/``claimable``, so limits on what may be claimed go there.
-        """
-        return self.model.objects.all()
-
+    # -- which jobs a claimer may get -----------------------------------------------------------
+    @abstractmethod
     def at_sites(self, queryset: QuerySet, site_ids: Sequence[int]) -> QuerySet:
         """Only jobs at these sites (see the protocol page for what 'at' means per kind)."""
-        raise NotImplementedError
 
     def for_methods(self, queryset: QuerySet, methods: Sequence[str]) -> QuerySet:
+        """Only jobs a worker that can do these transfer methods can do; most kinds have no method."""
         return queryset
 
     def claimable(self, queryset: QuerySet) -> QuerySet:
@@ -53,35 +62,44 @@ class JobKindHandler:
         """
         return True
 
+    # -- what a worker is told ----------------------------------------------------------------------
+    def queryset(self) -> QuerySet:
+        """Jobs of this kind with what ``payload`` needs fetched up front.
+
+        Loads a job once it is claimed; the claim itself locks rows of ``model.objects`` narrowed
+        by ``at_sites``/``for_methods``/``claimable``, so limits on what may be claimed go there.
+        """
+        return self.model.objects.all()
+
+    @abstractmethod
     def site_of(self, job: LeasedJob):
-        raise NotImplementedError
+        """The site the job is at (the ``site`` of the claimed job)."""
 
+    @abstractmethod
     def payload(self, job: LeasedJob) -> dict[str, Any]:
-        raise NotImplementedError
+        """The kind's own fields of a claimed job: everything a worker needs to do it."""
 
+    # -- what a worker reports ----------------------------------------------------------------------
+    @abstractmethod
     def apply_result(self, job: LeasedJob, data: dict[str, Any]) -> None:
-        """Record what the worker reports; raise django ValidationError (field dict) to refuse it."""
-        raise NotImplementedError
+        """Record what the worker reports; raise django ValidationError (field dict) to refuse it.
+
+        Runs inside ``opsdb.services.job_complete``, the job row locked, before ACTIVE → done.
+        """
 
     def record_progress(self, job: LeasedJob, items_done: Sequence[str]) -> None:
         """Heartbeat ``items_done`` (names of finished items, e.g. staged packages); most kinds ignore it."""
+        return  # optional hook: nothing to record by default
 
     def on_failed(self, job: LeasedJob, *, retryable: bool = True, lease_expired: bool = False) -> None:
-        """After a failed attempt, in its transaction: reported by the worker (``retryable`` as it said),
-        or ``lease_expired`` (nobody reported; the scheduler's bulk expiry passes instances updated in bulk).
+        """After a failed attempt (reported, or a lease that ran out, one job or in bulk), in its transaction.
+
+        ``retryable``: what the worker reported; ``lease_expired``: nobody reported, the lease ran out
+        (the scheduler's bulk expiry passes instances updated in bulk).
+
+        ``job`` is back to PENDING or FAILED; e.g. staging emails the owner of a FAILED request.
         """
-
-
-REGISTRY: dict[str, JobKindHandler] = {}
-
-
-def register(handler_class: type[JobKindHandler]) -> type[JobKindHandler]:
-    REGISTRY[handler_class.kind] = handler_class()
-    return handler_class
-
-
-def handler_for(kind: str) -> JobKindHandler:
-    return REGISTRY[kind]
+        return  # optional hook: nothing to do by default
 
 
 def location_payload(location) -> dict[str, Any]:
@@ -115,10 +133,6 @@ def record_copies(copy_model, *, of: str, location, entries) -> None:
     ``(object, path, checksum)``. One ``INSERT … ON CONFLICT DO UPDATE`` on the (object, location)
     unique constraint, rather than a select-then-write per copy.
     """
-    from django.utils import timezone
-
-    from opsdb.choices import CopyStatus
-
     now = timezone.now()
     rows = [copy_model(location=location, path=path, status=CopyStatus.PRESENT, checksum_verified=checksum,
                        verified_at=now, **{of: obj})

@@ -6,7 +6,6 @@ from django.utils.html import format_html
 
 from opsdb.admin import LeasedJobAdmin, LocationListFilter, ReadOnlyInlineMixin, human_size
 from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
-from transfers.admin import DataTransferLogInline
 
 
 @admin.register(LongTermArchiveTransfer)
@@ -27,7 +26,6 @@ class LongTermArchiveTransferAdmin(LeasedJobAdmin):
     created_with = ("raw_package", "source_location", "destination_location")
     readonly_fields = (*LeasedJobAdmin.readonly_fields, "intervention")
     job_state_fields = ("status", "intervention", *LeasedJobAdmin.job_state_fields[1:])
-    inlines = (*LeasedJobAdmin.inlines, DataTransferLogInline)
 
     @admin.display(description="requires intervention", ordering="requires_intervention")
     def intervention(self, obj):
@@ -65,7 +63,7 @@ class StagingJobAdmin(LeasedJobAdmin):
     created_with = ("owner", "destination_location", "lifetime")
     readonly_fields = (*LeasedJobAdmin.readonly_fields, "expires_at", "cleaned_at")
     job_state_fields = (*LeasedJobAdmin.job_state_fields, "expires_at", "cleaned_at")
-    inlines = (StagingJobPackageInline, *LeasedJobAdmin.inlines, DataTransferLogInline)
+    inlines = (StagingJobPackageInline, *LeasedJobAdmin.inlines)
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(n_packages=Count("items"))

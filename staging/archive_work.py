@@ -11,9 +11,9 @@ from django.db.models import QuerySet
 from rest_framework import serializers
 
 from opsdb.api.fields import ChecksumField, RelativePathField
-from opsdb.choices import JobKind
+from opsdb.choices import JobKind, JobStatus
 from opsdb.models import RawDataPackageCopy
-from opsdb.work import JobKindHandler, location_payload, raw_package_path, record_copy, register
+from opsdb.work import JobKindHandler, location_payload, raw_package_path, record_copy
 from staging.models import LongTermArchiveTransfer
 
 
@@ -22,7 +22,6 @@ class ArchiveResult(serializers.Serializer):
     path = RelativePathField(required=False)
 
 
-@register
 class ArchiveHandler(JobKindHandler):
     """Copy a raw package into the long-term archive and verify it there."""
 
@@ -30,6 +29,9 @@ class ArchiveHandler(JobKindHandler):
     model = LongTermArchiveTransfer
     result_serializer = ArchiveResult
     result_related = ("raw_package", "destination_location")
+    attention_label = "Archive transfers waiting for an operator"
+    # After 3 failed attempts an archive transfer requires intervention (DESIGN.md).
+    attention_filter = {"status": JobStatus.FAILED, "requires_intervention": True}
 
     def queryset(self) -> QuerySet:
         return LongTermArchiveTransfer.objects.select_related(

@@ -20,9 +20,8 @@ from django.db.models import Count, Exists, OuterRef, Q
 
 from opsdb.choices import CopyStatus, JobStatus, LocationType
 from opsdb.models import DataLocation, RawDataFileCopy, RawDataPackageCopy
-from opsdb.planning import PassResult, insert_from_select, plural
+from opsdb.planning import Locations, PassResult, insert_from_select, plural
 from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
-from transfers.planning import Topology
 
 
 def plan_archive_transfers(*, now: datetime) -> PassResult:
@@ -32,7 +31,7 @@ def plan_archive_transfers(*, now: datetime) -> PassResult:
     gets a million archive transfers in one statement).
     """
     result = PassResult("archiving")
-    topology = Topology.load()
+    topology = Locations.load()
     archives = {}
     for loc in topology.locations.values():
         archive = topology.best_location(loc.site_id, LocationType.LONG_TERM_ARCHIVE)

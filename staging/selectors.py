@@ -8,7 +8,7 @@ from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.utils import timezone
 
 from opsdb.choices import CopyStatus, LocationType
-from opsdb.models import DataLocation, RawDataFileCopy, RawDataPackage, RawDataPackageCopy
+from opsdb.models import DataLocation, RawDataFile, RawDataFileCopy, RawDataPackage, RawDataPackageCopy
 from opsdb.roles import OPERATORS, SCIENTISTS, WORKERS
 from staging.choices import StagedPackageState
 from staging.models import StagingJob, StagingJobPackage
@@ -126,14 +126,6 @@ class StagingPlan:
         return sorted(summaries.values(), key=lambda s: str(s.location))
 
 
-def alive_file_copies(location: DataLocation, now: datetime | None = None) -> QuerySet[RawDataFileCopy]:
-    """File access records at ``location`` that are present and not past their expiry."""
-    now = now or timezone.now()
-    return RawDataFileCopy.objects.filter(location=location, status=CopyStatus.PRESENT).filter(
-        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
-    )
-
-
 def reused_package_ids(package_ids: list[int], location: DataLocation, now: datetime | None = None) -> set[int]:
     """Packages whose every file (at least one) is staged and alive at ``location``."""
     now = now or timezone.now()
@@ -203,3 +195,37 @@ def staged_file_paths(job: StagingJob) -> dict[int, list[str]]:
 
 def absolute_path(location: DataLocation, path: str) -> str:
     return f"{location.base_path.rstrip('/')}/{path.lstrip('/')}"
+
+
+def staged_dir(package_name: str) -> str:
+    """Where a package's files are unpacked at a processing location (relative to its base path)."""
+    return f"staged/{package_name.removesuffix('.tar')}"
+
+
+ITEMS_TO_STAGE = "items_to_stage"
+
+
+def items_to_stage_prefetch() -> Prefetch:
+    """A staging job's packages that a worker must stage (not the reused ones), with their files and
+    archive copies, as ``job.items_to_stage``."""
+    archive_copies = RawDataPackageCopy.objects.present().filter(
+        location__location_type=LocationType.LONG_TERM_ARCHIVE
+    )
+    items = (
+        StagingJobPackage.objects.exclude(state=StagedPackageState.REUSED)
+        .select_related("raw_package", "source_location__site")
+        .prefetch_related(
+            Prefetch("raw_package__files", queryset=RawDataFile.objects.order_by("relative_path")),
+            Prefetch("raw_package__copies", queryset=archive_copies, to_attr="archive_copies"),
+        )
+        .order_by("raw_package__name")
+    )
+    return Prefetch("items", queryset=items, to_attr=ITEMS_TO_STAGE)
+
+
+def items_to_stage(job: StagingJob) -> list[StagingJobPackage]:
+    """``job.items_to_stage``, fetched (three queries) unless the job was loaded with the prefetch."""
+    if not hasattr(job, ITEMS_TO_STAGE):
+        fresh = StagingJob.objects.prefetch_related(items_to_stage_prefetch()).get(pk=job.pk)
+        setattr(job, ITEMS_TO_STAGE, getattr(fresh, ITEMS_TO_STAGE))
+    return getattr(job, ITEMS_TO_STAGE)

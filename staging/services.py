@@ -1,10 +1,12 @@
-"""Staging services: create, cancel and notify scientists' staging requests.
+"""Staging services: create, cancel, record as staged and notify scientists' staging requests.
 
-The web forms, the API and the stage job handler all call these; none maps statuses itself.
+The web forms, the API and the stage job handler all call these; none maps statuses itself, and
+none calls back into the handler.
 """
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from pathlib import PurePosixPath
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -21,7 +23,7 @@ from opsdb.services import job_cancel, job_claim, job_complete, lock_job, write_
 from staging.choices import StagedPackageState
 from staging.explain import plain_error
 from staging.models import StagingJob, StagingJobPackage
-from staging.selectors import StagingPlan, absolute_path, is_operator, staging_plan
+from staging.selectors import StagingPlan, absolute_path, is_operator, items_to_stage, staged_dir, staging_plan
 
 # Name under which ops-db itself "claims" a request whose packages are all already staged.
 REUSE_WORKER = "ops-db (already staged)"
@@ -112,12 +114,93 @@ def staging_job_create(*, owner: AbstractBaseUser, raw_packages: Iterable[RawDat
 
 def _complete_without_worker(job: StagingJob) -> StagingJob:
     """Everything is already staged: through the state machine (claim, complete) with no worker."""
-    from staging.work import StageHandler
-
     job = job_claim(job=job, worker=REUSE_WORKER, lease_seconds=60)
     job, _ = job_complete(job=job, lease_token=job.lease_token,
-                          apply=lambda locked: StageHandler().apply_result(locked, {"packages": []}))
+                          apply=lambda locked: staging_job_record_staged(job=locked, packages=[]))
     return job
+
+
+def staging_job_record_staged(*, job: StagingJob, packages: list[dict] | None) -> None:
+    """Record a worker's report that ``job`` is staged, before ACTIVE → READY (in ``job_complete``).
+
+    One file access record per staged file, expiring with the job; its packages STAGED; the
+    owner's email once the transaction commits. ValidationError (``packages``) unless the report
+    names every file of every package to stage, with matching checksums and relative paths.
+    """
+    items = items_to_stage(job)
+    reports = _validated_reports(items, packages)
+    now = timezone.now()
+    expires_at = now + job.lifetime
+    _record_file_copies(job, items, reports, now, expires_at)
+    for item in items:
+        item.state, item.bytes_staged, item.staged_at, item.error = (
+            StagedPackageState.STAGED, item.raw_package.size, item.staged_at or now, ""
+        )
+    StagingJobPackage.objects.bulk_update(items, ["state", "bytes_staged", "staged_at", "error"])
+    job.expires_at = expires_at
+    extend_file_expiry(job=job, until=expires_at)
+    notify_on_commit(job)
+
+
+def _validated_reports(items: list[StagingJobPackage], packages: list[dict] | None) -> dict[str, dict]:
+    """Reported files by package name and relative path; ValidationError unless complete and matching."""
+    if not isinstance(packages, list) or not all(isinstance(p, dict) for p in packages):
+        raise ValidationError({"packages": ["A list of staged packages is required."]})
+    reported: dict[str, dict[str, dict]] = {}
+    for entry in packages:
+        files = entry.get("files")
+        if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+            raise ValidationError({"packages": [f"Package {entry.get('name')!r}: a list of files is required."]})
+        reported[str(entry.get("name"))] = {str(f.get("relative_path")): f for f in files}
+    expected = {item.raw_package.name: item for item in items}
+    errors = [f"Not a package of this job: {name}." for name in sorted(set(reported) - set(expected))]
+    for name, item in expected.items():
+        errors.extend(_package_errors(item, reported.get(name)))
+    if errors:
+        raise ValidationError({"packages": errors})
+    return reported
+
+
+def _package_errors(item: StagingJobPackage, files: dict[str, dict] | None) -> list[str]:
+    name = item.raw_package.name
+    if files is None:
+        return [f"Package {name} is missing from the report."]
+    errors = []
+    for raw_file in item.raw_package.files.all():
+        report = files.get(raw_file.relative_path)
+        if report is None:
+            errors.append(f"Package {name}: file {raw_file.relative_path} is missing.")
+        elif str(report.get("checksum", "")).lower() != raw_file.checksum.lower():
+            errors.append(f"Package {name}: checksum mismatch for {raw_file.relative_path}.")
+        elif "path" in report and not _safe_relative(str(report["path"])):
+            errors.append(f"Package {name}: path of {raw_file.relative_path} must be relative to the "
+                          "location's base path.")
+    return errors
+
+
+def _safe_relative(path: str) -> bool:
+    parts = PurePosixPath(path).parts
+    return bool(path) and not path.startswith("/") and ".." not in parts
+
+
+def _record_file_copies(job: StagingJob, items: list[StagingJobPackage], reports: dict[str, dict],
+                        now: datetime, expires_at: datetime) -> None:
+    copies = []
+    for item in items:
+        files = reports[item.raw_package.name]
+        for raw_file in item.raw_package.files.all():
+            report = files[raw_file.relative_path]
+            path = str(report.get("path") or f"{staged_dir(item.raw_package.name)}/{raw_file.relative_path}")
+            copies.append(RawDataFileCopy(
+                raw_file=raw_file, location_id=job.destination_location_id, status=CopyStatus.PRESENT,
+                path=path, checksum_verified=raw_file.checksum, verified_at=now, expires_at=expires_at,
+                created_at=now, updated_at=now,
+            ))
+    # A file staged here before (expired, cleaned up) gets its record back rather than a duplicate.
+    RawDataFileCopy.objects.bulk_create(
+        copies, update_conflicts=True, unique_fields=["raw_file", "location"],
+        update_fields=["status", "path", "checksum_verified", "verified_at", "expires_at", "updated_at"],
+    )
 
 
 def extend_file_expiry(*, job: StagingJob, until: datetime) -> int:

@@ -6,9 +6,10 @@ import factory
 from django.contrib.auth.models import Group, User
 from django.utils import timezone
 
-from opsdb.choices import CopyStatus, LocationType, StorageType
+from opsdb.choices import CopyStatus, LocationType, StorageType, TransferMethod
 from opsdb.models import (
     DataLocation,
+    DataTransferLog,
     Instrument,
     Observation,
     RawDataFile,
@@ -18,10 +19,9 @@ from opsdb.models import (
     Site,
 )
 from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
-from transfers.choices import RouteType, TransferMethod
+from transfers.choices import RouteType
 from transfers.models import (
     DataTransfer,
-    DataTransferLog,
     DataTransferPackage,
     DataTransferPackageCopy,
     DataTransferPackageMember,

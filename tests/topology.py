@@ -5,10 +5,10 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from opsdb.choices import LocationType
+from opsdb.choices import LocationType, TransferMethod
 from opsdb.services import job_claim, job_complete
 from tests import factories as f
-from transfers.choices import RouteType, TransferMethod
+from transfers.choices import RouteType
 from transfers.models import DataTransferPackageCopy
 
 GB = 10**9

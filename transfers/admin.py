@@ -1,8 +1,7 @@
-"""The operator admin for routes, transfer packages, transfers, unpacking and transfer logs."""
+"""The operator admin for routes, transfer packages, transfers and unpacking."""
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.contrib.contenttypes.admin import GenericTabularInline
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
@@ -13,6 +12,7 @@ from simple_history.admin import SimpleHistoryAdmin
 
 from opsdb.admin import (
     ROUTE_RELATED,
+    DataTransferLogInline,
     KeepSavedObjectHeadingMixin,
     LeasedJobAdmin,
     LocationListFilter,
@@ -20,8 +20,6 @@ from opsdb.admin import (
     RouteListFilter,
     TransitionHistoryInline,
     admin_link,
-    exact_time,
-    generic_link,
     human_size,
     job_status_filter,
     related_or_none,
@@ -32,7 +30,6 @@ from transfers.choices import PAUSED_STATES, RouteState
 from transfers.forms import RouteAdminForm
 from transfers.models import (
     DataTransfer,
-    DataTransferLog,
     DataTransferPackage,
     DataTransferPackageCopy,
     DataTransferPackageMember,
@@ -44,25 +41,6 @@ from transfers.services import route_pause, route_resume
 TRANSFER_RELATED = (
     "transfer_package", "origin_location__site", "destination_location__site", "unpack",
 )
-
-
-class DataTransferLogInline(ReadOnlyInlineMixin, GenericTabularInline):
-    """A job's short log lines, newest first; the detail is in the file at log_path."""
-
-    model = DataTransferLog
-    ct_field = "content_type"
-    ct_fk_field = "object_id"
-    fields = ("when", "level", "attempt", "worker", "message", "log_path")
-    readonly_fields = fields
-    verbose_name = "log entry"
-    verbose_name_plural = "log entries (newest first)"
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).order_by("-created_at", "-pk")
-
-    @admin.display(description="when")
-    def when(self, obj):
-        return exact_time(obj.created_at)
 
 
 ROUTE_STATE_ACTIONS = {
@@ -205,7 +183,7 @@ class DataTransferPackageAdmin(LeasedJobAdmin):
                     "checksum_algorithm")
     # A bundle of 10–50 TB holds thousands of raw packages: the page shows a sample and links the full list.
     readonly_fields = (*LeasedJobAdmin.readonly_fields, "member_list")
-    inlines = (DataTransferPackageCopyInline, DataTransferInline, *LeasedJobAdmin.inlines, DataTransferLogInline)
+    inlines = (DataTransferPackageCopyInline, DataTransferInline, *LeasedJobAdmin.inlines)
     member_sample = 20
 
     def get_queryset(self, request):
@@ -275,7 +253,6 @@ class DataTransferAdmin(LeasedJobAdmin):
     list_select_related = TRANSFER_RELATED
     created_with = ("transfer_package", "route", "origin_location", "destination_location", "method", "hop",
                     "previous", "destination_path")
-    inlines = (*LeasedJobAdmin.inlines, DataTransferLogInline)
 
     def get_readonly_fields(self, request, obj=None):
         extra = ("unpack_state",) if obj else ()
@@ -321,21 +298,6 @@ class DataTransferUnpackAdmin(LeasedJobAdmin):
     list_select_related = (
         "transfer__transfer_package", "transfer__origin_location__site", "transfer__destination_location__site",
     )
-    inlines = (*LeasedJobAdmin.inlines, DataTransferLogInline)
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related(*self.list_select_related)
-
-
-@admin.register(DataTransferLog)
-class DataTransferLogAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "level", "job_link", "attempt", "worker", "message", "log_path")
-    list_filter = ("level", "content_type", "worker")
-    search_fields = ("message", "worker", "log_path")
-    list_select_related = ("content_type",)
-    date_hierarchy = "created_at"
-    readonly_fields = ("content_type", "object_id", "created_at")
-
-    @admin.display(description="job")
-    def job_link(self, obj):
-        return generic_link(obj.content_type, obj.object_id)

@@ -7,13 +7,6 @@ class RouteType(models.TextChoices):
     CUSTOM = "CUSTOM", "Custom (location override)"
 
 
-class TransferMethod(models.TextChoices):
-    BBCP = "bbcp", "bbcp"
-    S3 = "s3", "S3"
-    RSYNC = "rsync", "rsync"
-    COPY = "copy", "Local copy"
-
-
 class RouteState(models.TextChoices):
     """Whether a route's transfers may be claimed (DESIGN.md: a paused route's transfers are held)."""
 

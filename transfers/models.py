@@ -3,25 +3,20 @@
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.contenttypes.fields import GenericForeignKey
-from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Length
-from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 from django_fsm import FSMField, FSMModelMixin, transition
 from django_fsm_log.decorators import fsm_log_by, fsm_log_description
 from simple_history.models import HistoricalRecords
 
-from opsdb.choices import ChecksumAlgorithm, JobKind, JobStatus, LocationType, LogLevel
+from opsdb.choices import ChecksumAlgorithm, JobKind, JobStatus, LocationType, TransferMethod
 from opsdb.leases import LeasedJob
 from opsdb.models import DataLocation, PhysicalCopy, RawDataPackage, Site
-from transfers.choices import PAUSED_STATES, RouteState, RouteType, TransferMethod
-
-LOG_MESSAGE_MAX_LENGTH = 500
+from transfers.choices import PAUSED_STATES, RouteState, RouteType
+from transfers.routing import validate_route
 
 
 class DataTransferRouteQuerySet(models.QuerySet):
@@ -180,8 +175,6 @@ class DataTransferRoute(FSMModelMixin, models.Model):
 
     def clean(self) -> None:
         """Refuse the routes DESIGN.md calls invalid, with a message per field."""
-        from transfers.routing import validate_route
-
         super().clean()
         validate_route(self)
 
@@ -380,33 +373,3 @@ class DataTransferUnpack(LeasedJob):
 
     def __str__(self) -> str:
         return f"unpack of {self.transfer}"
-
-
-class DataTransferLog(models.Model):
-    """A short log line about a job, pointing at the detailed log file; metrics go elsewhere."""
-
-    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE)
-    object_id = models.PositiveBigIntegerField()
-    job = GenericForeignKey("content_type", "object_id")
-    level = models.CharField(max_length=10, choices=LogLevel.choices, default=LogLevel.INFO)
-    message = models.CharField(max_length=LOG_MESSAGE_MAX_LENGTH)
-    log_path = models.CharField(max_length=1024, blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    attempt = models.PositiveIntegerField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        indexes = [models.Index(fields=["content_type", "object_id"], name="transferlog_job")]
-        constraints = [
-            models.CheckConstraint(
-                condition=LessThanOrEqual(Length("message"), LOG_MESSAGE_MAX_LENGTH),
-                name="transferlog_message_short",
-                violation_error_message=f"Log messages are at most {LOG_MESSAGE_MAX_LENGTH} characters; "
-                "put details in the log file.",
-            ),
-            models.CheckConstraint(condition=Q(level__in=LogLevel.values), name="transferlog_level_valid"),
-        ]
-
-    def __str__(self) -> str:
-        return f"[{self.level}] {self.message[:60]}"

@@ -30,15 +30,15 @@ Decisions (see also docs/scheduler.md):
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import BooleanField, Case, Exists, F, OuterRef, Q, Value, When
 
 from opsdb.choices import CopyStatus, JobStatus, LocationType
-from opsdb.models import DataLocation, RawDataPackageCopy
-from opsdb.planning import PassResult, counted, human_bytes, insert_int_rows, log, plural
+from opsdb.models import RawDataPackageCopy
+from opsdb.planning import Location, Locations, PassResult, counted, human_bytes, insert_int_rows, log, plural
 from transfers.choices import RouteState, RouteType
 from transfers.models import (
     DataTransfer,
@@ -51,35 +51,16 @@ from transfers.models import (
 from transfers.routing import RouteCycleError, expand_route, relay_fallbacks, site_level_routes_by_pair
 
 
-@dataclass(frozen=True)
-class Location:
-    id: int
-    site_id: int
-    site_name: str
-    name: str
-    location_type: str
-    priority: int
-    active: bool
-
-    @property
-    def label(self) -> str:
-        return f"{self.site_name}:{self.name}"
-
-
 @dataclass
-class Topology:
+class Topology(Locations):
     """Active routes and every location, read once per pass (two queries)."""
 
-    routes: list[DataTransferRoute]
-    locations: dict[int, Location]
+    routes: list[DataTransferRoute] = field(default_factory=list)
 
     @classmethod
     def load(cls) -> "Topology":
-        routes = list(DataTransferRoute.objects.active().order_by("pk"))
-        rows = DataLocation.objects.values_list(
-            "pk", "site_id", "site__name", "name", "location_type", "priority", "active"
-        )
-        return cls(routes=routes, locations={row[0]: Location(*row) for row in rows})
+        return cls(locations=Locations.load().locations,
+                   routes=list(DataTransferRoute.objects.active().order_by("pk")))
 
     @property
     def site_level(self) -> list[DataTransferRoute]:
@@ -88,22 +69,6 @@ class Topology:
     @property
     def custom(self) -> list[DataTransferRoute]:
         return [r for r in self.routes if r.route_type == RouteType.CUSTOM]
-
-    def best_location(self, site_id: int, location_type: str) -> Location | None:
-        """The site's active location of that type with the highest priority (then by name)."""
-        found = [
-            loc for loc in self.locations.values()
-            if loc.site_id == site_id and loc.location_type == location_type and loc.active
-        ]
-        return min(found, key=lambda loc: (-loc.priority, loc.name), default=None)
-
-    def site_name(self, site_id: int) -> str:
-        names = {loc.site_id: loc.site_name for loc in self.locations.values()}
-        return names.get(site_id, f"site #{site_id}")
-
-    def label(self, location_id: int) -> str:
-        loc = self.locations.get(location_id)
-        return loc.label if loc else f"location #{location_id}"
 
 
 # --- bundling -----------------------------------------------------------------------------------

@@ -117,9 +117,8 @@ def _custom_location_errors(route) -> dict[str, str]:
 def _check_cycles(route) -> None:
     if route.route_type == RouteType.CUSTOM:
         return
-    from transfers.models import DataTransferRoute
-
-    others = DataTransferRoute.objects.active().site_level().exclude(pk=route.pk)
+    # The route's own model class: this module imports nothing above the models (which import it).
+    others = type(route).objects.active().site_level().exclude(pk=route.pk)
     routes = list(others.select_related("origin_site", "destination_site", "relay_site"))
     if route.active:
         routes.append(route)

@@ -32,16 +32,10 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from opsdb.choices import JobStatus, LogLevel
+from opsdb.models import DataTransferLog
 from opsdb.planning import PassResult, plural
 from transfers.choices import RouteState
-from transfers.models import (
-    AUTOMATIC,
-    HEALTH_FIELDS,
-    DataTransfer,
-    DataTransferLog,
-    DataTransferRoute,
-    RouteAttempt,
-)
+from transfers.models import AUTOMATIC, HEALTH_FIELDS, DataTransfer, DataTransferRoute, RouteAttempt
 
 log = logging.getLogger("opsdb.routes")
 

@@ -15,7 +15,7 @@ from rest_framework import serializers
 from opsdb.api.fields import ChecksumField, RelativePathField
 from opsdb.choices import ChecksumAlgorithm, JobKind, JobStatus
 from opsdb.models import RawDataPackageCopy
-from opsdb.work import JobKindHandler, location_payload, raw_package_path, record_copies, record_copy, register
+from opsdb.work import JobKindHandler, location_payload, raw_package_path, record_copies, record_copy
 from transfers.choices import RouteState
 from transfers.models import (
     DataTransfer,
@@ -44,13 +44,13 @@ class PackageResult(serializers.Serializer):
     checksum_algorithm = serializers.ChoiceField(choices=ChecksumAlgorithm.choices, required=False)
 
 
-@register
 class PackageHandler(JobKindHandler):
     """Build a transfer package's archive at its origin buffer."""
 
     kind = JobKind.PACKAGE
     model = DataTransferPackage
     result_serializer = PackageResult
+    attention_label = "Failed transfer package builds"
     result_related = ("origin_location",)
 
     def queryset(self) -> QuerySet:
@@ -84,13 +84,13 @@ class TransferResult(serializers.Serializer):
     path = RelativePathField(required=False)
 
 
-@register
 class TransferHandler(JobKindHandler):
     """Move a transfer package's archive from one location to another (claimed at the origin: push)."""
 
     kind = JobKind.TRANSFER
     model = DataTransfer
     result_serializer = TransferResult
+    attention_label = "Failed transfers"
     result_related = ("transfer_package", "destination_location")
 
     def queryset(self) -> QuerySet:
@@ -180,13 +180,13 @@ class UnpackResult(serializers.Serializer):
     members = UnpackedMember(many=True, allow_empty=False)
 
 
-@register
 class UnpackHandler(JobKindHandler):
     """Unpack a transferred archive at its destination into raw package copies."""
 
     kind = JobKind.UNPACK
     model = DataTransferUnpack
     result_serializer = UnpackResult
+    attention_label = "Failed unpacks"
     result_related = ("transfer__transfer_package", "transfer__destination_location")
 
     def queryset(self) -> QuerySet:

@@ -4,12 +4,14 @@ from datetime import UTC
 
 import django_filters as filters
 from django import forms
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef
 
-from opsdb.choices import CopyStatus, JobStatus, LocationType, StorageType
+from opsdb.choices import CopyStatus, JobKind, JobStatus, LocationType, LogLevel, StorageType
 from opsdb.models import (
     DataLocation,
+    DataTransferLog,
     Instrument,
     Observation,
     RawDataFile,
@@ -18,6 +20,7 @@ from opsdb.models import (
     RawDataPackageCopy,
     Site,
 )
+from opsdb.registry import job_kinds
 
 MAX_ID = 2**63 - 1
 
@@ -154,3 +157,19 @@ class RawDataFileCopyFilter(CopyFilterSet):
     class Meta:
         model = RawDataFileCopy
         fields = ["path"]
+
+
+class DataTransferLogFilter(CreatedRangeFilterSet):
+    kind = filters.ChoiceFilter(choices=JobKind.choices, method="filter_kind", help_text="The job's kind.")
+    job_id = IdFilter(field_name="object_id")
+    level = filters.MultipleChoiceFilter(choices=LogLevel.choices)
+
+    class Meta:
+        model = DataTransferLog
+        fields = ["worker"]
+
+    def filter_kind(self, queryset, name, value):
+        handler = job_kinds.get(value)
+        if handler is None:
+            return queryset.none()
+        return queryset.filter(content_type=ContentType.objects.get_for_model(handler.model))

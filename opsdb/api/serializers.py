@@ -9,6 +9,7 @@ from rest_framework import serializers
 from opsdb.api.exceptions import validation_error_body
 from opsdb.models import (
     DataLocation,
+    DataTransferLog,
     Instrument,
     Observation,
     RawDataFile,
@@ -111,3 +112,14 @@ class RawDataFileCopySerializer(CopySerializer):
     class Meta:
         model = RawDataFileCopy
         fields = ["raw_file", "relative_path", *COPY_FIELDS, "expires_at"]
+
+
+class DataTransferLogSerializer(serializers.ModelSerializer):
+    kind = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DataTransferLog
+        fields = ["id", "kind", "object_id", "level", "message", "log_path", "worker", "attempt", "created_at"]
+
+    def get_kind(self, log: DataTransferLog) -> str:
+        return getattr(log.content_type.model_class(), "KIND", log.content_type.model)

@@ -16,6 +16,7 @@ router.register("raw-packages", views.RawDataPackageViewSet)
 router.register("raw-files", views.RawDataFileViewSet)
 router.register("raw-package-copies", views.RawDataPackageCopyViewSet)
 router.register("file-copies", views.RawDataFileCopyViewSet)
+router.register("transfer-logs", views.DataTransferLogViewSet)
 
 urlpatterns = [
     path("", include(router.urls)),

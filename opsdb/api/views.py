@@ -1,5 +1,7 @@
 """Read endpoints of the catalogue; operators also write sites and locations."""
 
+from django.contrib.contenttypes.models import ContentType
+from django.db.models import Q
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers as drf_serializers
 from rest_framework import viewsets
@@ -12,6 +14,7 @@ from opsdb.api import filters, serializers
 from opsdb.api.permissions import IsOperator, ModelRolePermissions, allowed_site_ids
 from opsdb.models import (
     DataLocation,
+    DataTransferLog,
     Instrument,
     Observation,
     RawDataFile,
@@ -20,7 +23,7 @@ from opsdb.models import (
     RawDataPackageCopy,
     Site,
 )
-from opsdb.work import REGISTRY
+from opsdb.registry import job_kinds
 
 
 class RoleViewSetMixin:
@@ -39,20 +42,16 @@ class WritableViewSet(RoleViewSetMixin, viewsets.ModelViewSet):
 
 
 class JobViewSetMixin:
-    """A restricted worker only sees jobs at its sites, as it only claims them (``opsdb.work`` handlers)."""
+    """A restricted worker only sees jobs at its sites, as it only claims them (the kind's ``at_sites``)."""
 
-    job_kind: str
-    site_field: str  # where the job is, for when its kind's handler is not registered
+    ordering_fields = ["id", "created_at", "priority", "status", "next_attempt_at", "finished_at"]
 
     def get_queryset(self):
         queryset = super().get_queryset()
         site_ids = allowed_site_ids(self.request.user)
         if site_ids is None:
             return queryset
-        handler = REGISTRY.get(self.job_kind)
-        if handler is None:
-            return queryset.filter(**{f"{self.site_field}__in": site_ids})
-        return handler.at_sites(queryset, site_ids)
+        return job_kinds.for_model(queryset.model).at_sites(queryset, site_ids)
 
 
 REASON = inline_serializer("TransitionReason", {"reason": drf_serializers.CharField(required=False, max_length=500)})
@@ -132,3 +131,21 @@ class RawDataFileCopyViewSet(ReadOnlyViewSet):
     queryset = RawDataFileCopy.objects.select_related("raw_file", "location__site")
     serializer_class = serializers.RawDataFileCopySerializer
     filterset_class = filters.RawDataFileCopyFilter
+
+
+class DataTransferLogViewSet(ReadOnlyViewSet):
+    queryset = DataTransferLog.objects.select_related("content_type")
+    serializer_class = serializers.DataTransferLogSerializer
+    filterset_class = filters.DataTransferLogFilter
+
+    def get_queryset(self):
+        """A restricted worker sees the log lines of the jobs it may see: one subquery per job kind."""
+        queryset = super().get_queryset()
+        site_ids = allowed_site_ids(self.request.user)
+        if site_ids is None:
+            return queryset
+        visible = Q(pk__in=[])
+        for handler in job_kinds:
+            jobs = handler.at_sites(handler.model.objects.all(), site_ids).values("pk")
+            visible |= Q(content_type=ContentType.objects.get_for_model(handler.model), object_id__in=jobs)
+        return queryset.filter(visible)

@@ -20,12 +20,11 @@ from rest_framework.views import APIView
 from opsdb import services
 from opsdb.api.fields import LogPathField
 from opsdb.api.permissions import IsWorker, allowed_site_ids
-from opsdb.choices import JobKind, LogLevel
+from opsdb.choices import JobKind, LogLevel, TransferMethod
 from opsdb.leases import ERROR_MAX_LENGTH
-from opsdb.models import Site
-from opsdb.work import REGISTRY, job_payload
-from transfers.choices import TransferMethod
-from transfers.models import LOG_MESSAGE_MAX_LENGTH
+from opsdb.models import LOG_MESSAGE_MAX_LENGTH, Site
+from opsdb.registry import job_kinds
+from opsdb.work import job_payload
 
 MAX_ID = 2**63 - 1
 LEASE_TOKEN = serializers.CharField(max_length=64)
@@ -52,6 +51,12 @@ class Claim(serializers.Serializer):
         if value > max_lease_seconds():
             raise serializers.ValidationError(f"At most {max_lease_seconds()} seconds.")
         return value
+
+    def validate_kinds(self, kinds: list[str]) -> list[str]:
+        unserved = [kind for kind in kinds if kind not in job_kinds]
+        if unserved:
+            raise serializers.ValidationError(f"No such job kind is served here: {', '.join(unserved)}.")
+        return kinds
 
     def validate_sites(self, names: list[str]) -> list[int]:
         found = dict(Site.objects.filter(name__in=names).values_list("name", "pk"))
@@ -158,23 +163,15 @@ class ClaimView(WorkView):
     def post(self, request):
         data = validated(Claim, request)
         site_ids = self.site_ids(request.user, data.get("sites"))
-        for kind in data.get("kinds") or list(REGISTRY):
-            handler = REGISTRY.get(kind)
-            if handler is None:  # a valid kind whose app does not register it (yet)
-                continue
-            # The claim locks and orders job rows only; joining the payload's tables into the
-            # locking query would make PostgreSQL hash whole tables (raw packages) per claim.
-            queryset = handler.model.objects.all()
-            if site_ids is not None:
-                queryset = handler.at_sites(queryset, site_ids)
-            if data.get("methods"):
-                queryset = handler.for_methods(queryset, data["methods"])
-            job = services.claim_next(
-                queryset=handler.claimable(queryset), worker=data["worker"], user=request.user,
-                lease_seconds=data.get("lease_seconds"), guard=handler.claim_guard,
-            )
-            if job is not None:
-                return Response(job_payload(handler, handler.queryset().get(pk=job.pk)))
+        wanted = data.get("kinds")
+        claimed = services.claim_for_worker(
+            handlers=[h for h in job_kinds if wanted is None or h.kind in wanted], worker=data["worker"],
+            user=request.user, site_ids=site_ids, methods=data.get("methods"),
+            lease_seconds=data.get("lease_seconds"),
+        )
+        if claimed is not None:
+            handler, job = claimed
+            return Response(job_payload(handler, handler.queryset().get(pk=job.pk)))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @staticmethod
@@ -200,7 +197,7 @@ class JobView(WorkView):
         With ``lock`` the caller is in a transaction and passes ``locked=True`` to the service,
         which then does not read the row a second time.
         """
-        handler = REGISTRY.get(kind)
+        handler = job_kinds.get(kind)
         if handler is None or pk > MAX_ID:
             raise Http404
         queryset = handler.model.objects.filter(pk=pk)
@@ -245,7 +242,7 @@ def complete_serializer(handler) -> type:
 
 
 def complete_serializers() -> list:
-    return [complete_serializer(handler) for handler in REGISTRY.values()]
+    return [complete_serializer(handler) for handler in job_kinds]
 
 
 class CompleteView(JobView):

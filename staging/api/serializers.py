@@ -132,21 +132,3 @@ class StagingJobCreateSerializer(serializers.Serializer):
         if unknown:
             raise serializers.ValidationError(f"Unknown packages: {', '.join(unknown[:10])}.")
         return found
-
-
-class StagedFileSerializer(serializers.Serializer):
-    relative_path = serializers.CharField(max_length=1024)
-    path = serializers.CharField(max_length=1024, required=False,
-                                 help_text="Relative to the location's base path; default staged/<package>/<file>.")
-    checksum = serializers.CharField(max_length=128)
-
-
-class StagedPackageSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=255)
-    files = StagedFileSerializer(many=True)
-
-
-class StageResultSerializer(serializers.Serializer):
-    """``complete`` of a stage job: every staged package with every file and its verified checksum."""
-
-    packages = StagedPackageSerializer(many=True)

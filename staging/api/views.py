@@ -12,7 +12,6 @@ from rest_framework.response import Response
 
 from opsdb.api.permissions import is_operator, is_worker
 from opsdb.api.views import JobViewSetMixin, OperatorJobActionsMixin, ReadOnlyViewSet
-from opsdb.choices import JobKind
 from staging import selectors
 from staging.api import filters
 from staging.api.filters import StagingJobFilter
@@ -23,16 +22,12 @@ from staging.api.serializers import (
 )
 from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
 from staging.services import staging_job_cancel, staging_job_create, staging_lifetime
-from transfers.api.views import JOB_ORDERING
 
 
 class LongTermArchiveTransferViewSet(OperatorJobActionsMixin, JobViewSetMixin, ReadOnlyViewSet):
-    job_kind = JobKind.ARCHIVE
-    site_field = "source_location__site_id"
     queryset = LongTermArchiveTransfer.objects.select_related("raw_package", "source_location__site")
     serializer_class = LongTermArchiveTransferSerializer
     filterset_class = filters.LongTermArchiveTransferFilter
-    ordering_fields = JOB_ORDERING
 
 
 class CanStage(permissions.BasePermission):
@@ -50,14 +45,11 @@ class StagingJobViewSet(JobViewSetMixin, mixins.CreateModelMixin, mixins.ListMod
                         mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Staging requests: a scientist's own (operators, workers at their sites: all); others' are 404."""
 
-    job_kind = JobKind.STAGE
-    site_field = "destination_location__site_id"
 
     serializer_class = StagingJobSerializer
     lookup_value_regex = "[0-9]{1,18}"
     permission_classes = [permissions.IsAuthenticated, CanStage]
     filterset_class = StagingJobFilter
-    ordering_fields = JOB_ORDERING
     ordering = ["-created_at", "-id"]
 
     queryset = StagingJob.objects.all()

@@ -62,7 +62,7 @@ ROW_MAKERS = {
     "transfers.DataTransferPackageCopy": f.DataTransferPackageCopyFactory,
     "transfers.DataTransfer": lambda: f.DataTransferUnpackFactory().transfer,
     "transfers.DataTransferUnpack": f.DataTransferUnpackFactory,
-    "transfers.DataTransferLog": f.DataTransferLogFactory,
+    "opsdb.DataTransferLog": f.DataTransferLogFactory,
     "staging.LongTermArchiveTransfer": lambda: claimed_and_failed(f.LongTermArchiveTransferFactory()),
     "staging.StagingJob": lambda: make_staged_item().job,
     "staging.StagingJobPackage": make_staged_item,

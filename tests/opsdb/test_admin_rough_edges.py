@@ -122,7 +122,7 @@ def route_form(route, **changes):
         "route_type": route.route_type, "method": route.method, "active": "on", "max_concurrent": 4,
         "allow_relay_fallback": "on", "bundle_max_wait": "",
         **{f"{prefix}-{key}": 0 for prefix in ("django_fsm_log-statelog-content_type-object_id",
-                                               "transfers-datatransferlog-content_type-object_id")
+                                               "opsdb-datatransferlog-content_type-object_id")
            for key in ("TOTAL_FORMS", "INITIAL_FORMS")},
     }
     data.update(changes)

@@ -16,12 +16,12 @@ from django.utils import timezone
 from django_fsm_log.models import StateLog
 
 from opsdb.choices import JobStatus, LocationType
-from opsdb.models import RawDataPackage
+from opsdb.models import DataTransferLog, RawDataPackage
 from opsdb.services import job_expire
 from staging.models import LongTermArchiveTransfer
 from tests import factories as f
 from tests.apiclient import token_client, worker
-from transfers.models import DataTransfer, DataTransferLog, DataTransferPackage
+from transfers.models import DataTransfer, DataTransferPackage
 
 CLAIM = "/api/v1/work/claim/"
 

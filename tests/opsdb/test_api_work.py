@@ -8,11 +8,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from opsdb.choices import JobStatus, LogLevel
+from opsdb.models import DataTransferLog
 from opsdb.services import job_claim
 from staging.models import LongTermArchiveTransfer
 from tests import factories as f
 from tests.apiclient import scientist_client, worker_client
-from transfers.models import DataTransferLog
 
 pytestmark = pytest.mark.django_db
 

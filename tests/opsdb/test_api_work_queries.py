@@ -13,12 +13,11 @@ from django_fsm_log.models import StateLog
 
 from opsdb import roles
 from opsdb.choices import JobStatus
-from opsdb.models import WorkerProfile
+from opsdb.models import DataTransferLog, WorkerProfile
 from opsdb.services import job_claim, job_complete, job_fail
 from staging.models import LongTermArchiveTransfer
 from tests import factories as f
 from tests.apiclient import worker_client
-from transfers.models import DataTransferLog
 
 pytestmark = pytest.mark.django_db
 

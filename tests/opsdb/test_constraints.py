@@ -7,11 +7,18 @@ from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError, transaction
 
 from opsdb.choices import LocationType
-from opsdb.models import DataLocation, Instrument, Observation, RawDataPackage, Site
+from opsdb.models import (
+    LOG_MESSAGE_MAX_LENGTH,
+    DataLocation,
+    DataTransferLog,
+    Instrument,
+    Observation,
+    RawDataPackage,
+    Site,
+)
 from staging.models import LongTermArchiveTransfer, StagingJob
 from tests import factories as f
 from transfers.choices import RouteType
-from transfers.models import LOG_MESSAGE_MAX_LENGTH, DataTransferLog
 
 pytestmark = pytest.mark.django_db
 

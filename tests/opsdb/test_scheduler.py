@@ -19,14 +19,15 @@ from django.utils import timezone
 from django_fsm_log.models import StateLog
 
 from opsdb.choices import JobStatus, LogLevel
-from opsdb.models import RawDataPackageCopy
-from opsdb.recovery import expire_leases, leased_job_models
+from opsdb.models import DataTransferLog, RawDataPackageCopy
+from opsdb.recovery import expire_leases
+from opsdb.registry import job_kinds, scheduler_passes
 from opsdb.scheduler import LeaderLock, Scheduler, plan_dry_run, run_passes
 from opsdb.services import LeaseConflict, claim_next, job_claim, job_complete
 from staging.models import LongTermArchiveTransfer
 from tests import factories as f
 from tests.topology import GB, arrive, direct, finish, relay, site, waiting
-from transfers.models import DataTransfer, DataTransferLog, DataTransferPackage, DataTransferUnpack
+from transfers.models import DataTransfer, DataTransferPackage, DataTransferUnpack
 
 pytestmark = pytest.mark.django_db
 
@@ -120,7 +121,7 @@ def test_backoff_makes_the_job_claimable_only_when_it_ran_out():
 
 @pytest.mark.parametrize("expired", [1, 3, 10])
 def test_lease_recovery_query_count_does_not_grow(expired):
-    for model in leased_job_models():
+    for model in job_kinds.models():
         ContentType.objects.get_for_model(model)  # warm the cache: counts must not depend on it
     for _ in range(expired):
         expired_lease(f.DataTransferFactory())
@@ -131,7 +132,7 @@ def test_lease_recovery_query_count_does_not_grow(expired):
 
     assert result.count == 2 * expired
     # per kind: 1 read; per kind with expiries: bulk update, status update, StateLog, log lines
-    assert len(queries) == len(leased_job_models()) + 2 * 4
+    assert len(queries) == len(job_kinds.models()) + 2 * 4
 
 
 # --- the pass runner ------------------------------------------------------------------------------
@@ -183,7 +184,8 @@ def test_a_failing_pass_does_not_stop_the_others(monkeypatch):
     def broken(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("transfers.planning.plan_bundles", broken)
+    declared = [(name, broken if name == "bundling" else run) for name, run in scheduler_passes]
+    monkeypatch.setattr("opsdb.scheduler.passes", lambda: declared)
     results = run_passes()
 
     assert "bundling" not in [r.name for r in results]

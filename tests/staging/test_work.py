@@ -7,8 +7,8 @@ from django.utils import timezone
 
 from opsdb.choices import CopyStatus, JobStatus
 from opsdb.models import RawDataFileCopy
+from opsdb.registry import job_kinds
 from opsdb.services import claim_next, job_claim, job_complete
-from opsdb.work import handler_for
 from staging.choices import StagedPackageState
 from staging.services import staging_job_create
 from staging.work import StageHandler
@@ -41,7 +41,7 @@ def complete(job, report):
 
 
 def test_stage_handler_is_registered():
-    assert isinstance(handler_for("stage"), StageHandler)
+    assert isinstance(job_kinds["stage"], StageHandler)
 
 
 def test_payload_follows_the_protocol(job, topology):

@@ -8,11 +8,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from opsdb.choices import JobStatus, LocationType
+from opsdb.choices import JobStatus, LocationType, TransferMethod
 from opsdb.services import job_cancel
 from tests import factories as f
 from tests.topology import GB, arrive, build, custom, direct, relay, site, waiting
-from transfers.choices import TransferMethod
 from transfers.models import (
     DataTransfer,
     DataTransferPackage,

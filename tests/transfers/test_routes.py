@@ -6,9 +6,9 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import escape
 
-from opsdb.choices import LocationType
+from opsdb.choices import LocationType, TransferMethod
 from tests import factories as f
-from transfers.choices import RouteType, TransferMethod
+from transfers.choices import RouteType
 from transfers.models import DataTransferRoute
 
 pytestmark = pytest.mark.django_db

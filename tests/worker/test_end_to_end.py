@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from opsdb.choices import CopyStatus, JobStatus, LogLevel
-from opsdb.models import RawDataFileCopy, RawDataPackageCopy
+from opsdb.models import DataTransferLog, RawDataFileCopy, RawDataPackageCopy
 from opsdb.services import job_claim, job_expire
 from staging.choices import StagedPackageState
 from staging.models import LongTermArchiveTransfer
 from tests import factories as f
 from tests.worker.conftest import FlakyProxy, WorkerLauncher, file_sha256, flip_byte, sha256, wait_until
-from transfers.models import DataTransfer, DataTransferLog, DataTransferPackage, DataTransferPackageCopy
+from transfers.models import DataTransfer, DataTransferPackage, DataTransferPackageCopy
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -1,15 +1,13 @@
-"""Filters of routes, transfer packages, transfers, unpacks and transfer logs."""
+"""Filters of routes, transfer packages, transfers and unpacks."""
 
 import django_filters as filters
-from django.contrib.contenttypes.models import ContentType
 from django.db.models import Q
 
 from opsdb.api.filters import CopyFilterSet, CreatedRangeFilterSet, IdFilter, JobFilterSet
-from opsdb.choices import JobKind, LogLevel
-from transfers.choices import RouteState, RouteType, TransferMethod
+from opsdb.choices import TransferMethod
+from transfers.choices import RouteState, RouteType
 from transfers.models import (
     DataTransfer,
-    DataTransferLog,
     DataTransferPackage,
     DataTransferPackageCopy,
     DataTransferRoute,
@@ -97,21 +95,3 @@ class DataTransferUnpackFilter(JobFilterSet):
     class Meta:
         model = DataTransferUnpack
         fields = []
-
-
-class DataTransferLogFilter(CreatedRangeFilterSet):
-    kind = filters.ChoiceFilter(choices=JobKind.choices, method="filter_kind", help_text="The job's kind.")
-    job_id = IdFilter(field_name="object_id")
-    level = filters.MultipleChoiceFilter(choices=LogLevel.choices)
-
-    class Meta:
-        model = DataTransferLog
-        fields = ["worker"]
-
-    def filter_kind(self, queryset, name, value):
-        from opsdb.work import REGISTRY
-
-        handler = REGISTRY.get(value)
-        if handler is None:
-            return queryset.none()
-        return queryset.filter(content_type=ContentType.objects.get_for_model(handler.model))

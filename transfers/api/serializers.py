@@ -1,11 +1,10 @@
-"""Serializers of routes (writable by operators, validated as in the admin), bundles, transfers and logs."""
+"""Serializers of routes (writable by operators, validated as in the admin), bundles and transfers."""
 
 from rest_framework import serializers
 
 from opsdb.api.serializers import JOB_FIELDS, FullCleanMixin
 from transfers.models import (
     DataTransfer,
-    DataTransferLog,
     DataTransferPackage,
     DataTransferPackageCopy,
     DataTransferRoute,
@@ -60,14 +59,3 @@ class DataTransferUnpackSerializer(serializers.ModelSerializer):
     class Meta:
         model = DataTransferUnpack
         fields = [*JOB_FIELDS, "transfer"]
-
-
-class DataTransferLogSerializer(serializers.ModelSerializer):
-    kind = serializers.SerializerMethodField()
-
-    class Meta:
-        model = DataTransferLog
-        fields = ["id", "kind", "object_id", "level", "message", "log_path", "worker", "attempt", "created_at"]
-
-    def get_kind(self, log: DataTransferLog) -> str:
-        return getattr(log.content_type.model_class(), "KIND", log.content_type.model)

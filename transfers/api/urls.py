@@ -10,6 +10,5 @@ router.register("transfer-packages", views.DataTransferPackageViewSet)
 router.register("transfer-package-copies", views.DataTransferPackageCopyViewSet)
 router.register("transfers", views.DataTransferViewSet)
 router.register("unpacks", views.DataTransferUnpackViewSet)
-router.register("transfer-logs", views.DataTransferLogViewSet)
 
 urlpatterns = [path("", include(router.urls))]

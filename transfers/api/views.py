@@ -1,7 +1,5 @@
 """Routes (operators write them, validated as in the admin), transfer packages, transfers, unpacks, logs."""
 
-from django.contrib.contenttypes.models import ContentType
-from django.db.models import Q
 from django_fsm import TransitionNotAllowed
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers as drf_serializers
@@ -9,14 +7,11 @@ from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
-from opsdb.api.permissions import IsOperator, allowed_site_ids
+from opsdb.api.permissions import IsOperator
 from opsdb.api.views import JobViewSetMixin, OperatorJobActionsMixin, ReadOnlyViewSet, WritableViewSet
-from opsdb.choices import JobKind
-from opsdb.work import REGISTRY
 from transfers.api import filters, serializers
 from transfers.models import (
     DataTransfer,
-    DataTransferLog,
     DataTransferPackage,
     DataTransferPackageCopy,
     DataTransferRoute,
@@ -27,7 +22,6 @@ from transfers.services import REASON_MAX_LENGTH, route_pause, route_resume
 ROUTE_REASON = inline_serializer(
     "RouteReason", {"reason": drf_serializers.CharField(max_length=REASON_MAX_LENGTH)}
 )
-JOB_ORDERING = ["id", "created_at", "priority", "status", "next_attempt_at", "finished_at"]
 
 
 class DataTransferRouteViewSet(WritableViewSet):
@@ -66,12 +60,9 @@ class DataTransferRouteViewSet(WritableViewSet):
 
 
 class DataTransferPackageViewSet(OperatorJobActionsMixin, JobViewSetMixin, ReadOnlyViewSet):
-    job_kind = JobKind.PACKAGE
-    site_field = "origin_location__site_id"
     queryset = DataTransferPackage.objects.select_related("origin_location__site")
     serializer_class = serializers.DataTransferPackageSerializer
     filterset_class = filters.DataTransferPackageFilter
-    ordering_fields = JOB_ORDERING
 
 
 class DataTransferPackageCopyViewSet(ReadOnlyViewSet):
@@ -81,38 +72,14 @@ class DataTransferPackageCopyViewSet(ReadOnlyViewSet):
 
 
 class DataTransferViewSet(OperatorJobActionsMixin, JobViewSetMixin, ReadOnlyViewSet):
-    job_kind = JobKind.TRANSFER
-    site_field = "origin_location__site_id"
     queryset = DataTransfer.objects.select_related(
         "transfer_package", "origin_location__site", "destination_location__site"
     )
     serializer_class = serializers.DataTransferSerializer
     filterset_class = filters.DataTransferFilter
-    ordering_fields = JOB_ORDERING
 
 
 class DataTransferUnpackViewSet(OperatorJobActionsMixin, JobViewSetMixin, ReadOnlyViewSet):
-    job_kind = JobKind.UNPACK
-    site_field = "transfer__destination_location__site_id"
     queryset = DataTransferUnpack.objects.all()
     serializer_class = serializers.DataTransferUnpackSerializer
     filterset_class = filters.DataTransferUnpackFilter
-    ordering_fields = JOB_ORDERING
-
-
-class DataTransferLogViewSet(ReadOnlyViewSet):
-    queryset = DataTransferLog.objects.select_related("content_type")
-    serializer_class = serializers.DataTransferLogSerializer
-    filterset_class = filters.DataTransferLogFilter
-
-    def get_queryset(self):
-        """A restricted worker sees the log lines of the jobs it may see: one subquery per job kind."""
-        queryset = super().get_queryset()
-        site_ids = allowed_site_ids(self.request.user)
-        if site_ids is None:
-            return queryset
-        visible = Q(pk__in=[])
-        for handler in REGISTRY.values():
-            jobs = handler.at_sites(handler.model.objects.all(), site_ids).values("pk")
-            visible |= Q(content_type=ContentType.objects.get_for_model(handler.model), object_id__in=jobs)
-        return queryset.filter(visible)

@@ -22,7 +22,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('opsdb', '0004_copy_names'),
-        ('transfers', '0002_copy_names'),
+        ('transfers', '0003_move_datatransferlog_to_opsdb'),
     ]
 
     operations = [
