@@ -4,10 +4,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from opsdb.choices import JobStatus
+from opsdb.choices import JobStatus, TransferMethod
 from tests import factories as f
 from tests.topology import arrive, build, direct, relay, site
-from transfers.choices import TransferMethod
 from transfers.models import DataTransfer, DataTransferRoute, DataTransferUnpack
 from transfers.planning import plan_transfers, plan_unpacks
 from transfers.services import route_pause, route_resume

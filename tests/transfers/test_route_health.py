@@ -12,11 +12,12 @@ from django_fsm import TransitionNotAllowed
 from django_fsm_log.models import StateLog
 
 from opsdb.choices import JobStatus
+from opsdb.models import DataTransferLog
 from opsdb.recovery import expire_leases
 from tests import factories as f
 from tests.apiclient import operator_client, worker_client
 from transfers.choices import RouteState
-from transfers.models import AUTOMATIC, DataTransfer, DataTransferLog, DataTransferRoute, RouteAttempt
+from transfers.models import AUTOMATIC, DataTransfer, DataTransferRoute, RouteAttempt
 from transfers.services import route_health_pass, route_pause, route_resume, route_transfer_failed
 
 pytestmark = pytest.mark.django_db
