@@ -45,6 +45,7 @@ def main() -> None:
     env = bench_env(args.database_url)
     recreate_database(args.database_url)
     run_manage(env, "migrate", "--no-input", "-v", "0")
+    run_manage(env, "collectstatic", "--no-input", "-v", "0")  # production settings: gunicorn needs them
     token = run_manage(env, "create_worker", "bench-worker").strip()
     os.environ.update(env)
     fill = JobFiller()
@@ -71,11 +72,16 @@ def main() -> None:
     report(rows)
 
 
+def static_root() -> Path:
+    return ROOT / "var" / "bench-static"
+
+
 def bench_env(database_url: str) -> dict[str, str]:
     return {
         **os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "opsdb.settings", "DEBUG": "0",
         "SECRET_KEY": secrets.token_urlsafe(40), "ALLOWED_HOSTS": "127.0.0.1,localhost", "SECURE_SSL_REDIRECT": "0",
         "LOG_LEVEL": "WARNING", "DB_CONN_MAX_AGE": "600", "PYTHONWARNINGS": "ignore::UserWarning",
+        "EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend", "STATIC_ROOT": str(static_root()),
     }
 
 
@@ -171,7 +177,7 @@ def server_cpu_seconds(server: subprocess.Popen) -> float:
 
 
 def wait_until_up(base: str) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a loaded machine boots three Django workers slowly
     while time.monotonic() < deadline:
         try:
             if requests.get(f"{base}/health/", timeout=1).status_code == 200:

@@ -49,6 +49,7 @@ def setup_django(url: str) -> None:
     os.environ["DATABASE_URL"] = url
     os.environ["DEBUG"] = "0"  # DEBUG would keep every SQL text (megabytes of arrays) in memory
     os.environ.setdefault("SECRET_KEY", "bench-only-" + "x" * 40)
+    os.environ.setdefault("EMAIL_BACKEND", "django.core.mail.backends.dummy.EmailBackend")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "opsdb.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     import django

@@ -28,7 +28,6 @@ from opsdb.models import (
     RawDataPackage,
     RawDataPackageCopy,
     Site,
-    WorkerProfile,
 )
 from opsdb.services import job_cancel, job_retry
 
@@ -178,7 +177,8 @@ class DataTransferLogInline(ReadOnlyInlineMixin, GenericTabularInline):
 
 JOB_READONLY_FIELDS = (
     "status", "attempts", "attempts_total", "next_attempt_at", "lease_holder", "lease_user", "lease_expires_at",
-    "claimed_at", "heartbeat_at", "bytes_done", "last_error", "log_path", "finished_at", "created_at", "updated_at",
+    "claimed_at", "heartbeat_at", "bytes_done", "resume_bytes", "resumed_from", "last_error", "log_path",
+    "finished_at", "created_at", "updated_at",
 )
 
 REFUSALS_SHOWN = 5
@@ -590,19 +590,4 @@ def related_or_none(obj, name: str):
         return None
 
 
-@admin.register(WorkerProfile)
-class WorkerProfileAdmin(admin.ModelAdmin):
-    """The sites a worker account may claim jobs at (its token is under Auth Token › Tokens)."""
-
-    list_display = ["user", "site_names"]
-    list_select_related = ["user"]
-    filter_horizontal = ["sites"]
-    raw_id_fields = ["user"]
-    search_fields = ["user__username"]
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).prefetch_related("sites")
-
-    @admin.display(description="sites")
-    def site_names(self, profile: WorkerProfile) -> str:
-        return ", ".join(site.name for site in profile.sites.all()) or "every site"
+from opsdb import admin_accounts, admin_workers  # noqa: E402,F401  (accounts: no escalation; workers' tokens)

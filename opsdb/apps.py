@@ -7,9 +7,11 @@ class OpsdbConfig(AppConfig):
     verbose_name = "Sites, locations and raw data"
 
     def ready(self) -> None:
-        from opsdb import checks  # noqa: F401  (registers the system check)
+        from opsdb import checks, deploy_checks  # noqa: F401  (register the system checks)
         from opsdb.registry import job_kinds, scheduler_passes
+        from opsdb.tokens import connect_cache_invalidation
 
         # Every app's models are loaded by now; the declared handlers and passes import them.
         job_kinds.build(settings.JOB_KINDS)
         scheduler_passes.build(settings.SCHEDULER_PASSES)
+        connect_cache_invalidation()

@@ -18,7 +18,6 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import transaction
-from rest_framework.authtoken.models import Token
 
 from opsdb.choices import ChecksumAlgorithm, CopyStatus, LocationType, StorageType, TransferMethod
 from opsdb.models import (
@@ -29,9 +28,11 @@ from opsdb.models import (
     RawDataPackage,
     RawDataPackageCopy,
     Site,
+    WorkerProfile,
 )
 from opsdb.roles import OPERATORS, SCIENTISTS, WORKERS
 from opsdb.services import job_claim, job_fail
+from opsdb.tokens import api_token_create
 from staging.models import LongTermArchiveTransfer
 from transfers.choices import RouteType
 from transfers.models import DataTransferRoute
@@ -290,24 +291,35 @@ def load_package(name: str, observation: Observation, archive: bytes, files: lis
 # --- accounts ------------------------------------------------------------------------------
 
 def load_accounts(report: DemoReport) -> None:
-    """The demo accounts; a password (and a worker's token) is made and reported only on creation."""
+    """The demo accounts; a password (for people) or a token (for workers) is made and reported only on creation.
+
+    Worker accounts ``worker-<site>`` have no usable password (they cannot sign in to any page) and
+    may claim jobs only at their own site.
+    """
     for username, group_name, is_staff in ACCOUNTS:
         user, created = User.objects.get_or_create(
             username=username, defaults={"is_staff": is_staff, "email": f"{username}@example.org"}
         )
         report.add("accounts", created)
         user.groups.add(Group.objects.get(name=group_name))
-        token = ""
         if group_name == WORKERS:
-            token_row, token_created = Token.objects.get_or_create(user=user)
-            token = token_row.key if token_created else ""
-        if created:
+            load_worker(user, created, report)
+        elif created:
             password = secrets.token_urlsafe(12)
             user.set_password(password)
             user.save(update_fields=["password"])
-            report.secrets.append((username, password, token))
-        elif token:
-            report.secrets.append((username, "", token))
+            report.secrets.append((username, password, ""))
+
+
+def load_worker(user: User, created: bool, report: DemoReport) -> None:
+    profile, _ = WorkerProfile.objects.get_or_create(user=user)
+    profile.sites.set(Site.objects.filter(name=user.username.removeprefix("worker-")))
+    if user.has_usable_password():  # made by an older demo, or by hand
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    if created or not user.api_tokens.active().exists():
+        _, token = api_token_create(user=user, name="demo")
+        report.secrets.append((user.username, "", token))
 
 
 @transaction.atomic

@@ -56,6 +56,10 @@ class LeasedJobQuerySet(models.QuerySet):
         """Not finished: pending, active or failed (waiting for an operator)."""
         return self.filter(status__in=(JobStatus.PENDING, JobStatus.ACTIVE, JobStatus.FAILED))
 
+    def partial_data_expired(self, cutoff: datetime):
+        """Waiting with partial data of an attempt that ended before ``cutoff`` (see ``partial_data_cutoff``)."""
+        return self.pending().filter(resume_bytes__isnull=False, heartbeat_at__lt=cutoff)
+
 
 class LeasedJob(ConcurrentTransitionMixin, models.Model):
     """A unit of work that one worker at a time holds under a lease.
@@ -83,6 +87,15 @@ class LeasedJob(ConcurrentTransitionMixin, models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     bytes_done = models.BigIntegerField(null=True, blank=True)
+    resume_bytes = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="Bytes the last unfinished attempt had moved (its last heartbeat): what the next attempt may "
+                  "resume from, as a worker finds it on disk.",
+    )
+    resumed_from = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="Bytes the current (or last) attempt kept from an earlier one instead of moving them again.",
+    )
     last_error = models.TextField(blank=True, default="")
     log_path = models.CharField(max_length=1024, blank=True, default="", help_text="Detailed log of the last attempt.")
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -130,9 +143,12 @@ class LeasedJob(ConcurrentTransitionMixin, models.Model):
         self.attempts_total += 1
         self.last_error = (error or "")[:ERROR_MAX_LENGTH]
         self.lease_expires_at = None
+        if self.bytes_done:
+            self.resume_bytes = self.bytes_done  # else an earlier attempt's data is still what there is
         if self.attempts >= self.max_attempts():
             self.finished_at = now
             self.next_attempt_at = None
+            self.resume_bytes = None  # failed for good: the worker removes the partial data
             self._on_attempts_exhausted()
             return JobStatus.FAILED
         self.next_attempt_at = now + backoff_delay(self.attempts)
@@ -151,6 +167,7 @@ class LeasedJob(ConcurrentTransitionMixin, models.Model):
         self.claimed_at = now
         self.heartbeat_at = now
         self.bytes_done = None
+        self.resumed_from = None
 
     @fsm_log_by
     @fsm_log_description
@@ -161,6 +178,7 @@ class LeasedJob(ConcurrentTransitionMixin, models.Model):
         self.lease_expires_at = None
         self.last_error = ""
         self.next_attempt_at = None
+        self.resume_bytes = None
         if log_path:
             self.log_path = log_path
         return self.DONE
@@ -202,3 +220,26 @@ class LeasedJob(ConcurrentTransitionMixin, models.Model):
         """PENDING/FAILED → CANCELLED: nobody will do this job."""
         self.finished_at = timezone.now()
         self.next_attempt_at = None
+        self.resume_bytes = None
+
+    def partial_data_verdict(self, now: datetime | None = None) -> tuple[bool, str]:
+        """Whether a worker should keep this job's partial data on disk, and why (work/partials/)."""
+        if self.status == JobStatus.ACTIVE:
+            return True, "an attempt is running"
+        if self.status == JobStatus.PENDING:
+            if self.partial_data_expired(now):
+                return False, f"kept longer than PARTIAL_MAX_AGE_SECONDS ({settings.PARTIAL_MAX_AGE_SECONDS} s)"
+            return True, "the next attempt resumes it"
+        if self.status == JobStatus.FAILED:
+            return False, "failed for good: a retry by an operator starts from zero"
+        return False, f"the job is {self.status.lower()}"
+
+    def partial_data_expired(self, now: datetime | None = None) -> bool:
+        """Waiting, and its last attempt ended longer ago than ``PARTIAL_MAX_AGE_SECONDS``."""
+        last = self.heartbeat_at or self.updated_at
+        return last is not None and last < partial_data_cutoff(now)
+
+
+def partial_data_cutoff(now: datetime | None = None) -> datetime:
+    """Partial data of attempts that ended before this time is not kept (the scheduler's housekeeping)."""
+    return (now or timezone.now()) - timedelta(seconds=settings.PARTIAL_MAX_AGE_SECONDS)

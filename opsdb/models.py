@@ -244,8 +244,47 @@ class WorkerProfile(models.Model):
         Site, blank=True, related_name="workers", help_text="Sites whose jobs this worker may claim; empty = all."
     )
 
+    class Meta:
+        verbose_name = "worker"
+
     def __str__(self) -> str:
         return f"worker {self.user}"
+
+
+class ApiTokenQuerySet(models.QuerySet):
+    def active(self) -> "ApiTokenQuerySet":
+        return self.filter(revoked_at__isnull=True)
+
+
+class ApiToken(models.Model):
+    """A worker's API token, kept only as its SHA-256 digest: the token itself is shown once, at creation.
+
+    Revoking keeps the row (who had which token, until when); rotating revokes one and makes another.
+    ``last_used_at`` is written at most once a minute per server process (``opsdb.tokens``).
+    """
+
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True, help_text="What it is for, e.g. the host it is installed on.")
+    prefix = models.CharField(max_length=16, editable=False, help_text="Its first characters, to recognise it.")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_by = models.ForeignKey("auth.User", on_delete=models.SET_NULL, null=True, blank=True, editable=False,
+                                   related_name="+")
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "API token"
+        indexes = [models.Index(fields=["user", "revoked_at"], name="opsdb_apitoken_user_active")]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})" if self.user_id else f"{self.prefix}…"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
 
 
 # The job log: every kind's short lines (its name is historical: it began with transfers).

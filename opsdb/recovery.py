@@ -10,19 +10,20 @@ many leases expired.
 
 from datetime import datetime
 
+from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection
 from django_fsm_log.models import StateLog
 
 from opsdb.choices import JobStatus, LogLevel
-from opsdb.leases import LeasedJob
+from opsdb.leases import LeasedJob, partial_data_cutoff
 from opsdb.models import DataTransferLog
-from opsdb.planning import PassResult
+from opsdb.planning import PassResult, human_bytes
 from opsdb.registry import job_kinds
 from opsdb.services import after_failed_attempt, short_log_message
 
 FAILURE_FIELDS = ["attempts", "attempts_total", "last_error", "lease_expires_at", "lease_token", "finished_at",
-                  "next_attempt_at"]
+                  "next_attempt_at", "resume_bytes"]
 
 
 def expire_leases(*, now: datetime) -> PassResult:
@@ -94,3 +95,39 @@ def _say(result: PassResult, job: LeasedJob, target: str, now: datetime) -> None
         then = "FAILED, needs an operator"
     result.say(f"{job.KIND} #{job.pk}: lease of {holder} expired (attempt {job.attempts}/{job.max_attempts()}) "
                f"→ {then}")
+
+
+def discard_expired_partial_data(*, now: datetime) -> PassResult:
+    """Waiting jobs whose partial data outlived ``PARTIAL_MAX_AGE_SECONDS``: the next attempt starts over.
+
+    ops-db cannot reach site storage: it forgets the data (``resume_bytes``) and says so in the
+    job log; the workers holding the files remove them when they next ask ``work/partials/``,
+    which answers from the same rule. Per job kind: one update and one bulk insert of log lines.
+    """
+    result = PassResult("partial data")
+    cutoff = partial_data_cutoff(now)
+    for model in job_kinds.models():
+        stale = list(model.objects.partial_data_expired(cutoff).values_list("pk", "resume_bytes", "attempts"))
+        if not stale:
+            continue
+        model.objects.filter(pk__in=[pk for pk, _, _ in stale]).update(resume_bytes=None, updated_at=now)
+        content_type = ContentType.objects.get_for_model(model)
+        age = human_duration(settings.PARTIAL_MAX_AGE_SECONDS)
+        DataTransferLog.objects.bulk_create([
+            DataTransferLog(content_type=content_type, object_id=pk, level=LogLevel.WARNING, created_at=now,
+                            attempt=attempts,
+                            message=short_log_message(f"partial data ({human_bytes(size)}) kept longer than {age}: "
+                                                      "discarded; the next attempt starts from zero"))
+            for pk, size, attempts in stale
+        ])
+        result.count += len(stale)
+        result.say(f"{model.KIND}: partial data of {len(stale)} waiting job(s) older than {age} discarded")
+    return result
+
+
+def human_duration(seconds: int) -> str:
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400} day(s)"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} hour(s)"
+    return f"{seconds} s"

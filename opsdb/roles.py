@@ -28,8 +28,9 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("staging.stagingjobpackage", ("view", "change")),
     ],
 }
-OPERATOR_EXTRA = [("auth.user", ("view", "add", "change")), ("authtoken.tokenproxy", ("view", "add", "delete")),
-                  ("django_fsm_log.statelog", ("view",))]
+# Operators manage accounts within their own permissions (opsdb/admin_accounts.py); API tokens are
+# opsdb.apitoken, a domain model they hold every permission on.
+OPERATOR_EXTRA = [("auth.user", ("view", "add", "change")), ("django_fsm_log.statelog", ("view",))]
 
 
 def sync_role_groups(apps) -> None:

@@ -19,6 +19,7 @@ from django_fsm import ConcurrentTransition
 from opsdb.choices import JobStatus, LogLevel
 from opsdb.leases import LeasedJob
 from opsdb.models import LOG_MESSAGE_MAX_LENGTH, DataTransferLog
+from opsdb.planning import human_bytes
 from opsdb.registry import job_kinds
 from opsdb.work import JobKindHandler
 
@@ -169,8 +170,12 @@ def _by_claim_deadline(candidates: list[tuple[JobKindHandler, QuerySet]],
 
 
 def job_heartbeat(*, job: LeasedJob, lease_token: str, bytes_done: int | None = None,
-                  lease_seconds: int | None = None) -> LeasedJob:
-    """Extend a held lease (and record progress); LeaseConflict when the lease is not held."""
+                  lease_seconds: int | None = None, resumed_from: int | None = None) -> LeasedJob:
+    """Extend a held lease (and record progress); LeaseConflict when the lease is not held.
+
+    ``resumed_from``: the bytes this attempt kept from an earlier one; recorded, with a log line
+    ("resumed at 37.2 TB of 50.0 TB"), by the first heartbeat of the attempt that carries it.
+    """
     now = timezone.now()
     values = {"lease_expires_at": lease_expiry(lease_seconds, now), "heartbeat_at": now}
     if bytes_done is not None:
@@ -183,11 +188,28 @@ def job_heartbeat(*, job: LeasedJob, lease_token: str, bytes_done: int | None = 
         raise LeaseConflict(job)
     if job.status != JobStatus.ACTIVE or job.lease_token != lease_token:
         job.refresh_from_db()  # the caller's copy predates the claim it now reports on
-        return job
-    # The UPDATE matched the held lease: the row is the caller's copy with ``values``, no re-read needed.
-    for field, value in values.items():
-        setattr(job, field, value)
+    else:
+        # The UPDATE matched the held lease: the row is the caller's copy with ``values``, no re-read needed.
+        for field, value in values.items():
+            setattr(job, field, value)
+    if resumed_from is not None and held.filter(resumed_from__isnull=True).update(resumed_from=resumed_from):
+        job.resumed_from = resumed_from
+        _log_resume(job)
     return job
+
+
+def _log_resume(job: LeasedJob) -> None:
+    """The job log line that tells operators what an interruption cost."""
+    total = job_kinds.for_model(type(job)).size_of(job)
+    of = f" of {human_bytes(total)}" if total else ""
+    attempt = f"attempt {job.attempts + 1}"
+    if job.resumed_from:
+        before = f"; the last attempt had moved {human_bytes(job.resume_bytes)}" if job.resume_bytes else ""
+        write_job_log(job=job, message=f"resumed at {human_bytes(job.resumed_from)}{of} ({attempt}{before})")
+    elif job.resume_bytes:
+        write_job_log(job=job, level=LogLevel.WARNING,
+                      message=f"started over from zero{of} ({attempt}): the {human_bytes(job.resume_bytes)} the "
+                              "last attempt had moved could not be kept")
 
 
 def job_complete(*, job: LeasedJob, lease_token: str, by=None, log_path: str = "",
@@ -245,6 +267,8 @@ def _fail(*, job: LeasedJob, lease_token: str, error: str, log_path: str, retrya
              description=short_log_message(f"{worker}: {error}"))
     job.save()
     outcome = "will retry" if job.status == JobStatus.PENDING else "needs an operator"
+    if job.bytes_done:
+        outcome += f"; {human_bytes(job.bytes_done)} moved"
     write_job_log(job=job, level=LogLevel.ERROR, message=f"attempt {job.attempts} failed ({outcome}): {error}",
                   log_path=log_path, worker=worker)
     after_failed_attempt(job, retryable=retryable)

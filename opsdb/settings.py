@@ -1,5 +1,6 @@
 """ops-db settings, read from environment variables (see README.md)."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -27,13 +28,13 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_fsm",
     "django_fsm_log",
     "simple_history",
+    "axes",
     "opsdb",
     "transfers",
     "staging",
@@ -49,6 +50,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    "axes.middleware.AxesMiddleware",  # answers a locked-out sign-in with the lockout page
 ]
 
 ROOT_URLCONF = "opsdb.urls"
@@ -109,7 +111,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# Under DEBUG=0 pages need `manage.py collectstatic` to have filled this folder (opsdb/checks.py).
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -119,11 +122,35 @@ STORAGES = {
     },
 }
 
+# Sign-in (admin and scientists' pages): django-axes counts failed attempts per user name and client
+# address and refuses that pair for a while after too many. Workers never sign in: tokens only.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "opsdb.auth.PeopleOnlyBackend"]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 
-EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# Scientists are told by email when their data is ready. Under DEBUG=0 mail must go somewhere on
+# purpose: a silent console default would print their emails to the server's log instead.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND")
+if not EMAIL_BACKEND:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "EMAIL_BACKEND must be set when DEBUG is off: django.core.mail.backends.smtp.EmailBackend "
+            "(with EMAIL_HOST, ...) to send mail, or django.core.mail.backends.dummy.EmailBackend to send none"
+        )
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", default=False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ops-db@localhost")
 
 # Production hardening (manage.py check --deploy); relaxed only in DEBUG.
@@ -181,6 +208,11 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# Workers' API tokens (opsdb/tokens.py): how long a server process trusts what it read about a
+# token (its user, groups, sites) before reading it again; a change made in another process
+# (revoking a token, removing a worker from a site) takes effect here within this time.
+API_TOKEN_CACHE_SECONDS = env_int("API_TOKEN_CACHE_SECONDS", 30, minimum=0)
+
 DJANGO_FSM_LOG_STORAGE_METHOD = "django_fsm_log.backends.SimpleBackend"
 
 # Leased jobs (opsdb/leases.py, opsdb/services.py).
@@ -190,6 +222,9 @@ JOB_BACKOFF_MAX_SECONDS = env_float("JOB_BACKOFF_MAX_SECONDS", 3600.0, minimum=0
 JOB_BACKOFF_JITTER = env_float("JOB_BACKOFF_JITTER", 0.2, minimum=0)
 JOB_DEFAULT_LEASE_SECONDS = env_int("JOB_DEFAULT_LEASE_SECONDS", 600, minimum=1)
 JOB_MAX_LEASE_SECONDS = env_int("JOB_MAX_LEASE_SECONDS", 86400, minimum=1)
+# A waiting job's partial data (what an interrupted attempt left for the next one) is discarded
+# once its last attempt ended this long ago: workers remove the files, the next attempt starts over.
+PARTIAL_MAX_AGE_SECONDS = env_int("PARTIAL_MAX_AGE_SECONDS", 7 * 86400, minimum=1)
 ARCHIVE_MAX_ATTEMPTS = 3  # fixed by DESIGN.md: then requires_intervention
 
 # The job kinds, in claim-priority order: one line per kind, naming its handler (opsdb/work.py;
@@ -216,6 +251,7 @@ SCHEDULER_PASSES = [
     ("unpacking", "transfers.planning.plan_unpacks"),
     ("archiving", "staging.planning.plan_archive_transfers"),
     ("staging cleanup", "staging.planning.clean_expired_staging"),
+    ("partial data", "opsdb.recovery.discard_expired_partial_data"),
     ("route health", "transfers.services.route_health_pass"),
 ]
 

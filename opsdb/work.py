@@ -87,6 +87,10 @@ class JobKindHandler(ABC):
         Runs inside ``opsdb.services.job_complete``, the job row locked, before ACTIVE → done.
         """
 
+    def size_of(self, job: LeasedJob) -> int | None:
+        """Bytes the job moves in all (for "resumed at 37.2 TB of 50.0 TB"); None when not known."""
+        return None
+
     def record_progress(self, job: LeasedJob, items_done: Sequence[str]) -> None:
         """Heartbeat ``items_done`` (names of finished items, e.g. staged packages); most kinds ignore it."""
         return  # optional hook: nothing to record by default
@@ -122,6 +126,7 @@ def job_payload(handler: JobKindHandler, job: LeasedJob) -> dict[str, Any]:
         "kind": handler.kind, "id": job.pk, "lease_token": job.lease_token,
         "lease_expires_at": job.lease_expires_at, "attempt": job.attempts + 1,
         "max_attempts": job.max_attempts(), "site": handler.site_of(job).name,
+        "resume_bytes": job.resume_bytes or 0,
         **handler.payload(job),
     }
 

@@ -44,6 +44,9 @@ class ArchiveHandler(JobKindHandler):
     def site_of(self, job: LongTermArchiveTransfer):
         return job.source_location.site
 
+    def size_of(self, job: LongTermArchiveTransfer) -> int | None:
+        return job.raw_package.size
+
     def payload(self, job: LongTermArchiveTransfer) -> dict[str, Any]:
         raw = job.raw_package
         path = raw_package_path(raw)

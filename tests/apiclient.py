@@ -2,11 +2,11 @@
 
 from django.apps import apps
 from django.contrib.auth.models import Group, User
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from opsdb import roles
 from opsdb.models import WorkerProfile
+from opsdb.tokens import api_token_create
 from tests import factories as f
 
 
@@ -26,8 +26,8 @@ def ensure_role_groups() -> None:
 
 def token_client(user: User) -> APIClient:
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    _, token = api_token_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     return client
 
 

@@ -46,3 +46,11 @@ def role_groups(db) -> None:
     from opsdb.roles import sync_role_groups
 
     sync_role_groups(apps)
+
+
+@pytest.fixture(autouse=True)
+def fresh_token_cache():
+    """Each test starts with an empty token cache (a rolled-back test sends no signal to empty it)."""
+    from opsdb.tokens import invalidate_token_cache
+
+    invalidate_token_cache()

@@ -62,6 +62,9 @@ class PackageHandler(JobKindHandler):
     def site_of(self, job: DataTransferPackage):
         return job.origin_location.site
 
+    def size_of(self, job: DataTransferPackage) -> int | None:
+        return job.payload_size
+
     def payload(self, job: DataTransferPackage) -> dict[str, Any]:
         return {
             "transfer_package": {"id": job.pk, "name": job.name, "archive_path": job.archive_path,
@@ -145,6 +148,9 @@ class TransferHandler(JobKindHandler):
     def site_of(self, job: DataTransfer):
         return job.origin_location.site
 
+    def size_of(self, job: DataTransfer) -> int | None:
+        return job.transfer_package.size
+
     def payload(self, job: DataTransfer) -> dict[str, Any]:
         dtp = job.transfer_package
         return {
@@ -203,6 +209,9 @@ class UnpackHandler(JobKindHandler):
 
     def site_of(self, job: DataTransferUnpack):
         return job.transfer.destination_location.site
+
+    def size_of(self, job: DataTransferUnpack) -> int | None:
+        return job.transfer.transfer_package.size
 
     def payload(self, job: DataTransferUnpack) -> dict[str, Any]:
         transfer = job.transfer

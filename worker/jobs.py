@@ -233,8 +233,10 @@ def _command_to_local(job: Job, ctx: JobContext) -> tuple[str, int]:
         with partial:
             _check_partial_against_source(job, partial, ctx)
             values.update(destination=str(partial.path), partial=str(partial.path), resume_bytes=str(partial.size))
-            Path(values["checkpoint_dir"]).mkdir(parents=True, exist_ok=True)
-            run_command(_template(method, ctx), values, ctx, progress_path=partial.path)
+            template = _template(method, ctx)
+            if "{checkpoint_dir}" in template:
+                Path(values["checkpoint_dir"]).mkdir(parents=True, exist_ok=True)
+            run_command(template, values, ctx, progress_path=partial.path)
             try:
                 checksum = storage.verify_file(partial.path, package["checksum"], algorithm_of(package),
                                                what=f"{package['name']} at {target}")
@@ -247,15 +249,16 @@ def _command_to_local(job: Job, ctx: JobContext) -> tuple[str, int]:
     finally:
         ctx.leave(partial)
         if not partial.kept:
-            _remove_checkpoints(Path(values["checkpoint_dir"]))
+            remove_checkpoints(partial.path.parent, ctx.key)
     return checksum, size
 
 
-def _remove_checkpoints(folder: Path) -> None:
-    """A resume-capable command's restart records go with the partial file they describe."""
-    shutil.rmtree(folder, ignore_errors=True)
+def remove_checkpoints(folder: Path, key: str) -> None:
+    """A resume-capable command's restart records in ``folder`` go with the partial file they describe."""
+    records = folder / CHECKPOINT_FOLDER / key
+    shutil.rmtree(records, ignore_errors=True)
     with contextlib.suppress(OSError):
-        folder.parent.rmdir()  # only when no other job's records are left in it
+        records.parent.rmdir()  # only when no other job's records are left in it
 
 
 def _check_partial_against_source(job: Job, partial: Partial, ctx: JobContext) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from worker import storage
 from worker.client import ApiClient, ApiError, ApiUnavailable, LeaseLost
-from worker.jobs import HANDLERS, Job, JobAborted, JobContext, is_retryable
+from worker.jobs import HANDLERS, Job, JobAborted, JobContext, is_retryable, remove_checkpoints
 from worker.storage import PartialJournal
 
 ERROR_REPORT_LENGTH = 1000
@@ -252,9 +252,16 @@ class Runner:
         if not ctx.kept_partials or outcome.job_status in ("", *STILL_OPEN):
             return
         for path in ctx.kept_partials:
-            if storage.remove_partial(path):
-                self.journal.forget(path)
+            if self._remove(path, ctx.key):
                 ctx.log(f"removed {path}: the job is {outcome.job_status}, no attempt will resume it")
+
+    def _remove(self, path: Path | str, key: str) -> bool:
+        """Remove a partial file nobody holds, its journal record and its command's restart records."""
+        if not storage.remove_partial(path):
+            return False
+        self.journal.forget(Path(path))
+        remove_checkpoints(Path(path).parent, key)
+        return True
 
     def _housekeeping_loop(self) -> None:
         while not self.stopping.wait(self.config.housekeeping_interval):
@@ -277,8 +284,7 @@ class Runner:
         gone += [e for e in ask if verdicts.get(e["key"], (True, ""))[0] is False]
         removed = []
         for entry in gone:
-            if storage.remove_partial(entry["path"]):
-                self.journal.forget(Path(entry["path"]))
+            if self._remove(entry["path"], entry["key"]):
                 removed.append(entry["path"])
                 reason = verdicts.get(entry["key"], (False, "not resumable"))[1]
                 self._echo(f"{self.config.name}: removed partial file {entry['path']} ({reason})")

@@ -1,47 +1,27 @@
-"""Token authentication that reads the user's roles with the token, in one query.
+"""Token authentication (``Authorization: Token <token>``) that costs no query while the token is cached.
 
-A worker's request needs its token, its groups and whether it is restricted to sites; DRF's
-``TokenAuthentication`` plus ``opsdb.api.permissions`` made that three queries per request. Here
-the token query answers all three (``EXISTS`` subqueries), and ``permissions`` uses the answers.
-Nothing is kept between requests: every request reads the current groups and restriction.
+The token is looked up by its SHA-256 digest through ``opsdb.tokens.cached_token``: the user, its
+role groups and its allowed sites are read once per ``API_TOKEN_CACHE_SECONDS`` per process, and
+``opsdb.api.permissions`` answers from them. How revocation reaches the cache: ``opsdb/tokens.py``.
 """
 
-from functools import cache
-
-from django.contrib.auth import get_user_model
-from django.db.models import Exists, OuterRef, QuerySet
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
-from rest_framework.authtoken.models import Token
 
-from opsdb import roles
 from opsdb.api.permissions import remember_roles
-from opsdb.models import WorkerProfile
-
-# The role groups ``permissions.in_group`` is asked about.
-ROLE_GROUPS = (roles.OPERATORS, roles.WORKERS)
-
-
-@cache
-def tokens_with_roles() -> QuerySet:
-    """Tokens with their user, role flags and site restriction; built once (the SQL, not the rows)."""
-    memberships = get_user_model().groups.through.objects.filter(user_id=OuterRef("user_id"))
-    restrictions = WorkerProfile.sites.through.objects.filter(workerprofile__user_id=OuterRef("user_id"))
-    flags = {f"in_{name}": Exists(memberships.filter(group__name=name)) for name in ROLE_GROUPS}
-    return Token.objects.select_related("user").annotate(**flags, site_restricted=Exists(restrictions))
+from opsdb.tokens import cached_token
 
 
 class RoleTokenAuthentication(TokenAuthentication):
-    """``Authorization: Token <key>``; the user comes with its role groups and site restriction."""
+    """``Authorization: Token <key>``; the user comes with its role groups and allowed sites."""
 
     def authenticate_credentials(self, key):
-        try:
-            token = tokens_with_roles().get(key=key)
-        except Token.DoesNotExist:
-            raise exceptions.AuthenticationFailed(_("Invalid token.")) from None
-        if not token.user.is_active:
+        entry = cached_token(key)
+        if entry is None:
+            raise exceptions.AuthenticationFailed(_("Invalid token."))
+        user = entry.user()
+        if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
-        remember_roles(token.user, groups={name for name in ROLE_GROUPS if getattr(token, f"in_{name}")},
-                       site_restricted=token.site_restricted)
-        return token.user, token
+        remember_roles(user, groups=set(entry.groups), site_ids=list(entry.site_ids) if entry.site_ids else None)
+        return user, entry.token()

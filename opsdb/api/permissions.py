@@ -23,16 +23,15 @@ def in_group(user, name: str) -> bool:
     return name in cache
 
 
-def remember_roles(user, *, groups: set[str], site_restricted: bool) -> None:
-    """Keep what the authentication query already read about ``user`` for the rest of this request.
+def remember_roles(user, *, groups: set[str], site_ids: list[int] | None) -> None:
+    """Keep what token authentication already knows about ``user`` for the rest of this request.
 
     ``groups``: which of the groups ``in_group`` is asked about (operators, workers) the user is in;
-    ``site_restricted`` False spares ``allowed_site_ids`` its query. The user object lives for one
-    request only, so nothing read here outlives the request.
+    ``site_ids``: the sites it is restricted to (None: every site). The user object lives for one
+    request only, so nothing set here outlives the request.
     """
     user._opsdb_groups = groups
-    if not site_restricted:
-        user._opsdb_site_ids = None
+    user._opsdb_site_ids = site_ids
 
 
 def is_operator(user) -> bool:

@@ -22,7 +22,8 @@ from opsdb.models import (
 # Fields every leased job shows; the lease token is the worker's secret and never leaves the claim.
 JOB_FIELDS = [
     "id", "status", "priority", "attempts", "next_attempt_at", "lease_holder", "lease_expires_at", "claimed_at",
-    "heartbeat_at", "bytes_done", "last_error", "log_path", "finished_at", "created_at", "updated_at",
+    "heartbeat_at", "bytes_done", "resume_bytes", "resumed_from", "last_error", "log_path", "finished_at",
+    "created_at", "updated_at",
 ]
 
 

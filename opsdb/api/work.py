@@ -8,6 +8,7 @@ not see, 409 ``{"detail", "status"}`` for leases not held and transitions not al
 from django.conf import settings
 from django.db import transaction
 from django.http import Http404
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied
@@ -87,6 +88,9 @@ class Heartbeat(LeaseReport):
     lease_seconds = serializers.IntegerField(min_value=1, required=False)
     items_done = serializers.ListField(child=serializers.CharField(max_length=255), required=False,
                                        max_length=10000, help_text="Finished items (stage: raw package names).")
+    resumed_from = serializers.IntegerField(
+        min_value=0, max_value=MAX_ID, required=False,
+        help_text="Bytes this attempt kept from an earlier attempt's partial data (0: it started from zero).")
 
     validate_lease_seconds = Claim.validate_lease_seconds
 
@@ -221,7 +225,7 @@ class HeartbeatView(JobView):
         handler, job = self.get_job(request, kind, pk)
         data = validated(Heartbeat, request)
         job = services.job_heartbeat(job=job, lease_token=data["lease_token"], bytes_done=data.get("bytes_done"),
-                                     lease_seconds=data.get("lease_seconds"))
+                                     lease_seconds=data.get("lease_seconds"), resumed_from=data.get("resumed_from"))
         if data.get("items_done"):
             handler.record_progress(job, data["items_done"])
         return Response({"lease_expires_at": job.lease_expires_at})
@@ -295,3 +299,59 @@ class LogView(JobView):
         services.write_job_log(job=job, message=data["message"], level=data["level"],
                                log_path=data.get("log_path", ""), worker=job.lease_holder)
         return Response(status=status.HTTP_201_CREATED)
+
+
+class PartialJob(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=JobKind.choices)
+    id = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+
+
+class PartialsQuery(serializers.Serializer):
+    jobs = PartialJob(many=True, allow_empty=False, max_length=1000,
+                      help_text="Jobs whose partial data (files an interrupted attempt left) a worker holds.")
+
+
+class PartialVerdict(PartialJob):
+    keep = serializers.BooleanField(help_text="False: no attempt will resume it; remove the files.")
+    reason = serializers.CharField()
+
+
+class PartialsAnswer(serializers.Serializer):
+    jobs = PartialVerdict(many=True)
+
+
+class PartialsView(WorkView):
+    @extend_schema(
+        operation_id="work_partials", request=PartialsQuery, responses={200: PartialsAnswer, 400: ERRORS[400],
+                                                                        401: ERRORS[401], 403: ERRORS[403]},
+        description="Which jobs' partial data a worker should keep: only a job that is running or waiting for "
+        "its next attempt (and whose last attempt ended less than PARTIAL_MAX_AGE_SECONDS ago) keeps it. "
+        "A job that is done, cancelled, failed for good, unknown, or not at the worker's sites does not.",
+    )
+    def post(self, request):
+        data = validated(PartialsQuery, request)
+        wanted: dict[str, set[int]] = {}
+        for job in data["jobs"]:
+            wanted.setdefault(job["kind"], set()).add(job["id"])
+        site_ids = allowed_site_ids(request.user)
+        now = timezone.now()
+        verdicts = {}
+        for kind, ids in wanted.items():
+            for job in self.jobs(kind, ids, site_ids):
+                verdicts[kind, job.pk] = job.partial_data_verdict(now)
+        answer = []
+        for job in data["jobs"]:
+            keep, reason = verdicts.get((job["kind"], job["id"]), (False, "no such job at this worker's sites"))
+            answer.append({"kind": job["kind"], "id": job["id"], "keep": keep, "reason": reason})
+        return Response({"jobs": answer})
+
+    @staticmethod
+    def jobs(kind: str, ids: set[int], site_ids):
+        """The jobs of one kind, only the fields a verdict needs: one query per kind asked about."""
+        handler = job_kinds.get(kind)
+        if handler is None:
+            return []
+        queryset = handler.model.objects.filter(pk__in=ids).only("pk", "status", "heartbeat_at", "updated_at")
+        if site_ids is not None:
+            queryset = handler.at_sites(queryset, site_ids)
+        return queryset

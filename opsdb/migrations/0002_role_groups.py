@@ -15,7 +15,6 @@ class Migration(migrations.Migration):
         ("transfers", "0001_initial"),
         ("staging", "0002_location_triggers"),
         ("auth", "0012_alter_user_first_name_max_length"),
-        ("authtoken", "0004_alter_tokenproxy_options"),
         ("django_fsm_log", "__latest__"),
         ("contenttypes", "0002_remove_content_type_name"),
     ]

@@ -13,6 +13,7 @@ from opsdb.admin import LeasedJobAdmin
 from opsdb.choices import JobStatus, LocationType
 from opsdb.models import DataLocation, Site, WorkerProfile
 from opsdb.services import job_claim, job_fail
+from opsdb.tokens import api_token_create
 from staging.models import LongTermArchiveTransfer
 from tests import factories as f
 from transfers.choices import RouteType
@@ -54,6 +55,7 @@ ROW_MAKERS = {
     "opsdb.RawDataPackageCopy": f.RawDataPackageCopyFactory,
     "opsdb.RawDataFileCopy": f.RawDataFileCopyFactory,
     "opsdb.WorkerProfile": make_worker_profile,
+    "opsdb.ApiToken": lambda: api_token_create(user=make_worker_profile().user, name="dtn")[0],
     "transfers.DataTransferRoute": lambda: f.RouteFactory(
         route_type=RouteType.RELAY, relay_site=f.SiteFactory()
     ),
@@ -115,7 +117,8 @@ def test_changelist_search_and_filters_render_for_operator(operator_client, mode
     ROW_MAKERS[model._meta.label]()
     model_admin = admin.site._registry[model]
     params = {"q": "x"} if model_admin.search_fields else {}
-    if "status" in [f if isinstance(f, str) else f[0] for f in model_admin.list_filter if not isinstance(f, type)]:
+    fields = [f if isinstance(f, str) else f[0] for f in model_admin.list_filter if isinstance(f, str | tuple)]
+    if "status" in fields:
         params["status__exact"] = JobStatus.FAILED
 
     response = operator_client.get(admin_url(model, "changelist"), params)

@@ -20,26 +20,31 @@ def staging_job_with_item():
     return f.StagingJobPackageFactory().job
 
 
-# endpoint → (factory of one row, queries of a list page with a token: token+user (with the role
-# groups and site restriction that scope job lists), user perms, group perms, the page, [prefetches])
+# endpoint → (factory of one row, queries of a list page with a cached token (its user, role groups
+# and site restriction cost nothing, opsdb/tokens.py): user perms, group perms, the page, [prefetches])
 ENDPOINTS = {
-    "sites": (f.SiteFactory, 4),
-    "locations": (f.DataLocationFactory, 4),
-    "instruments": (f.InstrumentFactory, 4),
-    "observations": (f.ObservationFactory, 4),
-    "raw-packages": (f.RawDataPackageFactory, 4),
-    "raw-files": (f.RawDataFileFactory, 4),
-    "raw-package-copies": (f.RawDataPackageCopyFactory, 4),
-    "file-copies": (f.RawDataFileCopyFactory, 4),
-    "routes": (f.RouteFactory, 4),
-    "transfer-packages": (f.DataTransferPackageFactory, 4),
-    "transfer-package-copies": (f.DataTransferPackageCopyFactory, 4),
-    "transfers": (f.DataTransferFactory, 4),
-    "unpacks": (f.DataTransferUnpackFactory, 4),
-    "transfer-logs": (f.DataTransferLogFactory, 4),
-    "archive-transfers": (f.LongTermArchiveTransferFactory, 4),
-    "staging-jobs": (staging_job_with_item, 4),
+    "sites": (f.SiteFactory, 3),
+    "locations": (f.DataLocationFactory, 3),
+    "instruments": (f.InstrumentFactory, 3),
+    "observations": (f.ObservationFactory, 3),
+    "raw-packages": (f.RawDataPackageFactory, 3),
+    "raw-files": (f.RawDataFileFactory, 3),
+    "raw-package-copies": (f.RawDataPackageCopyFactory, 3),
+    "file-copies": (f.RawDataFileCopyFactory, 3),
+    "routes": (f.RouteFactory, 3),
+    "transfer-packages": (f.DataTransferPackageFactory, 3),
+    "transfer-package-copies": (f.DataTransferPackageCopyFactory, 3),
+    "transfers": (f.DataTransferFactory, 3),
+    "unpacks": (f.DataTransferUnpackFactory, 3),
+    "transfer-logs": (f.DataTransferLogFactory, 3),
+    "archive-transfers": (f.LongTermArchiveTransferFactory, 3),
+    "staging-jobs": (staging_job_with_item, 3),
 }
+
+
+def warm_token_cache(client) -> None:
+    """Read and cache the token again (creating a user, as some factories do, empties the cache)."""
+    assert client.get(f"{API}sites/").status_code == 200
 
 
 @pytest.mark.parametrize("endpoint", sorted(ENDPOINTS))
@@ -49,10 +54,12 @@ def test_list_query_count_is_constant_at_1_and_3_rows(endpoint, django_assert_nu
     first = make()
     model = type(first)
 
+    warm_token_cache(client)
     with django_assert_num_queries(queries):
         one = client.get(f"{API}{endpoint}/")
     make()
     make()
+    warm_token_cache(client)
     with django_assert_num_queries(queries):
         three = client.get(f"{API}{endpoint}/")
 

@@ -12,8 +12,8 @@ from django.db import close_old_connections
 from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, Phase
 from hypothesis import settings as hypothesis_settings
-from rest_framework.authtoken.models import Token
 
+from opsdb.tokens import api_token_create
 from opsdb.wsgi import application
 from tests import factories as f
 from tests.apiclient import operator_client, worker
@@ -80,7 +80,7 @@ def fuzz_data():
     # one, as Django's own test client does.
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
-    yield Token.objects.get_or_create(user=worker("fuzzer"))[0].key
+    yield api_token_create(user=worker("fuzzer"))[1]
     request_started.connect(close_old_connections)
     request_finished.connect(close_old_connections)
 

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
+from django.http import HttpRequest
 from django.urls import reverse
 from django_fsm_log.models import StateLog
-from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from opsdb.choices import CopyStatus, JobStatus, LocationType
 from opsdb.models import (
+    ApiToken,
     DataLocation,
     Instrument,
     Observation,
@@ -30,7 +32,7 @@ from transfers.models import DataTransferRoute
 pytestmark = pytest.mark.django_db
 
 DEMO_MODELS = (Site, DataLocation, DataTransferRoute, Instrument, Observation, RawDataPackage, RawDataFile,
-               RawDataPackageCopy, LongTermArchiveTransfer, StateLog, User, Token)
+               RawDataPackageCopy, LongTermArchiveTransfer, StateLog, User, ApiToken)
 
 
 @pytest.fixture
@@ -169,15 +171,37 @@ def test_load_demo_accounts_have_their_roles_and_printed_passwords_work(var_dir,
         "worker-ccat": (False, ["workers"]), "worker-cologne": (False, ["workers"]),
         "worker-cornell": (False, ["workers"]),
     }
-    assert set(Token.objects.values_list("user__username", flat=True)) == {
-        "worker-ccat", "worker-cologne", "worker-cornell"
-    }
-    assert set(passwords) == set(roles)
+    tokens = dict(re.findall(r"^\s+(\S+)\s+API token (\S+)", output, flags=re.MULTILINE))
+    assert set(tokens) == {"worker-ccat", "worker-cologne", "worker-cornell"}
+    assert set(passwords) == {"operator", "scientist", "scientist2"}
+    assert APIClient(HTTP_AUTHORIZATION=f"Token {tokens['worker-ccat']}").get("/api/v1/sites/").status_code == 200
     assert "http://127.0.0.1:8000/admin/" in output
-    assert client.login(username="operator", password=passwords["operator"])
+    assert client.login(request=HttpRequest(), username="operator", password=passwords["operator"])
     assert client.get(reverse("admin:index")).status_code == 200
-    assert client.login(username="scientist", password=passwords["scientist"])
+    assert client.login(request=HttpRequest(), username="scientist", password=passwords["scientist"])
     assert client.get(reverse("admin:index")).status_code == 302
+
+
+def test_demo_workers_cannot_sign_in_and_claim_only_at_their_site(var_dir):
+    load_demo()
+
+    workers = User.objects.filter(username__startswith="worker-").prefetch_related("worker_profile__sites")
+    assert {w.username: (w.has_usable_password(), [s.name for s in w.worker_profile.sites.all()])
+            for w in workers} == {
+        "worker-ccat": (False, ["ccat"]), "worker-cologne": (False, ["cologne"]),
+        "worker-cornell": (False, ["cornell"]),
+    }
+
+
+def test_load_demo_takes_away_a_demo_workers_password_left_by_an_older_demo(var_dir, client):
+    load_demo()
+    worker = User.objects.get(username="worker-ccat")
+    worker.set_password("an-old-demo-password")
+    worker.save()
+
+    load_demo()
+
+    assert client.login(request=HttpRequest(), username="worker-ccat", password="an-old-demo-password") is False
 
 
 def test_load_demo_keeps_existing_passwords(var_dir):
@@ -210,7 +234,7 @@ def test_demo_operator_retries_the_failed_archive_transfer_and_sees_it(var_dir, 
     output = load_demo()
     password = re.search(r"^\s+operator\s+password (\S+)", output, flags=re.MULTILINE).group(1)
     job = LongTermArchiveTransfer.objects.get()
-    assert client.login(username="operator", password=password)
+    assert client.login(request=HttpRequest(), username="operator", password=password)
 
     client.post(reverse("admin:staging_longtermarchivetransfer_transition", args=[job.pk, "retry"]))
 

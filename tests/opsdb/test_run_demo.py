@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from rest_framework.authtoken.models import Token
 
 from opsdb.management.commands.run_demo import demo_children, link_command, link_switch, worker_tokens
+from opsdb.models import ApiToken
+from opsdb.tokens import api_token_create, cached_token
 from tests import factories as f
 from worker.jobs import JobContext, JobError, run_command
 
@@ -19,15 +20,28 @@ def test_worker_tokens_for_each_site_with_a_worker_account():
     f.SiteFactory(name="ccat")
     f.SiteFactory(name="cologne")
     ccat = f.worker_user("worker-ccat")
-    existing = Token.objects.create(user=ccat)
+    _, printed_by_load_demo = api_token_create(user=ccat, name="demo")
     f.worker_user("worker-cologne")
     f.worker_user("worker-nowhere")
 
     tokens = worker_tokens()
 
     assert sorted(tokens) == ["ccat", "cologne"]
-    assert tokens["ccat"] == existing.key
-    assert tokens["cologne"] == Token.objects.get(user__username="worker-cologne").key
+    assert cached_token(tokens["ccat"]).user().username == "worker-ccat"
+    assert cached_token(tokens["cologne"]).user().username == "worker-cologne"
+    assert cached_token(printed_by_load_demo) is not None  # the token load_demo printed still works
+
+
+def test_worker_tokens_of_the_previous_run_are_revoked():
+    f.SiteFactory(name="ccat")
+    f.worker_user("worker-ccat")
+    first = worker_tokens()["ccat"]
+
+    second = worker_tokens()["ccat"]
+
+    assert cached_token(first) is None
+    assert cached_token(second) is not None
+    assert ApiToken.objects.active().filter(user__username="worker-ccat").count() == 1
 
 
 def test_demo_children_server_scheduler_and_a_worker_per_site(tmp_path: Path):

@@ -3,11 +3,11 @@
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from opsdb.choices import JobStatus
 from opsdb.services import job_claim
+from opsdb.tokens import api_token_create
 from staging.models import StagingJob
 from staging.services import staging_job_create
 from tests import factories as f
@@ -181,9 +181,9 @@ def test_cancel_others_job_is_404(api, topology, bob):
 
 
 def test_token_auth_works(topology, alice):
-    token = Token.objects.create(user=alice)
+    _, token = api_token_create(user=alice)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
 
     response = client.post(URL, {"raw_packages": [topology.packages[0].name],
                                  "destination_location": "cologne:processing"}, format="json")

@@ -2,11 +2,11 @@
 
 import pytest
 from django.urls import Resolver404, resolve
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from opsdb.choices import JobStatus
 from opsdb.models import RawDataFileCopy
+from opsdb.tokens import api_token_create
 from staging.choices import StagedPackageState
 from staging.services import staging_job_create
 from tests import factories as f
@@ -22,9 +22,9 @@ def worker_api():
         resolve(CLAIM)
     except Resolver404:
         pytest.skip("the work API (/api/v1/work/) is not in this build: it comes from the api branch")
-    token = Token.objects.create(user=f.worker_user("cologne-dtn"))
+    _, token = api_token_create(user=f.worker_user("cologne-dtn"))
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     return client
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from opsdb.choices import JobStatus
-from opsdb.services import job_expire
+from opsdb.services import job_cancel, job_expire
 from tests import factories as f
 from tests.worker.conftest import flip_byte, sha256, wait_until
 from transfers.models import DataTransfer
@@ -23,8 +23,11 @@ from transfers.models import DataTransfer
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 SIZE = 4_000_000
-# 1000 KB/s: about 4 s for the whole bundle, long enough to stop it half way.
-RSYNC = "rsync --partial --append-verify --stats --bwlimit=1000 {source} {destination}"
+# 500 KB/s: about 8 s for the whole bundle, long enough to stop it half way.
+RSYNC = "rsync --partial --append-verify --stats --bwlimit=500 {source} {destination}"
+
+# Writes the first half of the bundle, then hangs until it is stopped.
+HALF_THEN_HANG = f"sh -c 'head -c {SIZE // 2} \"$0\" > \"$1\" && exec sleep 60' {{source}} {{destination}}"
 
 needs_rsync = pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed")
 
@@ -84,8 +87,8 @@ def kill_worker_half_way(topo, launcher, transfer) -> int:
     process.kill()
     process.communicate(timeout=10)
     # The copy command dies with the worker (it runs in its own session, so nothing else would stop
-    # it): gone within a second, long before it could have finished the bundle.
-    wait_until(lambda: not processes_writing(partial), timeout=1, interval=0.02, message="the copy command to stop")
+    # it): gone within 2 s, long before it could have finished the bundle (4 s more).
+    wait_until(lambda: not processes_writing(partial), timeout=2, interval=0.02, message="the copy command to stop")
     left = partial.stat().st_size
     assert left < SIZE
     return left
@@ -149,17 +152,20 @@ def test_in_process_copy_resumes_a_partial_file_and_discards_a_corrupted_one(top
     assert not partial.exists()
 
 
+def stop_half_way(topo, launcher, transfer) -> None:
+    """A worker whose command writes half the bundle and hangs; SIGTERM once the half is there."""
+    partial = partial_of(topo, transfer)
+    process = launcher.start("--kinds", "transfer", "--methods", "bbcp", "--grace-seconds", "0.2",
+                             "--method-command", f"bbcp={HALF_THEN_HANG}")
+    wait_until(lambda: partial.exists() and partial.stat().st_size == SIZE // 2, message="the first half")
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=20)
+
+
 def test_sigterm_keeps_the_partial_file_and_the_next_attempt_resumes_it(topology, launcher):
     transfer, data = big_transfer(topology, method="bbcp")
     partial = partial_of(topology, transfer)
-    # A command that writes the first half, then hangs until it is stopped.
-    half = f"sh -c 'head -c {SIZE // 2} \"$0\" > \"$1\" && exec sleep 60' {{source}} {{destination}}"
-    process = launcher.start("--kinds", "transfer", "--methods", "bbcp", "--grace-seconds", "0.2",
-                             "--method-command", f"bbcp={half}")
-    wait_until(lambda: partial.exists() and partial.stat().st_size == SIZE // 2, message="the first half")
-
-    process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=20)
+    stop_half_way(topology, launcher, transfer)
     transfer.refresh_from_db()
     assert (transfer.status, partial.stat().st_size) == (JobStatus.PENDING, SIZE // 2)
     DataTransfer.objects.filter(pk=transfer.pk).update(next_attempt_at=None)
@@ -172,3 +178,31 @@ def test_sigterm_keeps_the_partial_file_and_the_next_attempt_resumes_it(topology
     assert transfer.status == JobStatus.TRANSFERRED, (transfer.last_error, run.stdout, run.stderr)
     assert landed(topology).read_bytes() == data
     assert f"resumed at {SIZE // 2} of {SIZE} bytes" in Path(transfer.log_path).read_text()
+
+
+def test_partial_file_of_an_attempt_that_leaves_the_job_failed_is_removed(topology, launcher):
+    transfer, _ = big_transfer(topology, method="bbcp")
+    DataTransfer.objects.filter(pk=transfer.pk).update(attempts=transfer.max_attempts() - 1)  # the last attempt
+
+    stop_half_way(topology, launcher, transfer)
+
+    transfer.refresh_from_db()
+    assert transfer.status == JobStatus.FAILED
+    assert list(partial_of(topology, transfer).parent.iterdir()) == []
+    assert "no attempt will resume it" in Path(transfer.log_path).read_text()
+
+
+def test_operator_cancel_removes_the_partial_file(topology, launcher):
+    transfer, _ = big_transfer(topology, method="bbcp")
+    partial = partial_of(topology, transfer)
+    stop_half_way(topology, launcher, transfer)
+    # While the job waits for its next attempt, housekeeping keeps the partial file.
+    kept = launcher.run("--once", "--kinds", "package")
+    assert partial.stat().st_size == SIZE // 2, kept.stdout
+
+    job_cancel(job=DataTransfer.objects.get(pk=transfer.pk), reason="not needed any more")
+    run = launcher.run("--once", "--kinds", "package")  # nothing to claim: housekeeping at start does it
+
+    assert not partial.exists(), run.stdout
+    assert f"removed partial file {partial} (the job is cancelled)" in run.stdout
+    assert list(partial.parent.iterdir()) == []

@@ -54,6 +54,7 @@ def link_switch(site: str) -> Path:
 def link_command(site: str) -> str:
     return LINK_COMMAND.format(switch=shlex.quote(str(link_switch(site))))
 STOP_TIMEOUT = 15.0
+RUN_TOKEN_NAME = "run_demo"
 
 
 @dataclass
@@ -74,17 +75,22 @@ def worker_program() -> list[str]:
 
 
 def worker_tokens() -> dict[str, str]:
-    """{site: API token} for every demo worker account ``worker-<site>`` (a token is made if missing)."""
-    from rest_framework.authtoken.models import Token
+    """{site: API token} for every demo worker account ``worker-<site>``.
 
-    from opsdb.models import Site
+    Tokens are stored only as digests, so each run makes its own (named ``run_demo``) for the
+    workers it starts, and revokes the ones the previous run made.
+    """
+    from opsdb.models import ApiToken, Site
+    from opsdb.tokens import api_token_create, api_token_revoke
 
     sites = set(Site.objects.values_list("name", flat=True))
     tokens = {}
     for user in User.objects.filter(username__startswith="worker-", is_active=True).order_by("username"):
         site = user.username.removeprefix("worker-")
         if site in sites:
-            tokens[site] = Token.objects.get_or_create(user=user)[0].key
+            for old in ApiToken.objects.active().filter(user=user, name=RUN_TOKEN_NAME):
+                api_token_revoke(token=old)
+            tokens[site] = api_token_create(user=user, name=RUN_TOKEN_NAME)[1]
     return tokens
 
 

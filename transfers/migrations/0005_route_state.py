@@ -22,7 +22,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('opsdb', '0004_copy_names'),
-        ('transfers', '0003_move_datatransferlog_to_opsdb'),
+        ('transfers', '0004_datatransfer_resume_bytes_datatransfer_resumed_from_and_more'),
     ]
 
     operations = [
