@@ -2,18 +2,22 @@
 
     .venv/bin/python bench/planner_scale.py                      # 100,000 then 1,000,000 packages
     .venv/bin/python bench/planner_scale.py --sizes 100000       # just one size
+    .venv/bin/python bench/planner_scale.py --sizes 10000000     # 10^7: tick 1's bundles are made with SQL
     BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/opsdb_bench (default) — the database is
     dropped and re-created for every size.
 
 For each size N it registers N raw packages (5 GB each, like five years of the telescope) with
-PRESENT copies at ccat:buffer (COPY), on the demo topology (ccat → cologne DIRECT, ccat → cornell
+PRESENT copies at ccat:buffer (INSERT … SELECT), on the demo topology (ccat → cologne DIRECT, ccat → cornell
 RELAY via cologne, archives at cologne and cornell), then runs:
   tick 1  — a full scheduler tick over the fresh packages (bundling does the work);
   tick 2  — after every bundle was built (its copy at ccat:buffer): routing;
   tick 3  — after every first hop arrived at cologne: unpacking and the relay hops;
   tick 4  — after every bundle was unpacked at cologne (N raw copies): archiving of N packages;
   tick 5  — nothing to do: the steady-state cost of a tick over N packages of history.
-The worker steps in between are simulated with set-based SQL. Printed per pass: seconds,
+The worker steps in between are simulated with set-based SQL. Above --passes-up-to packages
+(default 1,000,000) tick 1 is not run: its bundles (2,000 packages each, as the pass packs them
+at the default target) and memberships are inserted with SQL, because the bundling pass loads
+every fresh package into Python, which at 10^7 takes long and gigabytes; the other ticks run. Printed per pass: seconds,
 queries, peak RSS of the process (ru_maxrss, never decreases) and the Python heap peak during
 the pass (tracemalloc, only with --tracemalloc: it slows Python code down).
 """
@@ -86,26 +90,24 @@ def topology():
 
 
 def register_packages(n: int, location, observation) -> float:
-    """COPY n raw packages and their PRESENT copies at ``location``; returns seconds."""
+    """Insert n raw packages and their PRESENT copies at ``location`` (set-based SQL); returns seconds."""
     from django.db import connection
     from django.utils import timezone
 
+    from opsdb.models import RawDataPackage, RawDataPackageCopy
+    from opsdb.planning import insert_from_select
+
     t0 = time.perf_counter()
     now = timezone.now()
+    insert_from_select(RawDataPackage, {
+        "name": "'raw-' || lpad(i::text, 8, '0') || '.tar'", "observation_id": str(observation.pk),
+        "size": str(PACKAGE_SIZE), "checksum": "lpad(to_hex(i), 64, '0')",
+    }, f"FROM generate_series(0, {n - 1}) i", [], now=now)
+    insert_from_select(RawDataPackageCopy, {
+        "raw_package_id": "p.id", "location_id": str(location.pk), "path": "'raw/' || p.name",
+    }, "FROM opsdb_rawdatapackage p", [], now=now)
     with connection.cursor() as cursor:
-        raw = cursor.connection
-        with raw.cursor() as cur, cur.copy(
-            "COPY opsdb_rawdatapackage (name, observation_id, size, checksum, checksum_algorithm, created_at) "
-            "FROM STDIN"
-        ) as copy:
-            for i in range(n):
-                copy.write_row((f"raw-{i:08d}.tar", observation.pk, PACKAGE_SIZE, f"{i:064x}", "sha256", now))
-        cursor.execute(
-            "INSERT INTO opsdb_rawdatapackagecopy (raw_package_id, location_id, status, path, checksum_verified, "
-            "created_at, updated_at) SELECT id, %s, 'PRESENT', 'raw/' || name, '', %s, %s FROM opsdb_rawdatapackage",
-            [location.pk, now, now],
-        )
-        cursor.execute("ANALYZE")
+        cursor.execute("VACUUM ANALYZE")
     return time.perf_counter() - t0
 
 
@@ -117,7 +119,7 @@ def simulate(sql: str, params=()) -> None:
         cursor.execute("ANALYZE")
 
 
-def measure_tick(label: str, use_tracemalloc: bool) -> None:
+def measure_tick(label: str, use_tracemalloc: bool) -> float:
     from django.db import connection
     from django.utils import timezone
 
@@ -150,9 +152,41 @@ def measure_tick(label: str, use_tracemalloc: bool) -> None:
         print(f"  {label:<34} {name:<16} {seconds:8.2f} s  {len(calls):3d} queries  "
               f"{result.count:>9,} made  peak RSS {rss:7.1f} MB{heap}", flush=True)
     print(f"  {label:<34} {'TOTAL':<16} {total_t:8.2f} s  {total_q:3d} queries", flush=True)
+    return total_t
 
 
-def bench(n: int, url: str, use_tracemalloc: bool) -> None:
+def bundle_with_sql(n: int, location) -> float:
+    """What tick 1 makes, made with SQL: bundles of 2,000 packages with their memberships; returns seconds."""
+    from django.conf import settings
+    from django.db import connection
+    from django.utils import timezone
+
+    from opsdb.models import RawDataPackage
+    from opsdb.planning import insert_from_select
+    from transfers.models import DataTransferPackage, DataTransferPackageMember
+
+    t0 = time.perf_counter()
+    now = timezone.now()
+    per_bundle = settings.BUNDLE_TARGET_SIZE_BYTES // PACKAGE_SIZE
+    bundles = -(-n // per_bundle)
+    insert_from_select(DataTransferPackage, {
+        "name": "'dtp-ccat-bench-' || k || '.tar'", "origin_location_id": str(location.pk),
+        "archive_path": "'bundles/dtp-ccat-bench-' || k || '.tar'",
+        "payload_size": str(per_bundle * PACKAGE_SIZE), "target_size": str(settings.BUNDLE_TARGET_SIZE_BYTES),
+    }, f"FROM generate_series(0, {bundles - 1}) k", [], now=now)
+    insert_from_select(DataTransferPackageMember, {
+        "transfer_package_id": f"(SELECT min(id) FROM {DataTransferPackage._meta.db_table}) "
+                              f"+ (p.id - first.id) / {per_bundle}",
+        "raw_package_id": "p.id",
+    }, f"FROM {RawDataPackage._meta.db_table} p, (SELECT min(id) AS id FROM {RawDataPackage._meta.db_table}) first",
+       [], now=now)
+    RawDataPackage.objects.update(bundled=True)
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+    return time.perf_counter() - t0
+
+
+def bench(n: int, url: str, use_tracemalloc: bool, passes_up_to: int) -> None:
     from django.core.management import call_command
     from django.db import connection
 
@@ -163,7 +197,12 @@ def bench(n: int, url: str, use_tracemalloc: bool) -> None:
     seconds = register_packages(n, locs["ccat:buffer"], observation)
     print(f"\n== {n:,} raw packages ({n * PACKAGE_SIZE / 1e15:.1f} PB) registered in {seconds:.1f} s ==", flush=True)
 
-    measure_tick("tick 1: fresh packages", use_tracemalloc)
+    started = time.perf_counter()
+    if n <= passes_up_to:
+        measure_tick("tick 1: fresh packages", use_tracemalloc)
+    else:
+        seconds = bundle_with_sql(n, locs["ccat:buffer"])
+        print(f"  tick 1 not run: its bundles and memberships made with SQL in {seconds:.1f} s", flush=True)
     simulate(  # every bundle built: COMPLETED, with its archive at ccat:buffer
         "UPDATE transfers_datatransferpackage SET status = 'COMPLETED', size = payload_size, checksum = 'x';"
         "INSERT INTO transfers_datatransferpackagecopy (transfer_package_id, location_id, status, path, "
@@ -181,24 +220,31 @@ def bench(n: int, url: str, use_tracemalloc: bool) -> None:
     simulate(  # every bundle unpacked at cologne: a raw copy per member
         "UPDATE transfers_datatransferunpack SET status = 'UNPACKED';"
         "INSERT INTO opsdb_rawdatapackagecopy (raw_package_id, location_id, status, path, checksum_verified, "
-        "created_at, updated_at) SELECT m.raw_package_id, %s, 'PRESENT', 'raw/x', '', now(), now() "
+        "created_at, updated_at, archive_planned) SELECT m.raw_package_id, %s, 'PRESENT', 'raw/x', '', now(), now(), "
+        "false "
         "FROM transfers_datatransferpackagemember m",
         [locs["cologne:buffer"].pk],
     )
     measure_tick("tick 4: unpacked at cologne", use_tracemalloc)
-    measure_tick("tick 5: nothing new (steady state)", use_tracemalloc)
+    with connection.cursor() as cursor:  # what autovacuum does between ticks in a steady state
+        cursor.execute("VACUUM ANALYZE")
+    idle = measure_tick("tick 5: nothing new (steady state)", use_tracemalloc)
+    print(f"planner_scale: idle pass {idle:.2f} s at {n} packages of history "
+          f"({time.perf_counter() - started:.0f} s for the ticks)", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated package counts")
     parser.add_argument("--tracemalloc", action="store_true", help="also measure the Python heap per pass")
+    parser.add_argument("--passes-up-to", type=int, default=10**6,
+                        help="above this many packages, tick 1's bundles are made with SQL")
     args = parser.parse_args()
     url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
     setup_django(url)
     print(f"planner benchmark on {url} ({os.cpu_count()} CPUs)")
     for n in (int(x) for x in args.sizes.split(",")):
-        bench(n, url, args.tracemalloc)
+        bench(n, url, args.tracemalloc, args.passes_up_to)
 
 
 if __name__ == "__main__":

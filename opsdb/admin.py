@@ -8,15 +8,17 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.contenttypes.admin import GenericTabularInline
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
-from django.db.models import Count, Prefetch
+from django.db.models import Count, Exists, OuterRef, Prefetch
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django_fsm import ConcurrentTransition, TransitionNotAllowed
 from django_fsm_log.models import StateLog
+from rangefilter.filters import DateRangeQuickSelectListFilterBuilder
 from simple_history.admin import SimpleHistoryAdmin
 
+from opsdb.admin_tables import LargeTableAdmin
 from opsdb.choices import CopyStatus, JobStatus
 from opsdb.models import (
     DataLocation,
@@ -29,6 +31,7 @@ from opsdb.models import (
     RawDataPackageCopy,
     Site,
 )
+from opsdb.registry import job_kinds
 from opsdb.services import job_cancel, job_retry
 
 admin.site.site_header = "ops-db operations"
@@ -56,6 +59,41 @@ class SelectRelatedFieldListFilter(admin.RelatedFieldListFilter):
 
 class LocationListFilter(SelectRelatedFieldListFilter):
     related = LOCATION_RELATED
+
+
+class FixedChoicesFilter(admin.SimpleListFilter):
+    """A filter on one column whose choices are known in advance (no SELECT DISTINCT over the table)."""
+
+    field = ""
+
+    def choices_list(self) -> list[tuple[str, str]]:
+        raise NotImplementedError
+
+    def lookups(self, request, model_admin):
+        return self.choices_list()
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset
+        return queryset.filter(**{self.field: self.value()})
+
+
+class PresentAtLocationFilter(admin.SimpleListFilter):
+    """Raw packages with a PRESENT copy at a location: EXISTS per row, no join that repeats rows."""
+
+    title = "present at"
+    parameter_name = "present_at"
+
+    def lookups(self, request, model_admin):
+        return [(loc.pk, str(loc)) for loc in DataLocation.objects.select_related(*LOCATION_RELATED)]
+
+    def queryset(self, request, queryset):
+        if not (self.value() or "").isdigit():
+            return queryset
+        copies = RawDataPackageCopy.objects.filter(
+            raw_package=OuterRef("pk"), location_id=int(self.value()), status=CopyStatus.PRESENT
+        )
+        return queryset.filter(Exists(copies))
 
 
 class RouteListFilter(SelectRelatedFieldListFilter):
@@ -246,7 +284,7 @@ def shorten(text: str, length: int) -> str:
     return text if len(text) <= length else text[: length - 1] + "…"
 
 
-class LeasedJobAdmin(admin.ModelAdmin):
+class LeasedJobAdmin(LargeTableAdmin):
     """Admin for a leased job: state read-only, retry/cancel as actions and buttons via the services.
 
     Jobs are made by the scheduler (and the API) and changed by transitions: the admin neither
@@ -447,13 +485,13 @@ class RawDataPackageInline(ReadOnlyInlineMixin, admin.TabularInline):
 
 
 @admin.register(Observation)
-class ObservationAdmin(admin.ModelAdmin):
+class ObservationAdmin(LargeTableAdmin):
     list_display = ("obs_id", "instrument", "target_name", "start_time", "end_time")
-    list_filter = ("instrument",)
-    search_fields = ("obs_id", "target_name")
+    list_filter = ("instrument", ("start_time", DateRangeQuickSelectListFilterBuilder(title="observed")))
+    search_fields = ("^obs_id", "^target_name")
+    search_help_text = "Observation id or target name, or how either begins (not case-sensitive)."
     autocomplete_fields = ("instrument",)
     list_select_related = ("instrument",)
-    date_hierarchy = "start_time"
     inlines = (RawDataPackageInline,)
 
 
@@ -480,10 +518,11 @@ def present_locations(copies) -> str:
 
 
 @admin.register(RawDataPackage)
-class RawDataPackageAdmin(admin.ModelAdmin):
+class RawDataPackageAdmin(LargeTableAdmin):
     list_display = ("name", "observation", "target", "size_display", "present_at", "created_at")
-    list_filter = ("observation__instrument", ("copies__location", LocationListFilter))
-    search_fields = ("name", "observation__obs_id", "observation__target_name")
+    list_filter = ("observation__instrument", PresentAtLocationFilter)
+    search_fields = ("^name", "^observation__obs_id")
+    search_help_text = "Package name or observation id, or how either begins (not case-sensitive)."
     autocomplete_fields = ("observation",)
     list_select_related = ("observation",)
     inlines = (RawDataFileInline, RawDataPackageCopyInline)
@@ -506,15 +545,16 @@ class RawDataPackageAdmin(admin.ModelAdmin):
 
 
 @admin.register(RawDataFile)
-class RawDataFileAdmin(admin.ModelAdmin):
+class RawDataFileAdmin(LargeTableAdmin):
     list_display = ("relative_path", "package", "size", "checksum_algorithm", "checksum")
     list_filter = ("checksum_algorithm",)
-    search_fields = ("relative_path", "package__name")
+    search_fields = ("^package__name", "^relative_path")
+    search_help_text = "Package name or file path, or how either begins (not case-sensitive)."
     autocomplete_fields = ("package",)
     list_select_related = ("package",)
 
 
-class CopyAdmin(admin.ModelAdmin):
+class CopyAdmin(LargeTableAdmin):
     """Shared by the physical-copy models: where a copy is, and whether it is still there."""
 
     list_filter = ("status", "location__site", ("location", LocationListFilter), "location__location_type")
@@ -525,7 +565,8 @@ class CopyAdmin(admin.ModelAdmin):
 @admin.register(RawDataPackageCopy)
 class RawDataPackageCopyAdmin(CopyAdmin):
     list_display = ("raw_package", "location", "status", "path", "verified_at", "updated_at")
-    search_fields = ("raw_package__name", "path", "location__name", "location__site__name")
+    search_fields = ("^raw_package__name",)
+    search_help_text = "Package name, or how it begins (not case-sensitive); filter by site or location."
     autocomplete_fields = ("raw_package", "location")
     list_select_related = ("raw_package", "location__site")
 
@@ -533,7 +574,8 @@ class RawDataPackageCopyAdmin(CopyAdmin):
 @admin.register(RawDataFileCopy)
 class RawDataFileCopyAdmin(CopyAdmin):
     list_display = ("raw_file", "package", "location", "status", "path", "expires_at")
-    search_fields = ("raw_file__relative_path", "raw_file__package__name", "path")
+    search_fields = ("^raw_file__package__name", "^raw_file__relative_path")
+    search_help_text = "Package name or file path, or how either begins (not case-sensitive)."
     autocomplete_fields = ("raw_file", "location")
     list_select_related = ("raw_file__package", "location__site")
 
@@ -544,15 +586,44 @@ class RawDataFileCopyAdmin(CopyAdmin):
 
 # --- every recorded transition in one place ----------------------------------------------------
 
+def job_transition_names() -> list[str]:
+    """Every transition name of every job model's state machine (the values StateLog.transition takes)."""
+    names = set()
+    for model in job_kinds.models():
+        names.update(t.name for t in model._meta.get_field("status").get_all_transitions(model))
+    return sorted(names)
+
+
+class TransitionFilter(FixedChoicesFilter):
+    title = "transition"
+    parameter_name = "transition"
+    field = "transition"
+
+    def choices_list(self):
+        return [(name, name) for name in job_transition_names()]
+
+
+class TargetStateFilter(FixedChoicesFilter):
+    title = "to state"
+    parameter_name = "state"
+    field = "state"
+
+    def choices_list(self):
+        return list(JobStatus.choices)
+
+
 @admin.register(StateLog)
-class StateLogAdmin(admin.ModelAdmin):
+class StateLogAdmin(LargeTableAdmin):
     """All job transitions, read-only: the audit trail across every kind of job."""
 
     list_display = ("timestamp", "job", "transition", "source_state", "state", "by", "description")
-    list_filter = ("content_type", "transition", "state")
-    search_fields = ("description", "by__username", "object_id")
+    list_filter = (
+        "content_type", TransitionFilter, TargetStateFilter,
+        ("timestamp", DateRangeQuickSelectListFilterBuilder(title="when")),
+    )
+    search_fields = ("=object_id", "^by__username")
+    search_help_text = "A job's id, or the user name (or how it begins) of who made the transition."
     list_select_related = ("by", "content_type")
-    date_hierarchy = "timestamp"
 
     def has_add_permission(self, request):
         return False
@@ -569,12 +640,12 @@ class StateLogAdmin(admin.ModelAdmin):
 
 
 @admin.register(DataTransferLog)
-class DataTransferLogAdmin(admin.ModelAdmin):
+class DataTransferLogAdmin(LargeTableAdmin):
     list_display = ("created_at", "level", "job_link", "attempt", "worker", "message", "log_path")
-    list_filter = ("level", "content_type", "worker")
-    search_fields = ("message", "worker", "log_path")
+    list_filter = ("level", "content_type", ("created_at", DateRangeQuickSelectListFilterBuilder(title="when")))
+    search_fields = ("^worker", "^message")
+    search_help_text = "Worker name or message, or how either begins (not case-sensitive)."
     list_select_related = ("content_type",)
-    date_hierarchy = "created_at"
     readonly_fields = ("content_type", "object_id", "created_at")
 
     @admin.display(description="job")

@@ -130,9 +130,13 @@ class RawDataPackage(models.Model):
         max_length=10, choices=ChecksumAlgorithm.choices, default=ChecksumAlgorithm.SHA256
     )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Scheduler bookkeeping, a cache of a fact (a membership row exists) that the bundling pass
+    # keeps: with the partial index below, a pass reads only packages still waiting, not history.
+    bundled = models.BooleanField(default=False, editable=False, help_text="In a transfer package.")
 
     class Meta:
         ordering = ["name"]
+        indexes = [models.Index(fields=["id"], condition=Q(bundled=False), name="rawpackage_unbundled")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(size__gte=0), name="rawpackage_size_not_negative",
@@ -199,13 +203,22 @@ class RawDataPackageCopy(PhysicalCopy):
     """A raw data package's archive present (or once present) at a location."""
 
     raw_package = models.ForeignKey(RawDataPackage, on_delete=models.CASCADE, related_name="copies")
+    # Scheduler bookkeeping, a cache of a fact the archiving pass keeps: the package has an archive
+    # transfer, or an archived copy, at this copy's site. A pass reads only copies without it.
+    archive_planned = models.BooleanField(
+        default=False, editable=False, help_text="Has an archive transfer or archived copy at this site."
+    )
 
     class Meta:
         verbose_name_plural = "raw data package copies"
         constraints = [
             models.UniqueConstraint(fields=["raw_package", "location"], name="rawpackagecopy_one_per_location"),
         ]
-        indexes = [models.Index(fields=["location", "status"], name="rawpackagecopy_loc_status")]
+        indexes = [
+            models.Index(fields=["location", "status"], name="rawpackagecopy_loc_status"),
+            models.Index(fields=["location"], condition=Q(status=CopyStatus.PRESENT, archive_planned=False),
+                         name="rawpackagecopy_to_archive"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.raw_package} @ {self.location}"

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django_fsm",
     "django_fsm_log",
     "simple_history",
+    "rangefilter",
     "axes",
     "opsdb",
     "transfers",

@@ -1,10 +1,12 @@
 """The operator admin for long-term archive transfers and scientists' staging jobs."""
 
 from django.contrib import admin
-from django.db.models import Count
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.utils.html import format_html
 
 from opsdb.admin import LeasedJobAdmin, LocationListFilter, ReadOnlyInlineMixin, human_size
+from opsdb.admin_tables import LargeTableAdmin
 from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
 
 
@@ -20,7 +22,8 @@ class LongTermArchiveTransferAdmin(LeasedJobAdmin):
         "status", "requires_intervention", "source_location__site", ("source_location", LocationListFilter),
         ("destination_location", LocationListFilter),
     )
-    search_fields = ("raw_package__name", "lease_holder", "last_error")
+    search_fields = ("^raw_package__name",)
+    search_help_text = "Package name, or how it begins (not case-sensitive)."
     autocomplete_fields = ("raw_package", "source_location", "destination_location")
     list_select_related = ("raw_package", "source_location__site", "destination_location__site")
     created_with = ("raw_package", "source_location", "destination_location")
@@ -57,7 +60,8 @@ class StagingJobAdmin(LeasedJobAdmin):
     list_filter = (
         "status", "destination_location__site", ("destination_location", LocationListFilter), "owner",
     )
-    search_fields = ("owner__username", "note", "items__raw_package__name", "lease_holder")
+    search_fields = ("^owner__username", "^items__raw_package__name")
+    search_help_text = "Who asked (user name) or a package name, or how either begins (not case-sensitive)."
     autocomplete_fields = ("owner", "destination_location")
     list_select_related = ("owner", "destination_location__site")
     created_with = ("owner", "destination_location", "lifetime")
@@ -66,18 +70,24 @@ class StagingJobAdmin(LeasedJobAdmin):
     inlines = (StagingJobPackageInline, *LeasedJobAdmin.inlines)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(n_packages=Count("items"))
+        # Counted per row shown, not grouped over every staging job.
+        items = (
+            StagingJobPackage.objects.filter(job=OuterRef("pk")).order_by()
+            .values("job").annotate(n=Count("pk")).values("n")
+        )
+        return super().get_queryset(request).annotate(n_packages=Coalesce(Subquery(items), 0))
 
-    @admin.display(description="packages", ordering="n_packages")
+    @admin.display(description="packages")
     def package_count(self, obj):
         return obj.n_packages
 
 
 @admin.register(StagingJobPackage)
-class StagingJobPackageAdmin(admin.ModelAdmin):
+class StagingJobPackageAdmin(LargeTableAdmin):
     list_display = ("raw_package", "job", "state", "staged", "source_location", "staged_at")
     list_filter = ("state", ("source_location", LocationListFilter))
-    search_fields = ("raw_package__name", "job__owner__username")
+    search_fields = ("^raw_package__name", "^job__owner__username")
+    search_help_text = "Package name or who asked (user name), or how either begins (not case-sensitive)."
     autocomplete_fields = ("job", "raw_package", "source_location")
     list_select_related = ("raw_package", "job__owner", "source_location__site")
     readonly_fields = ("state", "bytes_staged", "staged_at", "error")

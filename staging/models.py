@@ -32,6 +32,8 @@ class LongTermArchiveTransfer(LeasedJob):
 
     class Meta:
         ordering = ["-created_at"]
+        # API lists filtered by status, newest id first
+        indexes = [models.Index(fields=["status", "id"], name="archive_status_id")]
         constraints = [
             models.UniqueConstraint(
                 fields=["raw_package", "destination_location"], name="archive_once_per_package_and_archive"
@@ -92,6 +94,8 @@ class StagingJob(LeasedJob):
 
     class Meta:
         ordering = ["-created_at"]
+        # API lists filtered by status, newest id first
+        indexes = [models.Index(fields=["status", "id"], name="staging_status_id")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(lifetime__gt=timedelta(0)), name="staging_lifetime_positive",

@@ -39,7 +39,11 @@ def plan_archive_transfers(*, now: datetime) -> PassResult:
             archives[loc.site_id] = archive.id
     if not archives:
         return result
-    from_sql, params = _unarchived_buffer_copies_sql(archives)
+    buffers = [loc.id for loc in topology.locations.values()
+               if loc.site_id in archives and loc.location_type == LocationType.BUFFER]
+    if not buffers:
+        return result
+    from_sql, params = _unarchived_buffer_copies_sql(archives, buffers)
     result.count = insert_from_select(
         LongTermArchiveTransfer,
         {"raw_package_id": "c.raw_package_id", "source_location_id": "MIN(c.location_id)",
@@ -54,13 +58,34 @@ def plan_archive_transfers(*, now: datetime) -> PassResult:
         result.say(f"{plural(result.count, 'archive transfer')}: " + ", ".join(
             f"{topology.label(s)} → {topology.label(d)} ×{n}" for s, d, n in made
         ))
+    _mark_archive_planned(buffers)
     return result
 
 
-def _unarchived_buffer_copies_sql(archives: dict[int, int]) -> tuple[str, list]:
+def _mark_archive_planned(buffers: list[int]) -> int:
+    """Flag the buffer copies whose package now has an archive transfer or archived copy at their site.
+
+    Only copies not flagged yet are read (a partial index), so later passes skip them for good.
+    """
+    transfers = LongTermArchiveTransfer.objects.filter(
+        raw_package_id=OuterRef("raw_package_id"), destination_location__site_id=OuterRef("location__site_id")
+    )
+    archived = RawDataPackageCopy.objects.filter(
+        raw_package_id=OuterRef("raw_package_id"), status=CopyStatus.PRESENT,
+        location__site_id=OuterRef("location__site_id"), location__location_type=LocationType.LONG_TERM_ARCHIVE,
+    )
+    return (
+        RawDataPackageCopy.objects.filter(location_id__in=buffers, status=CopyStatus.PRESENT, archive_planned=False)
+        .filter(Exists(transfers) | Exists(archived))
+        .update(archive_planned=True)
+    )
+
+
+def _unarchived_buffer_copies_sql(archives: dict[int, int], buffers: list[int]) -> tuple[str, list]:
     """FROM … of buffer copies with no archive transfer and no archived copy at their site.
 
-    A package in two buffers of one site is archived once (grouped by package and site).
+    A package in two buffers of one site is archived once (grouped by package and site). Copies
+    flagged ``archive_planned`` are known to have one and are not read (a partial index).
     """
     copy = RawDataPackageCopy._meta.db_table
     location = DataLocation._meta.db_table
@@ -70,7 +95,8 @@ def _unarchived_buffer_copies_sql(archives: dict[int, int]) -> tuple[str, list]:
         FROM {copy} c
         JOIN {location} l ON l.id = c.location_id
         JOIN ({pairs}) a ON a.site_id = l.site_id
-        WHERE c.status = %s AND l.location_type = %s
+        WHERE c.status = %s AND l.location_type = %s AND NOT c.archive_planned
+          AND c.location_id IN ({", ".join(["%s"] * len(buffers))})
           AND NOT EXISTS (
             SELECT 1 FROM {archive_job} t JOIN {location} tl ON tl.id = t.destination_location_id
             WHERE t.raw_package_id = c.raw_package_id AND tl.site_id = l.site_id)
@@ -80,7 +106,7 @@ def _unarchived_buffer_copies_sql(archives: dict[int, int]) -> tuple[str, list]:
               AND al.location_type = %s)
         GROUP BY c.raw_package_id, l.site_id"""
     params = [v for pair in archives.items() for v in pair]
-    params += [CopyStatus.PRESENT, LocationType.BUFFER, CopyStatus.PRESENT, LocationType.LONG_TERM_ARCHIVE]
+    params += [CopyStatus.PRESENT, LocationType.BUFFER, *buffers, CopyStatus.PRESENT, LocationType.LONG_TERM_ARCHIVE]
     return sql, params
 
 

@@ -3,7 +3,8 @@
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -13,6 +14,7 @@ from simple_history.admin import SimpleHistoryAdmin
 from opsdb.admin import (
     ROUTE_RELATED,
     DataTransferLogInline,
+    FixedChoicesFilter,
     KeepSavedObjectHeadingMixin,
     LeasedJobAdmin,
     LocationListFilter,
@@ -25,6 +27,7 @@ from opsdb.admin import (
     related_or_none,
     titled,
 )
+from opsdb.admin_tables import LargeTableAdmin
 from opsdb.choices import JobStatus
 from transfers.choices import PAUSED_STATES, RouteState
 from transfers.forms import RouteAdminForm
@@ -176,7 +179,8 @@ class DataTransferPackageAdmin(LeasedJobAdmin):
     list_filter = (
         "status", "origin_location__site", ("origin_location", LocationListFilter), "next_attempt_at",
     )
-    search_fields = ("name", "archive_path", "members__raw_package__name", "lease_holder")
+    search_fields = ("^name", "^members__raw_package__name")
+    search_help_text = "Bundle name or the name of a raw package in it, or how either begins (not case-sensitive)."
     autocomplete_fields = ("origin_location",)
     list_select_related = ("origin_location__site",)
     created_with = ("name", "origin_location", "archive_path", "payload_size", "target_size", "size", "checksum",
@@ -187,9 +191,14 @@ class DataTransferPackageAdmin(LeasedJobAdmin):
     member_sample = 20
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(n_members=Count("members"))
+        # Counted per row shown (a subquery on the member index), not grouped over every bundle.
+        members = (
+            DataTransferPackageMember.objects.filter(transfer_package=OuterRef("pk")).order_by()
+            .values("transfer_package").annotate(n=Count("pk")).values("n")
+        )
+        return super().get_queryset(request).annotate(n_members=Coalesce(Subquery(members), 0))
 
-    @admin.display(description="members", ordering="n_members")
+    @admin.display(description="members")
     def member_count(self, obj):
         return obj.n_members
 
@@ -215,21 +224,32 @@ class DataTransferPackageAdmin(LeasedJobAdmin):
 
 
 @admin.register(DataTransferPackageCopy)
-class DataTransferPackageCopyAdmin(admin.ModelAdmin):
+class DataTransferPackageCopyAdmin(LargeTableAdmin):
     list_display = ("transfer_package", "location", "status", "path", "verified_at", "updated_at")
     list_filter = ("status", "location__site", ("location", LocationListFilter))
-    search_fields = ("transfer_package__name", "path")
+    search_fields = ("^transfer_package__name",)
+    search_help_text = "Bundle name, or how it begins (not case-sensitive)."
     autocomplete_fields = ("transfer_package", "location")
     list_select_related = ("transfer_package", "location__site")
     readonly_fields = ("created_at", "updated_at")
 
 
 @admin.register(DataTransferPackageMember)
-class DataTransferPackageMemberAdmin(admin.ModelAdmin):
+class DataTransferPackageMemberAdmin(LargeTableAdmin):
     list_display = ("raw_package", "transfer_package")
-    search_fields = ("raw_package__name", "transfer_package__name")
+    search_fields = ("^raw_package__name", "^transfer_package__name")
+    search_help_text = "Raw package or bundle name, or how either begins (not case-sensitive)."
     autocomplete_fields = ("raw_package", "transfer_package")
     list_select_related = ("raw_package", "transfer_package")
+
+
+class HopFilter(FixedChoicesFilter):
+    title = "hop"
+    parameter_name = "hop"
+    field = "hop"
+
+    def choices_list(self):
+        return [("1", "1 (from the origin)"), ("2", "2 (after a relay)")]
 
 
 @admin.register(DataTransfer)
@@ -241,14 +261,15 @@ class DataTransferAdmin(LeasedJobAdmin):
         "lease_column", "created_at",
     )
     list_filter = (
-        "status", job_status_filter(JobStatus.UNPACKED, "unpack__status", "unpack status"), "method", "hop",
+        "status", job_status_filter(JobStatus.UNPACKED, "unpack__status", "unpack status"), "method", HopFilter,
         ("origin_location__site", titled(admin.RelatedFieldListFilter, "origin site")),
         ("destination_location__site", titled(admin.RelatedFieldListFilter, "destination site")),
         ("origin_location", titled(LocationListFilter, "origin location")),
         ("destination_location", titled(LocationListFilter, "destination location")),
         ("route", RouteListFilter),
     )
-    search_fields = ("transfer_package__name", "lease_holder", "destination_path", "last_error")
+    search_fields = ("^transfer_package__name",)
+    search_help_text = "Bundle name, or how it begins (not case-sensitive)."
     autocomplete_fields = ("transfer_package", "route", "origin_location", "destination_location", "previous")
     list_select_related = TRANSFER_RELATED
     created_with = ("transfer_package", "route", "origin_location", "destination_location", "method", "hop",
@@ -292,7 +313,8 @@ class DataTransferUnpackAdmin(LeasedJobAdmin):
         "status", "transfer__destination_location__site",
         ("transfer__destination_location", LocationListFilter),
     )
-    search_fields = ("transfer__transfer_package__name", "lease_holder", "last_error")
+    search_fields = ("^transfer__transfer_package__name",)
+    search_help_text = "Bundle name, or how it begins (not case-sensitive)."
     autocomplete_fields = ("transfer",)
     created_with = ("transfer",)
     list_select_related = (

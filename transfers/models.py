@@ -267,6 +267,8 @@ class DataTransferPackage(LeasedJob):
 
     class Meta:
         ordering = ["-created_at"]
+        # API lists filtered by status, newest id first
+        indexes = [models.Index(fields=["status", "id"], name="dtp_status_id")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(size__isnull=True) | Q(size__gte=0), name="dtp_size_not_negative",
@@ -350,7 +352,10 @@ class DataTransfer(LeasedJob):
                 violation_error_message="This package already has a transfer to that location.",
             ),
         ]
-        indexes = [models.Index(fields=["status", "next_attempt_at"], name="transfer_status_due")]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="transfer_status_due"),
+            models.Index(fields=["status", "id"], name="transfer_status_id"),  # API lists by status, newest first
+        ]
 
     def __str__(self) -> str:
         return f"{self.transfer_package} {self.origin_location} → {self.destination_location}"
@@ -370,6 +375,8 @@ class DataTransferUnpack(LeasedJob):
 
     class Meta:
         ordering = ["-created_at"]
+        # API lists filtered by status, newest id first
+        indexes = [models.Index(fields=["status", "transfer"], name="unpack_status_id")]
 
     def __str__(self) -> str:
         return f"unpack of {self.transfer}"

@@ -37,7 +37,7 @@ from django.conf import settings
 from django.db.models import BooleanField, Case, Exists, F, OuterRef, Q, Value, When
 
 from opsdb.choices import CopyStatus, JobStatus, LocationType
-from opsdb.models import RawDataPackageCopy
+from opsdb.models import RawDataPackage, RawDataPackageCopy
 from opsdb.planning import Location, Locations, PassResult, counted, human_bytes, insert_int_rows, log, plural
 from transfers.choices import RouteState, RouteType
 from transfers.models import (
@@ -195,7 +195,9 @@ def waiting_packages(policies: dict[int, BundlePolicy], topology: Topology,
 
     Unpacked packages that arrived from elsewhere are members of the bundle they came in
     (membership is one-to-one), so they are never bundled again. Whether a package waited too
-    long is decided in the database (a boolean loads much faster than a timestamp).
+    long is decided in the database (a boolean loads much faster than a timestamp). The query
+    starts from the packages not yet flagged ``bundled`` (a partial index), so it reads what
+    waits, not the history of everything bundled before.
     """
     aged = Case(
         *[When(location_id=loc_id, created_at__lte=now - policy.max_wait, then=Value(True))
@@ -204,7 +206,7 @@ def waiting_packages(policies: dict[int, BundlePolicy], topology: Topology,
     )
     rows = (
         RawDataPackageCopy.objects.filter(status=CopyStatus.PRESENT, location_id__in=list(policies))
-        .filter(raw_package__bundle_membership__isnull=True)
+        .filter(raw_package__bundled=False, raw_package__bundle_membership__isnull=True)
         .annotate(aged=aged)
         .values_list("raw_package_id", "location_id", "raw_package__size", "aged")
         .iterator(chunk_size=50000)
@@ -240,8 +242,14 @@ def plan_bundles(*, now: datetime) -> PassResult:
         _say_bundling(result, topology.locations[loc_id], sealed, waiting, policies[loc_id])
     if planned:
         _create_bundles(planned, topology, now)
+    mark_bundled()
     result.count = len(planned)
     return result
+
+
+def mark_bundled() -> int:
+    """Flag the packages that have a membership and are not flagged yet (new bundles, or made elsewhere)."""
+    return RawDataPackage.objects.filter(bundled=False, bundle_membership__isnull=False).update(bundled=True)
 
 
 def _create_bundles(planned: list[tuple[int, list[Waiting], BundlePolicy]], topology: Topology,

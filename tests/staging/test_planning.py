@@ -95,8 +95,9 @@ def test_archive_query_count_does_not_grow(cologne, packages):
         result = plan_archive_transfers(now=timezone.now())
 
     assert result.count == packages
-    # the locations · the INSERT … SELECT · the summary of what was made (routes are not read)
-    assert len(queries) == 3
+    # the locations · the INSERT … SELECT · the summary of what was made · flagging the copies planned
+    # (routes are not read)
+    assert len(queries) == 4
 
 
 # --- staging cleanup ------------------------------------------------------------------------------
@@ -181,3 +182,41 @@ def test_cleanup_query_count_does_not_grow(cologne, jobs):
     assert result.count == jobs
     assert RawDataFileCopy.objects.filter(status=CopyStatus.DELETED).count() == 2 * jobs
     assert len(queries) == 4
+
+
+# --- reading only open work ------------------------------------------------------------------------
+
+
+def test_archiving_flags_copies_it_planned_and_does_not_read_them_again(cologne):
+    raw = waiting(cologne.buffer)
+
+    plan_archive_transfers(now=timezone.now())
+    LongTermArchiveTransfer.objects.all().delete()  # only the flag is left to say it was done
+    second = plan_archive_transfers(now=timezone.now())
+
+    assert raw.copies.get().archive_planned is True
+    assert second.count == 0
+
+
+def test_archiving_flags_copies_whose_archive_transfer_was_made_elsewhere(cologne):
+    raw = waiting(cologne.buffer)
+    f.LongTermArchiveTransferFactory(raw_package=raw, source_location=cologne.buffer,
+                                     destination_location=cologne.archive)
+
+    result = plan_archive_transfers(now=timezone.now())
+
+    assert result.count == 0
+    assert raw.copies.get().archive_planned is True
+
+
+def test_archiving_picks_up_history_when_a_site_gets_an_archive():
+    ccat = site("ccat", archive=False)
+    raw = waiting(ccat.buffer)
+    plan_archive_transfers(now=timezone.now())  # nothing to do, nothing flagged
+    archive = f.DataLocationFactory(site=ccat.site, name="archive", location_type=LocationType.LONG_TERM_ARCHIVE)
+
+    result = plan_archive_transfers(now=timezone.now())
+
+    assert result.count == 1
+    assert LongTermArchiveTransfer.objects.get().destination_location == archive
+    assert raw.copies.get().archive_planned is True

@@ -9,6 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from opsdb.choices import JobStatus, LocationType, TransferMethod
+from opsdb.models import RawDataPackage
 from opsdb.services import job_cancel
 from tests import factories as f
 from tests.topology import GB, arrive, build, custom, direct, relay, site, waiting
@@ -250,6 +251,29 @@ def test_bundling_twice_creates_nothing_twice(ccat, cologne):
     assert DataTransferPackage.objects.count() == 2
 
 
+def test_bundling_flags_bundled_packages_and_does_not_read_them_again(ccat, cologne):
+    direct(ccat, cologne, bundle_target_size=5 * GB)
+    bundled = waiting(ccat.buffer, size=5 * GB)
+    flagged_by_hand = waiting(ccat.buffer, size=5 * GB)
+    RawDataPackage.objects.filter(pk=flagged_by_hand.pk).update(bundled=True)
+
+    result = plan_bundles(now=timezone.now())
+
+    assert result.count == 1
+    assert list(DataTransferPackageMember.objects.values_list("raw_package_id", flat=True)) == [bundled.pk]
+    assert RawDataPackage.objects.get(pk=bundled.pk).bundled is True
+
+
+def test_bundling_flags_memberships_made_elsewhere(ccat, cologne):
+    direct(ccat, cologne)
+    member = f.DataTransferPackageMemberFactory(raw_package=waiting(ccat.buffer))
+
+    result = plan_bundles(now=timezone.now())
+
+    assert result.count == 0
+    assert RawDataPackage.objects.get(pk=member.raw_package_id).bundled is True
+
+
 @pytest.mark.parametrize("sealed", [1, 3, 10])
 def test_bundling_query_count_does_not_grow(ccat, cologne, sealed):
     direct(ccat, cologne, bundle_target_size=5 * GB, bundle_max_wait=HOUR)
@@ -261,7 +285,7 @@ def test_bundling_query_count_does_not_grow(ccat, cologne, sealed):
         result = plan_bundles(now=timezone.now())
 
     assert result.count == sealed
-    assert len(queries) == 6
+    assert len(queries) == 7
 
 
 # --- routing --------------------------------------------------------------------------------------

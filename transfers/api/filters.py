@@ -23,9 +23,9 @@ class DataTransferRouteFilter(CreatedRangeFilterSet):
     relay_site = filters.CharFilter(field_name="relay_site__name")
     relay_site_id = IdFilter(field_name="relay_site_id")
     site = filters.CharFilter(method="filter_site", help_text="Starts, ends or relays at this site.")
-    route_type = filters.MultipleChoiceFilter(choices=RouteType.choices)
-    method = filters.MultipleChoiceFilter(choices=TransferMethod.choices)
-    state = filters.MultipleChoiceFilter(choices=RouteState.choices)
+    route_type = filters.MultipleChoiceFilter(choices=RouteType.choices, distinct=False)
+    method = filters.MultipleChoiceFilter(choices=TransferMethod.choices, distinct=False)
+    state = filters.MultipleChoiceFilter(choices=RouteState.choices, distinct=False)
 
     class Meta:
         model = DataTransferRoute
@@ -71,7 +71,7 @@ class DataTransferFilter(JobFilterSet):
     origin_location_id = IdFilter(field_name="origin_location_id")
     destination_location_id = IdFilter(field_name="destination_location_id")
     location_id = IdFilter(method="filter_location", help_text="Leaves from or arrives at it.")
-    method = filters.MultipleChoiceFilter(choices=TransferMethod.choices)
+    method = filters.MultipleChoiceFilter(choices=TransferMethod.choices, distinct=False)
 
     class Meta:
         model = DataTransfer

@@ -22,7 +22,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('opsdb', '0004_copy_names'),
-        ('transfers', '0004_datatransfer_resume_bytes_datatransfer_resumed_from_and_more'),
+        ('transfers', '0005_status_id_indexes'),
     ]
 
     operations = [

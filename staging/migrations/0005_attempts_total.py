@@ -26,7 +26,7 @@ def recreate_sqlite_triggers(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('staging', '0003_longtermarchivetransfer_resume_bytes_and_more'),
+        ('staging', '0004_status_id_indexes'),
     ]
 
     operations = [
