@@ -84,6 +84,10 @@ class LeasedJob(ConcurrentTransitionMixin, models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    claim_request_id = models.CharField(
+        max_length=64, blank=True, default="", editable=False,
+        help_text="The worker's id of the claim request that took the lease: a repeat of it gets this job again.",
+    )
     claimed_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     bytes_done = models.BigIntegerField(null=True, blank=True)
@@ -157,9 +161,11 @@ class LeasedJob(ConcurrentTransitionMixin, models.Model):
     @fsm_log_by
     @fsm_log_description
     @transition(field=status, source=JobStatus.PENDING, target=JobStatus.ACTIVE)
-    def claim(self, *, worker: str, token: str, expires_at: datetime, user=None, by=None, description=None):
+    def claim(self, *, worker: str, token: str, expires_at: datetime, user=None, request_id: str = "", by=None,
+              description=None):
         """PENDING → ACTIVE: a worker takes the job under a new lease."""
         now = timezone.now()
+        self.claim_request_id = request_id
         self.lease_holder = worker
         self.lease_token = token
         self.lease_user = user

@@ -17,6 +17,20 @@ slug_validator = RegexValidator(
     r"^[a-z0-9][a-z0-9_-]*$", "Use lower-case letters, digits, '-' and '_', starting with a letter or digit."
 )
 
+# Names and relative paths that become file paths at the sites (``raw/<package name>``, a file in a
+# package): ASCII letters, digits and . _ + -, each part starting with a letter, digit, _ or +, so
+# no part is "." or "..", hidden, absolute, empty, or read as an option ("-x") by a copy command.
+FILE_NAME_PART = r"[A-Za-z0-9_+][A-Za-z0-9._+-]*"
+file_name_validator = RegexValidator(
+    rf"\A{FILE_NAME_PART}\Z",
+    "Use letters, digits and . _ + - only, starting with a letter, digit, _ or + (the name becomes a file name).",
+)
+relative_path_validator = RegexValidator(
+    rf"\A{FILE_NAME_PART}(/{FILE_NAME_PART})*\Z",
+    "Give a path relative to the location's base path: parts of letters, digits and . _ + -, each starting "
+    "with a letter, digit, _ or +, separated by single '/' (no '..', no leading or trailing '/').",
+)
+
 
 class Site(models.Model):
     """A place with storage, e.g. the telescope site in Chile or an archive centre."""
@@ -122,7 +136,7 @@ class Observation(models.Model):
 class RawDataPackage(models.Model):
     """An archive of the raw files of one observation: the unit of raw data bookkeeping."""
 
-    name = models.CharField(max_length=255, unique=True)
+    name = models.CharField(max_length=255, unique=True, validators=[file_name_validator])
     observation = models.ForeignKey(Observation, on_delete=models.PROTECT, related_name="packages")
     size = models.BigIntegerField(help_text="Bytes.")
     checksum = models.CharField(max_length=128)
@@ -153,7 +167,7 @@ class RawDataFile(models.Model):
     """One file of an observation, stored inside a raw data package."""
 
     package = models.ForeignKey(RawDataPackage, on_delete=models.CASCADE, related_name="files")
-    relative_path = models.CharField(max_length=1024)
+    relative_path = models.CharField(max_length=1024, validators=[relative_path_validator])
     size = models.BigIntegerField(help_text="Bytes.")
     checksum = models.CharField(max_length=128)
     checksum_algorithm = models.CharField(

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Value
 from django.utils import timezone
 from django_fsm import ConcurrentTransition
 
@@ -79,18 +79,19 @@ def job_claim(*, job: LeasedJob, worker: str, user=None, lease_seconds: int | No
     return _claim(job=job, worker=worker, user=user, lease_seconds=lease_seconds)
 
 
-def _claim(*, job: LeasedJob, worker: str, user, lease_seconds: int | None) -> LeasedJob:
+def _claim(*, job: LeasedJob, worker: str, user, lease_seconds: int | None, request_id: str = "") -> LeasedJob:
     """``job_claim`` in the caller's transaction (``claim_next``'s: no savepoint needed inside it)."""
     job.claim(
         worker=worker, token=new_lease_token(), expires_at=lease_expiry(lease_seconds), user=user,
-        by=user, description=f"claimed by {worker}",
+        request_id=request_id, by=user, description=f"claimed by {worker}",
     )
     job.save()
     return job
 
 
 def claim_next(*, queryset: QuerySet, worker: str, user=None, lease_seconds: int | None = None,
-               now: datetime | None = None, guard: Callable[[LeasedJob], bool] | None = None) -> LeasedJob | None:
+               now: datetime | None = None, guard: Callable[[LeasedJob], bool] | None = None,
+               request_id: str = "") -> LeasedJob | None:
     """Claim the first due job of ``queryset`` (highest priority, then oldest); None when none is due.
 
     PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so concurrent claimers pass each other by. SQLite: the
@@ -112,10 +113,32 @@ def claim_next(*, queryset: QuerySet, worker: str, user=None, lease_seconds: int
                 if guard is not None and not guard(job):
                     candidates = candidates.exclude(pk=job.pk)
                     continue
-                return _claim(job=job, worker=worker, user=user, lease_seconds=lease_seconds)
+                return _claim(job=job, worker=worker, user=user, lease_seconds=lease_seconds,
+                              request_id=request_id)
         except ConcurrentTransition:
             continue
     return None
+
+
+def claimed_by_request(*, querysets: dict[str, QuerySet], worker: str, user, request_id: str,
+                       now: datetime | None = None) -> tuple[str, int] | None:
+    """(kind, id) of the job whose lease a claim with this ``request_id`` took and still holds; None if none.
+
+    A worker whose claim answer was lost (a dropped connection, a timeout) repeats the claim with
+    the same request id and gets the same job and lease back, instead of leaving it ACTIVE with
+    nobody until the lease expires. The key is the worker's name and request id, for the same
+    account. One query over every kind (``querysets``: kind → its jobs).
+    """
+    if not request_id or not querysets:
+        return None
+    now = now or timezone.now()
+    held = [
+        queryset.filter(status=JobStatus.ACTIVE, lease_holder=worker, lease_user=user, claim_request_id=request_id,
+                        lease_expires_at__gte=now).order_by().annotate(kind=Value(kind)).values_list("kind", "pk")
+        for kind, queryset in querysets.items()
+    ]
+    first, *rest = held
+    return next(iter(first.union(*rest, all=True) if rest else first), None)
 
 
 CLAIM_ORDER = ("-priority", "created_at", "pk")  # within a kind: higher priority, then the oldest
@@ -123,7 +146,7 @@ CLAIM_ORDER = ("-priority", "created_at", "pk")  # within a kind: higher priorit
 
 def claim_for_worker(*, handlers: Sequence[JobKindHandler], worker: str, user=None,
                      site_ids: Sequence[int] | None = None, methods: Sequence[str] | None = None,
-                     lease_seconds: int | None = None, now: datetime | None = None,
+                     lease_seconds: int | None = None, now: datetime | None = None, request_id: str = "",
                      ) -> tuple[JobKindHandler, LeasedJob] | None:
     """Claim the next job of these kinds for ``worker`` (the claim-priority rule); None when none is due.
 
@@ -147,7 +170,7 @@ def claim_for_worker(*, handlers: Sequence[JobKindHandler], worker: str, user=No
         candidates.append((handler, handler.claimable(queryset)))
     for handler, queryset in _by_claim_deadline(candidates, now) if len(candidates) > 1 else candidates:
         job = claim_next(queryset=queryset, worker=worker, user=user, lease_seconds=lease_seconds, now=now,
-                         guard=handler.claim_guard)
+                         guard=handler.claim_guard, request_id=request_id)
         if job is not None:
             return handler, job
     return None

@@ -18,3 +18,8 @@ urlpatterns = [
     path("accounts/logout/", views.SignOutView.as_view(), name="logout"),
     path("", include("staging.urls")),
 ]
+
+handler400 = "opsdb.views.bad_request"
+handler403 = "opsdb.views.permission_denied"
+handler404 = "opsdb.views.page_not_found"
+handler500 = "opsdb.views.server_error"

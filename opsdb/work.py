@@ -102,6 +102,7 @@ class JobKindHandler(ABC):
         (the scheduler's bulk expiry passes instances updated in bulk).
 
         ``job`` is back to PENDING or FAILED; e.g. staging emails the owner of a FAILED request.
+        ``retryable`` False: the worker said another attempt cannot succeed (the job's input is at fault).
         """
         return  # optional hook: nothing to do by default
 

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
+from opsdb import numbers
 from opsdb.choices import LocationType
 from opsdb.models import DataLocation, Instrument, RawDataPackage
 
@@ -13,16 +14,7 @@ class DateInput(forms.DateInput):
     input_type = "date"
 
 
-MAX_ID = 2**63 - 1
-
-
-class BoundedModelChoiceField(forms.ModelChoiceField):
-    """Refuses ids past 64 bits as an invalid choice (SQLite would overflow on them)."""
-
-    def to_python(self, value):
-        if value not in self.empty_values and str(value).isdigit() and int(value) > MAX_ID:
-            raise ValidationError(self.error_messages["invalid_choice"], code="invalid_choice")
-        return super().to_python(value)
+BoundedModelChoiceField = numbers.ModelChoiceField  # ASCII ids within 64 bits (SQLite overflows past them)
 
 
 class SearchForm(forms.Form):
@@ -74,7 +66,7 @@ class StagingRequestForm(forms.Form):
         error_messages={"required": "Choose a processing location to stage to.",
                         "invalid_choice": "That location does not exist."},
     )
-    lifetime_days = forms.IntegerField(
+    lifetime_days = numbers.IntegerField(
         required=False, min_value=1, label="Keep the data for (days)",
         error_messages={"min_value": "The lifetime must be at least one day."},
     )

@@ -18,6 +18,7 @@ from django_fsm import TransitionNotAllowed
 
 from opsdb.choices import OPEN_STATUSES, JobStatus
 from opsdb.models import RawDataPackage
+from opsdb.numbers import parse_id
 from staging import selectors
 from staging.explain import job_status_words, plain_error
 from staging.forms import SearchForm, StagingRequestForm
@@ -32,7 +33,6 @@ from staging.services import (
 )
 
 PAGE_SIZE = 25
-MAX_ID = 2**63 - 1
 UNDER_WAY = (JobStatus.PENDING, JobStatus.ACTIVE)
 
 
@@ -134,12 +134,8 @@ def _add_all_results(request: HttpRequest, selection: Selection) -> None:
 
 
 def _int(value: str) -> int | None:
-    """A database id, or None for anything else (SQLite overflows on ids past 64 bits)."""
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return None
-    return number if 0 < number <= MAX_ID else None
+    """A database id in ASCII digits, or None for anything else (see ``opsdb.numbers``)."""
+    return parse_id(value)
 
 
 def _ints(values: list[str]) -> list[int]:
@@ -158,7 +154,7 @@ def request_staging(request: HttpRequest) -> HttpResponse:
     """GET: the form; POST step=preview: the plan; POST step=confirm: create the request."""
     selection = Selection(request.session)
     packages = list(selection.packages().select_related("observation").order_by("name"))
-    form = StagingRequestForm(request.POST or None)
+    form = StagingRequestForm(request.POST if request.method == "POST" else None)  # an empty POST is bound too
     plan = None
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data

@@ -10,6 +10,7 @@ from typing import Any
 from django.db.models import QuerySet
 from rest_framework import serializers
 
+from opsdb.api.fields import RelativePathField
 from opsdb.choices import JobKind
 from opsdb.work import JobKindHandler, location_payload, raw_package_path
 from staging.models import StagingJob, StagingJobPackage
@@ -19,8 +20,8 @@ from staging.services import notify_on_commit, staging_items_mark_staged, stagin
 
 class StagedFileResult(serializers.Serializer):
     relative_path = serializers.CharField(max_length=1024)
-    path = serializers.CharField(max_length=1024, required=False,
-                                 help_text="Relative to the location's base path; default staged/<package>/<file>.")
+    path = RelativePathField(required=False,
+                             help_text="Relative to the location's base path; default staged/<package>/<file>.")
     checksum = serializers.CharField(max_length=128)
 
 

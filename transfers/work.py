@@ -12,7 +12,7 @@ from django.db.models import Count, F, Prefetch, Q, QuerySet
 from django.utils import timezone
 from rest_framework import serializers
 
-from opsdb.api.fields import ChecksumField, RelativePathField
+from opsdb.api.fields import ChecksumField, IntegerField, RelativePathField
 from opsdb.choices import ChecksumAlgorithm, JobKind, JobStatus
 from opsdb.models import RawDataPackageCopy
 from opsdb.work import JobKindHandler, location_payload, raw_package_path, record_copies, record_copy
@@ -25,7 +25,13 @@ from transfers.models import (
     DataTransferRoute,
     DataTransferUnpack,
 )
-from transfers.services import probe_open_filter, route_admits, route_transfer_failed, route_transfer_succeeded
+from transfers.services import (
+    probe_open_filter,
+    route_admits,
+    route_transfer_failed,
+    route_transfer_succeeded,
+    transfer_package_split,
+)
 
 MEMBERS = Prefetch(
     "members", queryset=DataTransferPackageMember.objects.select_related("raw_package").order_by("raw_package__name")
@@ -39,7 +45,7 @@ def member_payload(member: DataTransferPackageMember) -> dict[str, Any]:
 
 
 class PackageResult(serializers.Serializer):
-    size = serializers.IntegerField(min_value=0, max_value=2**63 - 1)
+    size = IntegerField(min_value=0, max_value=2**63 - 1)
     checksum = ChecksumField()
     checksum_algorithm = serializers.ChoiceField(choices=ChecksumAlgorithm.choices, required=False)
 
@@ -80,10 +86,15 @@ class PackageHandler(JobKindHandler):
         record_copy(DataTransferPackageCopy, transfer_package=job, location=job.origin_location,
                     path=job.archive_path, checksum=job.checksum)
 
+    def on_failed(self, job: DataTransferPackage, *, retryable: bool = True) -> None:
+        """A bundle whose build cannot succeed (a bad member, said the worker) is split so the rest go on."""
+        if not retryable and job.status == JobStatus.FAILED:
+            transfer_package_split(transfer_package=job, reason=job.last_error)
+
 
 class TransferResult(serializers.Serializer):
     checksum = ChecksumField()
-    size = serializers.IntegerField(min_value=0, max_value=2**63 - 1, required=False)
+    size = IntegerField(min_value=0, max_value=2**63 - 1, required=False)
     path = RelativePathField(required=False)
 
 

@@ -12,6 +12,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -113,14 +114,22 @@ class ApiClient:
     # -- protocol --------------------------------------------------------------------------
     def claim(self, *, worker: str, kinds: Sequence[str] = (), sites: Sequence[str] = (),
               methods: Sequence[str] = (), lease_seconds: int | None = None) -> dict[str, Any] | None:
-        """One job, or None when there is nothing to do (204)."""
-        payload: dict[str, Any] = {"worker": worker}
+        """One job, or None when there is nothing to do (204).
+
+        Each claim carries a request id, the same in its retries. A claim that got no answer at all
+        (ApiUnavailable) may still have taken a job: this thread's next claim repeats its id, and the
+        server gives that job back rather than leave it claimed by nobody until its lease expires.
+        """
+        request_id = getattr(self._local, "unanswered_claim", None) or uuid.uuid4().hex
+        self._local.unanswered_claim = request_id
+        payload: dict[str, Any] = {"worker": worker, "request_id": request_id}
         for key, value in (("kinds", kinds), ("sites", sites), ("methods", methods)):
             if value:
                 payload[key] = list(value)
         if lease_seconds:
             payload["lease_seconds"] = lease_seconds
         response = self.post("api/v1/work/claim/", payload)
+        self._local.unanswered_claim = None
         if response.status_code == 204:
             return None
         if response.status_code != 200:
@@ -148,11 +157,9 @@ class ApiClient:
             raise ApiError(response.status_code, _body(response), "POST", "api/v1/work/partials/")
         return response.json()
 
-    def log(self, kind: str, job_id: int, *, message: str, level: str = "INFO", lease_token: str = "",
+    def log(self, kind: str, job_id: int, *, lease_token: str, message: str, level: str = "INFO",
             log_path: str = "") -> dict[str, Any]:
-        payload = {"level": level, "message": message[:500]}
-        if lease_token:
-            payload["lease_token"] = lease_token
+        payload = {"lease_token": lease_token, "level": level, "message": message[:500]}
         if log_path:
             payload["log_path"] = log_path
         return self._post_report(f"api/v1/work/{kind}/{job_id}/log/", payload)

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from opsdb.services import LeaseConflict
+from opsdb.views import database_unavailable, is_database_unavailable
 
 
 def validation_error_body(exc: DjangoValidationError) -> dict:
@@ -34,6 +35,8 @@ def conflict(detail: str, current_status: str | None = None) -> Response:
 
 
 def api_exception_handler(exc, context):
+    if is_database_unavailable(exc):
+        return database_unavailable(context["request"])
     if isinstance(exc, LeaseConflict):
         return conflict(str(exc), exc.job.status)
     if isinstance(exc, TransitionNotAllowed):

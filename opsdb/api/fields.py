@@ -1,8 +1,9 @@
 """Serializer fields shared by the work protocol and ingest."""
 
-from pathlib import PurePosixPath
-
 from rest_framework import serializers
+
+from opsdb.models import file_name_validator, relative_path_validator
+from opsdb.numbers import is_foreign_number, parse_id
 
 CHECKSUM_MAX_LENGTH = 128
 
@@ -20,25 +21,54 @@ class ChecksumField(serializers.RegexField):
 
 
 class RelativePathField(serializers.CharField):
-    """A path relative to a location's base path: not absolute, no '..'."""
+    """A path relative to a location's base path (``opsdb.models.relative_path_validator``)."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("max_length", 1024)
+        kwargs.setdefault("trim_whitespace", False)
         super().__init__(**kwargs)
+        self.validators.append(relative_path_validator)
 
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        path = PurePosixPath(value)
-        if path.is_absolute() or ".." in path.parts:
-            raise serializers.ValidationError("Give a path relative to the location's base path, without '..'.")
-        return value
+
+class FileNameField(serializers.CharField):
+    """A name that becomes a file name at the sites (``opsdb.models.file_name_validator``)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 255)
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+        self.validators.append(file_name_validator)
 
 
 class LogPathField(serializers.CharField):
-    """Where the worker wrote the detailed log of the job."""
+    """Where the worker wrote the detailed log of the job: any path, but one line of printable text."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("max_length", 1024)
         kwargs.setdefault("required", False)
         kwargs.setdefault("allow_blank", True)
         super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not value.isprintable():
+            raise serializers.ValidationError("Give the log file's path as printable text (no control characters).")
+        return value
+
+
+class IntegerField(serializers.IntegerField):
+    """DRF's integer field, for JSON numbers and ASCII digits only (see ``opsdb.numbers``)."""
+
+    def to_internal_value(self, data):
+        if is_foreign_number(data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class PrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
+    """A related record by id: ASCII digits within 64 bits, else 'does not exist' (never another record)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and parse_id(data) is None:
+            self.fail("does_not_exist", pk_value=data)
+        return super().to_internal_value(data)

@@ -3,11 +3,11 @@
 from datetime import UTC
 
 import django_filters as filters
-from django import forms
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef
 
+from opsdb import numbers
 from opsdb.choices import CopyStatus, JobKind, JobStatus, LocationType, LogLevel, StorageType
 from opsdb.models import (
     DataLocation,
@@ -22,13 +22,13 @@ from opsdb.models import (
 )
 from opsdb.registry import job_kinds
 
-MAX_ID = 2**63 - 1
+MAX_ID = numbers.MAX_ID
 
 
 class IdFilter(filters.NumberFilter):
     """A primary key: an integer in the database's range (a larger one is a 400, not an overflow)."""
 
-    field_class = forms.IntegerField
+    field_class = numbers.IntegerField
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("min_value", 0)

@@ -3,14 +3,15 @@
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.parsers import JSONParser
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from opsdb.api.exceptions import conflict
-from opsdb.api.fields import ChecksumField, RelativePathField
-from opsdb.api.permissions import IsWorker
+from opsdb.api.fields import ChecksumField, FileNameField, IntegerField, RelativePathField
+from opsdb.api.parsers import JSONParser
+from opsdb.api.permissions import IsWorker, allowed_site_ids
 from opsdb.api.serializers import RawDataFileSerializer, RawDataPackageSerializer
 from opsdb.api.work import validated
 from opsdb.choices import ChecksumAlgorithm
@@ -35,7 +36,7 @@ class IngestObservation(serializers.Serializer):
 
 class IngestFile(serializers.Serializer):
     relative_path = RelativePathField(max_length=RawDataFile._meta.get_field("relative_path").max_length)
-    size = serializers.IntegerField(min_value=0, max_value=BIG)
+    size = IntegerField(min_value=0, max_value=BIG)
     checksum = ChecksumField()
     checksum_algorithm = serializers.ChoiceField(choices=ChecksumAlgorithm.choices, default=ChecksumAlgorithm.SHA256)
 
@@ -46,14 +47,14 @@ class IngestLocation(serializers.Serializer):
 
 
 class RawPackageIngest(serializers.Serializer):
-    name = serializers.CharField(max_length=RawDataPackage._meta.get_field("name").max_length)
-    size = serializers.IntegerField(min_value=0, max_value=BIG)
+    name = FileNameField(max_length=RawDataPackage._meta.get_field("name").max_length)
+    size = IntegerField(min_value=0, max_value=BIG)
     checksum = ChecksumField()
     checksum_algorithm = serializers.ChoiceField(choices=ChecksumAlgorithm.choices, default=ChecksumAlgorithm.SHA256)
     observation = IngestObservation()
     files = IngestFile(many=True, max_length=100000)
     location = IngestLocation(required=False, help_text="The site and location name of the archive's copy...")
-    location_id = serializers.IntegerField(min_value=1, max_value=BIG, required=False, help_text="...or its id.")
+    location_id = IntegerField(min_value=1, max_value=BIG, required=False, help_text="...or its id.")
     path = RelativePathField(required=False, help_text="Of the archive at the location; default raw/<name>.")
 
     def validate_files(self, files):
@@ -103,6 +104,9 @@ class RawPackageIngestView(APIView):
     )
     def post(self, request):
         data = validated(RawPackageIngest, request)
+        allowed = allowed_site_ids(request.user)
+        if allowed is not None and data["location"].site_id not in allowed:
+            raise PermissionDenied(f"This worker may not register data at {data['location'].site.name}.")
         observation = data["observation"]
         if not Observation.objects.filter(obs_id=observation["obs_id"]).exists():
             missing = [f for f in ("instrument", "target_name", "start_time", "end_time") if f not in observation]

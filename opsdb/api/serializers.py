@@ -4,9 +4,11 @@ Writable ones (sites, locations) validate with the model's ``full_clean()``, as 
 """
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
 from rest_framework import serializers
 
 from opsdb.api.exceptions import validation_error_body
+from opsdb.api.fields import IntegerField, PrimaryKeyRelatedField
 from opsdb.models import (
     DataLocation,
     DataTransferLog,
@@ -28,7 +30,18 @@ JOB_FIELDS = [
 
 
 class FullCleanMixin:
-    """Run the model's ``full_clean()`` (field validators, ``clean()``, constraints) and report 400 field errors."""
+    """Run the model's ``full_clean()`` (field validators, ``clean()``, constraints) and report 400 field errors.
+
+    Integers and related ids are read from ASCII digits only (``opsdb.numbers``).
+    """
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        **{field: IntegerField for field in (models.IntegerField, models.BigIntegerField, models.SmallIntegerField,
+                                             models.PositiveIntegerField, models.PositiveBigIntegerField,
+                                             models.PositiveSmallIntegerField)},
+    }
+    serializer_related_field = PrimaryKeyRelatedField
 
     def validate(self, attrs):
         attrs = super().validate(attrs)

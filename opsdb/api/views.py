@@ -31,6 +31,8 @@ class RoleViewSetMixin:
 
     permission_classes = [IsAuthenticated, ModelRolePermissions]
     ordering_fields = ["id", "created_at"]
+    # ASCII digits within 64 bits: "/sites/١/" is a 404, not site 1 (``int()`` reads any script's digits).
+    lookup_value_regex = "[0-9]{1,18}"
 
 
 class ReadOnlyViewSet(RoleViewSetMixin, viewsets.ReadOnlyModelViewSet):

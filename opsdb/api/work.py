@@ -13,13 +13,13 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, Polymorphic
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.exceptions import ValidationError as DRFValidationError
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from opsdb import services
-from opsdb.api.fields import LogPathField
+from opsdb.api.fields import IntegerField, LogPathField
+from opsdb.api.parsers import JSONParser
 from opsdb.api.permissions import IsWorker, allowed_site_ids
 from opsdb.choices import JobKind, LogLevel, TransferMethod
 from opsdb.leases import ERROR_MAX_LENGTH
@@ -46,7 +46,12 @@ class Claim(serializers.Serializer):
     methods = serializers.ListField(child=serializers.ChoiceField(choices=TransferMethod.choices), required=False,
                                     allow_empty=False,
                                     max_length=len(TransferMethod.choices), help_text="Transfer methods it can do.")
-    lease_seconds = serializers.IntegerField(min_value=1, required=False)
+    lease_seconds = IntegerField(min_value=1, required=False)
+    request_id = serializers.RegexField(
+        r"^[A-Za-z0-9._:-]{1,64}$", required=False,
+        help_text="The worker's id of this claim (e.g. a UUID), the same when it repeats the claim after a lost "
+        "answer: a repeat gets the job (and lease) the first one took, while the lease is held.",
+    )
 
     def validate_lease_seconds(self, value: int) -> int:
         if value > max_lease_seconds():
@@ -71,11 +76,11 @@ class ClaimedJob(serializers.Serializer):
     """The fields every job has; each kind adds its own (docs/worker-protocol.md)."""
 
     kind = serializers.ChoiceField(choices=JobKind.choices)
-    id = serializers.IntegerField()
+    id = IntegerField()
     lease_token = serializers.CharField()
     lease_expires_at = serializers.DateTimeField()
-    attempt = serializers.IntegerField(help_text="1 for the first try.")
-    max_attempts = serializers.IntegerField()
+    attempt = IntegerField(help_text="1 for the first try.")
+    max_attempts = IntegerField()
     site = serializers.CharField(help_text="The site the job is at.")
 
 
@@ -84,8 +89,8 @@ class LeaseReport(serializers.Serializer):
 
 
 class Heartbeat(LeaseReport):
-    bytes_done = serializers.IntegerField(min_value=0, max_value=MAX_ID, required=False)
-    lease_seconds = serializers.IntegerField(min_value=1, required=False)
+    bytes_done = IntegerField(min_value=0, max_value=MAX_ID, required=False)
+    lease_seconds = IntegerField(min_value=1, required=False)
     items_done = serializers.ListField(child=serializers.CharField(max_length=255), required=False,
                                        max_length=10000, help_text="Finished items (stage: raw package names).")
     resumed_from = serializers.IntegerField(
@@ -109,8 +114,7 @@ class FailReport(LeaseReport):
     retryable = serializers.BooleanField(required=False, default=True)
 
 
-class LogEntry(serializers.Serializer):
-    lease_token = serializers.CharField(max_length=64, required=False)
+class LogEntry(LeaseReport):
     level = serializers.ChoiceField(choices=LogLevel.choices)
     message = serializers.CharField(max_length=LOG_MESSAGE_MAX_LENGTH,
                                     help_text="Short; details go to the log file at log_path.")
@@ -119,9 +123,9 @@ class LogEntry(serializers.Serializer):
 
 class JobState(serializers.Serializer):
     kind = serializers.ChoiceField(choices=JobKind.choices)
-    id = serializers.IntegerField()
+    id = IntegerField()
     status = serializers.CharField()
-    attempts = serializers.IntegerField()
+    attempts = IntegerField()
     next_attempt_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
 
@@ -167,11 +171,18 @@ class ClaimView(WorkView):
     def post(self, request):
         data = validated(Claim, request)
         site_ids = self.site_ids(request.user, data.get("sites"))
+        request_id = data.get("request_id", "")
         wanted = data.get("kinds")
+        handlers = [h for h in job_kinds if wanted is None or h.kind in wanted]
+        again = services.claimed_by_request(
+            querysets={h.kind: h.model.objects.all() for h in handlers}, worker=data["worker"], user=request.user,
+            request_id=request_id)
+        if again is not None:
+            handler = job_kinds[again[0]]
+            return Response(job_payload(handler, handler.queryset().get(pk=again[1])))
         claimed = services.claim_for_worker(
-            handlers=[h for h in job_kinds if wanted is None or h.kind in wanted], worker=data["worker"],
-            user=request.user, site_ids=site_ids, methods=data.get("methods"),
-            lease_seconds=data.get("lease_seconds"),
+            handlers=handlers, worker=data["worker"], user=request.user, site_ids=site_ids,
+            methods=data.get("methods"), lease_seconds=data.get("lease_seconds"), request_id=request_id,
         )
         if claimed is not None:
             handler, job = claimed
@@ -293,9 +304,8 @@ class LogView(JobView):
     def post(self, request, kind: str, pk: int):
         _handler, job = self.get_job(request, kind, pk)
         data = validated(LogEntry, request)
-        token = data.get("lease_token")
-        if token is not None and token != job.lease_token:
-            raise services.LeaseConflict(job, "this lease token is not the job's current or last lease")
+        if not job.lease_is_held(data["lease_token"]):
+            raise services.LeaseConflict(job)  # only the worker holding the lease writes about the job
         services.write_job_log(job=job, message=data["message"], level=data["level"],
                                log_path=data.get("log_path", ""), worker=job.lease_holder)
         return Response(status=status.HTTP_201_CREATED)

@@ -7,8 +7,10 @@ from django.db.models import Q
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from opsdb.api.fields import IntegerField
 from opsdb.api.serializers import JOB_FIELDS
 from opsdb.models import DataLocation, RawDataPackage
+from opsdb.numbers import parse_id
 from staging.explain import plain_error, status_words
 from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
 from staging.selectors import absolute_path
@@ -24,7 +26,6 @@ class LongTermArchiveTransferSerializer(serializers.ModelSerializer):
                   "site_name", "requires_intervention"]
 
 
-MAX_ID = 2**63 - 1
 
 
 class StagingJobPackageSerializer(serializers.ModelSerializer):
@@ -86,8 +87,9 @@ class LocationRefField(serializers.Field):
 
     def to_internal_value(self, value):
         locations = DataLocation.objects.select_related("site")
-        if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
-            found = locations.filter(pk=int(value)).first() if 0 < int(value) <= MAX_ID else None
+        if isinstance(value, int) or (isinstance(value, str) and value.isascii() and value.isdigit()):
+            pk = parse_id(value)
+            found = locations.filter(pk=pk).first() if pk is not None else None
         elif isinstance(value, str) and ":" in value:
             site, name = value.split(":", 1)
             found = locations.filter(site__name=site, name=name).first()
@@ -109,7 +111,7 @@ class StagingJobCreateSerializer(serializers.Serializer):
         help_text="Raw package ids or names.",
     )
     destination_location = LocationRefField(help_text="A PROCESSING location: id or site:name.")
-    lifetime_days = serializers.IntegerField(required=False, allow_null=True)
+    lifetime_days = IntegerField(required=False, allow_null=True)
 
     def validate_lifetime_days(self, days: int | None) -> int | None:
         # Past the maximum here already: a huge number would overflow a timedelta.
@@ -124,8 +126,8 @@ class StagingJobCreateSerializer(serializers.Serializer):
         limit = settings.STAGING_SELECTION_MAX
         if len(refs) > limit:
             raise serializers.ValidationError(f"At most {limit} packages per request.")
-        ids = {int(r) for r in refs if r.isdigit() and int(r) <= MAX_ID}
-        names = {r for r in refs if not r.isdigit()}
+        ids = {pk for pk in map(parse_id, refs) if pk is not None}
+        names = {r for r in refs if parse_id(r) is None}
         found = list(RawDataPackage.objects.filter(Q(pk__in=ids) | Q(name__in=names)))
         known = {str(p.pk) for p in found} | {p.name for p in found}
         unknown = [r for r in refs if r not in known]

@@ -139,3 +139,71 @@ def test_ingest_at_inactive_location_is_400(buffer):
 def test_ingest_by_scientist_is_403(buffer):
     assert scientist_client().post(URL, body(), format="json").status_code == 403
     assert not RawDataPackage.objects.exists()
+
+
+@pytest.mark.parametrize("by_id", [False, True])
+def test_ingest_by_worker_restricted_to_another_site_is_403_and_nothing_registered(buffer, by_id):
+    cologne = f.SiteFactory(name="cologne")
+    archive = f.DataLocationFactory(site=cologne, name="archive")
+    data = body(location={"site": "cologne", "name": "archive"})
+    if by_id:
+        del data["location"]
+        data["location_id"] = archive.pk
+
+    response = worker_client("rt-ccat", sites=[buffer.site]).post(URL, data, format="json")
+
+    assert response.status_code == 403
+    assert "cologne" in response.json()["detail"]
+    assert (RawDataPackage.objects.count(), RawDataPackageCopy.objects.count()) == (0, 0)
+
+
+def test_ingest_existing_package_at_another_site_by_restricted_worker_adds_no_copy(buffer):
+    f.DataLocationFactory(site=f.SiteFactory(name="cologne"), name="archive")
+    assert worker_client().post(URL, body(), format="json").status_code == 201
+
+    response = worker_client("rt-ccat", sites=[buffer.site]).post(
+        URL, body(location={"site": "cologne", "name": "archive"}), format="json")
+
+    assert response.status_code == 403
+    assert list(RawDataPackageCopy.objects.values_list("location", flat=True)) == [buffer.pk]
+
+
+def test_ingest_by_worker_restricted_to_the_location_site_is_201(buffer):
+    response = worker_client("rt-ccat", sites=[buffer.site]).post(URL, body(), format="json")
+
+    assert response.status_code == 201
+
+
+@pytest.mark.parametrize("name", ["../../evil.tar", "a/b.tar", "..", ".", ".hidden.tar", "-rf.tar", "raw 1.tar",
+                                  "raw\u00001.tar", "raw\n1.tar", "ra\\w.tar", "rαw.tar", ""])
+def test_ingest_unsafe_package_name_is_400_and_nothing_registered(buffer, name):
+    response = worker_client().post(URL, body(name=name), format="json")
+
+    assert response.status_code == 400, response.content
+    assert "name" in response.json()
+    assert not RawDataPackage.objects.exists()
+
+
+@pytest.mark.parametrize("path", ["../a", "a/../../b", "/abs", "a//b", "a/", "./a", "a/./b", "-x", "a/-x",
+                                  "a\u0000b", "a\nb", "a\\..\\b", ""])
+@pytest.mark.parametrize("field", ["path", "file"])
+def test_ingest_unsafe_path_is_400_and_nothing_registered(buffer, path, field):
+    if field == "file":
+        data = body(files=[{"relative_path": path, "size": 1, "checksum": "00"}])
+    else:
+        data = body(path=path)
+
+    response = worker_client().post(URL, data, format="json")
+
+    assert response.status_code == 400, response.content
+    assert ("files" if field == "file" else "path") in response.json()
+    assert not RawDataPackage.objects.exists()
+
+
+def test_ingest_safe_names_and_nested_paths_are_accepted(buffer):
+    data = body(name="PCAM_obs-0001+x.tar.gz", path="raw/2026/PCAM_obs-0001+x.tar.gz",
+                files=[{"relative_path": "det_1/scan.001.fits", "size": 1, "checksum": "00"}])
+
+    response = worker_client().post(URL, data, format="json")
+
+    assert response.status_code == 201, response.content

@@ -16,7 +16,7 @@ from hypothesis import settings as hypothesis_settings
 from opsdb.tokens import api_token_create
 from opsdb.wsgi import application
 from tests import factories as f
-from tests.apiclient import operator_client, worker
+from tests.apiclient import ensure_role_groups, operator_client, worker
 
 pytestmark = pytest.mark.django_db
 
@@ -63,13 +63,14 @@ def test_swagger_ui_is_served_from_the_app_not_a_cdn():
 
 
 # The fuzz run: schemathesis generates requests from the schema and sends them to the WSGI app,
-# authenticated as a worker (the widest reach: work, ingest and reads) and then as an operator.
+# authenticated as a worker (work, ingest and reads), a scientist (catalogue, staging requests) and
+# an operator (writes, retries, cancels), a few examples per operation each to stay quick.
 SCHEMA = schemathesis.openapi.from_dict(SchemaGenerator().get_schema(request=None, public=True))
 SCHEMA.app = application
 
 
-@pytest.fixture
-def fuzz_data():
+@pytest.fixture(params=["worker", "scientist", "operator"])
+def fuzz_data(request):
     """Something for every endpoint to find: a job of each kind, a route, a log line."""
     f.LongTermArchiveTransferFactory()
     f.DataTransferUnpackFactory(transfer=f.DataTransferFactory(route=f.RouteFactory()))
@@ -80,13 +81,16 @@ def fuzz_data():
     # one, as Django's own test client does.
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
-    yield api_token_create(user=worker("fuzzer"))[1]
+    ensure_role_groups()
+    user = {"worker": lambda: worker("fuzzer"), "scientist": lambda: f.scientist("fuzz-scientist"),
+            "operator": lambda: f.operator("fuzz-operator")}[request.param]()
+    yield api_token_create(user=user)[1]
     request_started.connect(close_old_connections)
     request_finished.connect(close_old_connections)
 
 
 @SCHEMA.parametrize()
-@hypothesis_settings(max_examples=5, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
+@hypothesis_settings(max_examples=3, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
                      suppress_health_check=list(HealthCheck))
 def test_fuzz_finds_no_server_error(case, fuzz_data):
     response = case.call(headers={"Authorization": f"Token {fuzz_data}"})

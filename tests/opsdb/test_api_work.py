@@ -344,7 +344,8 @@ def test_log_entry_is_recorded(client, claimed):
 
 
 def test_log_message_too_long_is_400(client, claimed):
-    response = client.post(url(claimed, "log"), {"level": "INFO", "message": "x" * 501}, format="json")
+    response = client.post(url(claimed, "log"), {"lease_token": claimed.lease_token, "level": "INFO",
+                                                 "message": "x" * 501}, format="json")
 
     assert response.status_code == 400
     assert "message" in response.json()
@@ -358,8 +359,44 @@ def test_log_with_wrong_token_is_409(client, claimed):
     assert response.status_code == 409
 
 
+def test_log_without_lease_token_is_400_and_nothing_logged(client, claimed):
+    response = client.post(url(claimed, "log"), {"level": "INFO", "message": "m"}, format="json")
+
+    assert response.status_code == 400
+    assert "lease_token" in response.json()
+    assert not DataTransferLog.objects.filter(object_id=claimed.pk, message="m").exists()
+
+
+def test_log_on_a_job_nobody_claimed_is_409(client, job):
+    response = client.post(url(job, "log"), {"lease_token": "", "level": "INFO", "message": "m"}, format="json")
+
+    assert response.status_code in (400, 409)
+    assert not DataTransferLog.objects.filter(object_id=job.pk).exists()
+
+
+def test_log_after_the_lease_expired_is_409(client, claimed):
+    LongTermArchiveTransfer.objects.filter(pk=claimed.pk).update(lease_expires_at=timezone.now() - timedelta(1))
+
+    response = client.post(url(claimed, "log"), {"lease_token": claimed.lease_token, "level": "INFO",
+                                                 "message": "late"}, format="json")
+
+    assert response.status_code == 409
+    assert not DataTransferLog.objects.filter(object_id=claimed.pk, message="late").exists()
+
+
+def test_log_after_the_job_is_done_is_409(client, claimed):
+    client.post(url(claimed, "complete"), complete_body(claimed), format="json")
+
+    response = client.post(url(claimed, "log"), {"lease_token": claimed.lease_token, "level": "INFO",
+                                                 "message": "late"}, format="json")
+
+    assert response.status_code == 409
+    assert not DataTransferLog.objects.filter(object_id=claimed.pk, message="late").exists()
+
+
 def test_log_with_bad_level_is_400(client, claimed):
-    response = client.post(url(claimed, "log"), {"level": "LOUD", "message": "m"}, format="json")
+    response = client.post(url(claimed, "log"), {"lease_token": claimed.lease_token, "level": "LOUD",
+                                                 "message": "m"}, format="json")
 
     assert response.status_code == 400
     assert "level" in response.json()
@@ -440,3 +477,67 @@ def test_ingest_anonymous_is_401():
     from rest_framework.test import APIClient
 
     assert APIClient().post("/api/v1/ingest/raw-packages/", {}, format="json").status_code == 401
+
+
+def test_claim_repeated_with_its_request_id_gets_the_same_job_and_lease(client, job):
+    other = f.LongTermArchiveTransferFactory()
+
+    first = claim(client, request_id="req-1")
+    again = claim(client, request_id="req-1")
+
+    job.refresh_from_db()
+    other.refresh_from_db()
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert again.json() == first.json()
+    assert (job.status, job.lease_token) == (JobStatus.ACTIVE, first.json()["lease_token"])
+    assert other.status == JobStatus.PENDING
+
+
+def test_claim_with_another_request_id_gets_another_job(client, job):
+    f.LongTermArchiveTransferFactory()
+
+    first = claim(client, request_id="req-1").json()
+    second = claim(client, request_id="req-2").json()
+
+    assert first["id"] != second["id"]
+
+
+@pytest.mark.parametrize("who", ["other worker name", "other account"])
+def test_claim_request_id_is_only_the_same_workers(client, job, who):
+    f.LongTermArchiveTransferFactory()
+    first = claim(client, request_id="req-1").json()
+
+    if who == "other account":
+        second = claim(worker_client("w-other"), request_id="req-1")
+    else:
+        second = client.post(CLAIM, {"worker": "w2", "request_id": "req-1"}, format="json")
+
+    assert second.json()["id"] != first["id"]
+
+
+def test_claim_request_id_of_a_finished_job_claims_a_new_one(client, job):
+    other = f.LongTermArchiveTransferFactory()
+    first = claim(client, request_id="req-1").json()
+    client.post(url(job, "complete"), {"lease_token": first["lease_token"], "checksum": job.raw_package.checksum},
+                format="json")
+
+    again = claim(client, request_id="req-1")
+
+    assert again.json()["id"] == other.pk
+
+
+def test_claim_request_id_after_the_lease_expired_claims_afresh(client, job):
+    claim(client, request_id="req-1")
+    LongTermArchiveTransfer.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(1))
+
+    again = claim(client, request_id="req-1")
+
+    assert again.status_code == 204
+
+
+@pytest.mark.parametrize("request_id", ["", "x" * 65, "a b", "ü", "١", None, ["a"]])
+def test_claim_with_a_bad_request_id_is_400(client, job, request_id):
+    response = claim(client, request_id=request_id)
+
+    assert response.status_code == 400
+    assert "request_id" in response.json()

@@ -260,6 +260,14 @@ def test_request_non_processing_location_is_refused(client_alice, topology):
     assert StagingJob.objects.count() == 0
 
 
+def test_request_post_with_an_empty_body_is_refused_not_500(client_alice, topology):
+    response = client_alice.post(NEW, {})
+
+    assert response.status_code == 200
+    assert response.context["form"].non_field_errors() == ["Select at least one package to stage."]
+    assert StagingJob.objects.count() == 0
+
+
 def test_request_missing_location_is_refused(client_alice, topology):
     select(client_alice, topology.packages)
 

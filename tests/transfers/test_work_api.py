@@ -146,6 +146,22 @@ def test_transfer_complete_mismatch_is_400_and_nothing_recorded(client, transfer
     assert not DataTransferPackageCopy.objects.filter(location=transfer.destination_location).exists()
 
 
+@pytest.mark.parametrize("changes", [{"path": "bundles/../../x.tar"}, {"path": "-x.tar"}, {"path": "a//x.tar"},
+                                     {"path": "bundles/x.tar\u0000"}, {"path": "bundles/x\n.tar"},
+                                     {"log_path": "/logs/a\nfake line"}, {"log_path": "/logs/a\u0000"}])
+def test_transfer_complete_with_unsafe_path_is_400_and_nothing_recorded(client, transfer, changes):
+    token = claim(client, kinds=["transfer"]).json()["lease_token"]
+
+    response = report(client, "transfer", transfer.pk, "complete",
+                      {"lease_token": token, "checksum": "ab" * 32, **changes})
+
+    transfer.refresh_from_db()
+    assert response.status_code == 400
+    assert set(changes) <= set(response.json())
+    assert transfer.status == JobStatus.ACTIVE
+    assert not DataTransferPackageCopy.objects.filter(location=transfer.destination_location).exists()
+
+
 def test_transfer_of_unbuilt_package_cannot_complete(client):
     transfer = f.DataTransferFactory()
     token = claim(client, kinds=["transfer"]).json()["lease_token"]

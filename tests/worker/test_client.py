@@ -66,13 +66,30 @@ def test_claim_retries_5xx_then_returns_job():
     assert len(server.requests) == 3
     assert server.requests[0][1] == "/api/v1/work/claim/"
     assert server.requests[0][2]["Authorization"] == "Token tok123"
-    assert server.requests[0][3] == {"worker": "w1", "kinds": ["package"], "lease_seconds": 60}
+    assert server.requests[0][3] == {"worker": "w1", "kinds": ["package"], "lease_seconds": 60,
+                                     "request_id": server.requests[0][3]["request_id"]}
+    assert len({r[3]["request_id"] for r in server.requests}) == 1  # a retry repeats the claim's id
 
 
 def test_claim_no_work_returns_none():
     with ScriptedServer([(204, None, {})]) as server:
         assert client_for(server).claim(worker="w1") is None
-        assert server.requests[0][3] == {"worker": "w1"}
+        assert server.requests[0][3] == {"worker": "w1", "request_id": server.requests[0][3]["request_id"]}
+
+
+def test_claim_without_any_answer_is_repeated_with_its_id_by_the_next_claim():
+    """The server may have taken a job for a claim whose answer was lost: the next claim asks for it again."""
+    script = [(503, None, {})] * 4 + [(200, {"kind": "package", "id": 3}, {}), (204, None, {})]
+    with ScriptedServer(script) as server:
+        client = client_for(server)
+        with pytest.raises(ApiUnavailable):
+            client.claim(worker="w1")
+        assert client.claim(worker="w1") == {"kind": "package", "id": 3}
+        client.claim(worker="w1")
+
+    ids = [r[3]["request_id"] for r in server.requests]
+    assert len(set(ids[:5])) == 1
+    assert ids[5] != ids[0]
 
 
 def test_429_retried_honouring_retry_after():

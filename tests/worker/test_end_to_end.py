@@ -201,21 +201,32 @@ def test_worker_without_method_claims_no_transfer(topology, launcher):
     assert (transfer.status, run.stdout.count(" #")) == (JobStatus.PENDING, 0)
 
 
-def test_worker_corrupted_raw_package_fails_the_build(topology, launcher):
+def test_worker_corrupted_raw_package_fails_the_build_and_ends_alone(topology, launcher):
     dtp = make_bundle(topology)
-    flip_byte(topology.path(topology.ccat_buffer, f"raw/{topology.packages[1].name}"))
+    good, bad = topology.packages
+    flip_byte(topology.path(topology.ccat_buffer, f"raw/{bad.name}"))
 
     run = launcher.run("--once", "--kinds", "package")
 
     dtp.refresh_from_db()
-    # Bad stored data will not heal by retrying: FAILED for an operator, not another attempt.
-    assert dtp.status == JobStatus.FAILED, (run.stdout, run.stderr)
-    assert "checksum mismatch" in dtp.last_error and topology.packages[1].name in dtp.last_error
+    # Bad stored data will not heal by retrying: no other attempt; the bundle is split so that
+    # the good member goes on and the bad one ends alone, FAILED for an operator.
+    assert dtp.status == JobStatus.CANCELLED, (run.stdout, run.stderr)
+    assert "checksum mismatch" in dtp.last_error and bad.name in dtp.last_error
     assert not topology.path(topology.ccat_buffer, "bundles").exists() or \
         list(topology.path(topology.ccat_buffer, "bundles").iterdir()) == []
     assert not DataTransferPackageCopy.objects.filter(transfer_package=dtp).exists()
     (log,) = error_logs(dtp)
     assert "checksum mismatch" in Path(log.log_path).read_text()
+
+    launcher.run("--once", "--kinds", "package")
+    launcher.run("--once", "--kinds", "package")
+
+    built = DataTransferPackage.objects.get(status=JobStatus.COMPLETED)
+    failed = DataTransferPackage.objects.get(status=JobStatus.FAILED)
+    assert list(built.raw_packages.all()) == [good]
+    assert list(failed.raw_packages.all()) == [bad]
+    assert DataTransferPackageCopy.objects.filter(transfer_package=built).exists()
 
 
 def test_worker_bundle_corrupted_at_origin_fails_transfer(topology, launcher):

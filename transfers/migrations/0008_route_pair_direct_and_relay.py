@@ -7,7 +7,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('opsdb', '0004_copy_names'),
-        ('transfers', '0006_route_state'),
+        ('transfers', '0007_route_state'),
     ]
 
     operations = [

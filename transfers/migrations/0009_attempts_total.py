@@ -14,7 +14,7 @@ def count_earlier_attempts(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('transfers', '0007_route_pair_direct_and_relay'),
+        ('transfers', '0008_route_pair_direct_and_relay'),
     ]
 
     operations = [

@@ -22,7 +22,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('opsdb', '0004_copy_names'),
-        ('transfers', '0005_status_id_indexes'),
+        ('transfers', '0006_claim_request_id'),
     ]
 
     operations = [

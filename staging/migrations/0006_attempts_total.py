@@ -26,7 +26,7 @@ def recreate_sqlite_triggers(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('staging', '0004_status_id_indexes'),
+        ('staging', '0005_claim_request_id'),
     ]
 
     operations = [
