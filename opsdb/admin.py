@@ -135,6 +135,24 @@ def human_size(size: int | None) -> str:
     return f"{value / 1000:.1f} PB"
 
 
+class KeepSavedObjectHeadingMixin:
+    """After a failed save, the heading and breadcrumb name the object as saved, not the refused edit.
+
+    The form validated its values onto the instance, so without this the page titled itself with
+    a name that was never stored, as if the save had gone through.
+    """
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        form = getattr(context.get("adminform"), "form", None)
+        if change and obj is not None and form is not None and form.errors:
+            saved = type(obj)._default_manager.filter(pk=obj.pk).first()
+            if saved is not None:
+                context["original"] = saved
+                context["subtitle"] = str(saved)
+                obj = saved
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+
 # --- transition history and job admin shared by every leased job ------------------------------
 
 def exact_time(value) -> str:
@@ -196,9 +214,9 @@ class DataTransferLogInline(ReadOnlyInlineMixin, GenericTabularInline):
 
 
 JOB_READONLY_FIELDS = (
-    "status", "attempts", "next_attempt_at", "lease_holder", "lease_user", "lease_expires_at", "claimed_at",
-    "heartbeat_at", "bytes_done", "resume_bytes", "resumed_from", "last_error", "log_path", "finished_at",
-    "created_at", "updated_at",
+    "status", "attempts", "attempts_total", "next_attempt_at", "lease_holder", "lease_user", "lease_expires_at",
+    "claimed_at", "heartbeat_at", "bytes_done", "resume_bytes", "resumed_from", "last_error", "log_path",
+    "finished_at", "created_at", "updated_at",
 )
 
 REFUSALS_SHOWN = 5
@@ -209,8 +227,69 @@ TRANSITIONS = {
 }
 
 
+def titled(filter_class: type[admin.FieldListFilter], title: str) -> type[admin.FieldListFilter]:
+    """``filter_class`` under its own heading (two site filters must not both read "By site")."""
+
+    def __init__(self, *args, **kwargs):
+        filter_class.__init__(self, *args, **kwargs)
+        self.title = title  # the field filter sets its title from the field's name in __init__
+
+    return type(f"{filter_class.__name__}_{title.replace(' ', '_')}", (filter_class,), {"__init__": __init__})
+
+
+def job_status_filter(done: str, field: str = "status", title: str = "status") -> type[admin.SimpleListFilter]:
+    """A status filter that offers only the states this kind of job can take (one "done" state)."""
+    states = [s for s in JobStatus if s in (JobStatus.PENDING, JobStatus.ACTIVE, done, JobStatus.FAILED,
+                                            JobStatus.CANCELLED)]
+
+    class StatusFilter(admin.SimpleListFilter):
+        parameter_name = f"{field}__exact"  # the parameter the field's own filter used: links keep working
+
+        def lookups(self, request, model_admin):
+            return [(s.value, s.label) for s in states]
+
+        def queryset(self, request, queryset):
+            return queryset.filter(**{field: self.value()}) if self.value() else queryset
+
+    StatusFilter.title = title
+    return StatusFilter
+
+
+ERROR_CHOICES_SHOWN = 10
+ERROR_SAMPLE = 1000  # the latest failed jobs whose errors are offered as choices
+
+
+class LastErrorListFilter(admin.SimpleListFilter):
+    """Open jobs (pending or failed) by their last error; the choices are the commonest errors of the
+    latest failed jobs (a bounded sample via the status index, never a DISTINCT over the whole table)."""
+
+    title = "last error (open jobs)"
+    parameter_name = "last_error"
+
+    def lookups(self, request, model_admin):
+        model = model_admin.model
+        latest = model.objects.failed().order_by("-pk").values("pk")[:ERROR_SAMPLE]
+        rows = (model.objects.filter(pk__in=latest).exclude(last_error="").values("last_error")
+                .annotate(n=Count("pk")).order_by("-n", "last_error")[:ERROR_CHOICES_SHOWN])
+        return [(row["last_error"], f"{shorten(row['last_error'], 60)} ({row['n']})") for row in rows]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        return queryset.filter(status__in=(JobStatus.PENDING, JobStatus.FAILED), last_error=self.value())
+
+
+def shorten(text: str, length: int) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
 class LeasedJobAdmin(LargeTableAdmin):
-    """Admin for a leased job: state read-only, retry/cancel as actions and buttons via the services."""
+    """Admin for a leased job: state read-only, retry/cancel as actions and buttons via the services.
+
+    Jobs are made by the scheduler (and the API) and changed by transitions: the admin neither
+    adds nor deletes them.
+    """
 
     change_form_template = "admin/opsdb/leased_job_change_form.html"
     readonly_fields = JOB_READONLY_FIELDS
@@ -220,6 +299,31 @@ class LeasedJobAdmin(LargeTableAdmin):
     actions = ("retry_selected", "cancel_selected")
     list_per_page = 100
     inlines = (TransitionHistoryInline, DataTransferLogInline)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_list_filter(self, request):
+        """The kind's own status choices in place of the plain status filter, and the last-error filter."""
+        filters = [job_status_filter(self.model.DONE) if f == "status" else f
+                   for f in super().get_list_filter(request)]
+        return [*filters, LastErrorListFilter]
+
+    @admin.display(description="attempts", ordering="attempts_total")
+    def attempts_column(self, obj):
+        """Failed attempts since the last retry, and in all when an operator retried it."""
+        if obj.attempts_total == obj.attempts:
+            return obj.attempts
+        return format_html("{} <small>({} in all)</small>", obj.attempts, obj.attempts_total)
+
+    @admin.display(description="last error", ordering="last_error")
+    def error_column(self, obj):
+        if not obj.last_error:
+            return "-"
+        return format_html('<span title="{}">{}</span>', obj.last_error, shorten(obj.last_error, 80))
 
     # -- transitions ------------------------------------------------------------------------
     def apply_transition(self, request, job, name: str) -> str | None:
@@ -333,7 +437,7 @@ class DataLocationInline(admin.TabularInline):
 
 
 @admin.register(Site)
-class SiteAdmin(SimpleHistoryAdmin):
+class SiteAdmin(KeepSavedObjectHeadingMixin, SimpleHistoryAdmin):
     list_display = ("name", "title", "location_count", "created_at")
     search_fields = ("name", "title")
     inlines = (DataLocationInline,)
@@ -347,7 +451,7 @@ class SiteAdmin(SimpleHistoryAdmin):
 
 
 @admin.register(DataLocation)
-class DataLocationAdmin(SimpleHistoryAdmin):
+class DataLocationAdmin(KeepSavedObjectHeadingMixin, SimpleHistoryAdmin):
     list_display = (
         "__str__", "site", "location_type", "storage_type", "base_path", "host", "priority", "active",
     )

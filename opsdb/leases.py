@@ -73,7 +73,10 @@ class LeasedJob(ConcurrentTransitionMixin, models.Model):
 
     status = FSMField(default=JobStatus.PENDING, choices=JobStatus.choices, protected=True, db_index=True)
     priority = models.IntegerField(default=0, help_text="Higher is claimed first.")
-    attempts = models.PositiveIntegerField(default=0, help_text="Failed attempts so far.")
+    attempts = models.PositiveIntegerField(default=0, help_text="Failed attempts since it was created or last retried.")
+    attempts_total = models.PositiveIntegerField(
+        "attempts in all", default=0, help_text="Failed attempts in all, across operators' retries."
+    )
     next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="Not claimable before this time.")
     lease_token = models.CharField(max_length=64, blank=True, default="", editable=False)
     lease_holder = models.CharField(max_length=200, blank=True, default="", help_text="Worker name.")
@@ -141,6 +144,7 @@ class LeasedJob(ConcurrentTransitionMixin, models.Model):
 
     def _record_failure(self, error: str, now: datetime) -> str:
         self.attempts += 1
+        self.attempts_total += 1
         self.last_error = (error or "")[:ERROR_MAX_LENGTH]
         self.lease_expires_at = None
         if self.bytes_done:
@@ -209,7 +213,7 @@ class LeasedJob(ConcurrentTransitionMixin, models.Model):
     @fsm_log_description
     @transition(field=status, source=JobStatus.FAILED, target=JobStatus.PENDING)
     def retry(self, *, by=None, description=None):
-        """FAILED → PENDING: an operator gives the job a fresh set of attempts."""
+        """FAILED → PENDING: an operator gives the job a fresh set of attempts (``attempts_total`` keeps counting)."""
         self.attempts = 0
         self.next_attempt_at = None
         self.finished_at = None

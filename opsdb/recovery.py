@@ -22,8 +22,8 @@ from opsdb.planning import PassResult, human_bytes
 from opsdb.registry import job_kinds
 from opsdb.services import after_failed_attempt, short_log_message
 
-FAILURE_FIELDS = ["attempts", "last_error", "lease_expires_at", "lease_token", "finished_at", "next_attempt_at",
-                  "resume_bytes"]
+FAILURE_FIELDS = ["attempts", "attempts_total", "last_error", "lease_expires_at", "lease_token", "finished_at",
+                  "next_attempt_at", "resume_bytes"]
 
 
 def expire_leases(*, now: datetime) -> PassResult:
@@ -54,7 +54,7 @@ def _expire_model(model: type[LeasedJob], now: datetime, result: PassResult) -> 
             model.objects.filter(pk__in=ids).update(status=state, updated_at=now)
     _write_logs(model, jobs, outcome, now)
     for job in jobs:
-        after_failed_attempt(job)  # the kind's on_failed hook, as for a reported failure
+        after_failed_attempt(job, lease_expired=True)  # the kind's on_failed hook, as for a reported failure
         _say(result, job, outcome[job.pk][1], now)
     return len(jobs)
 
@@ -79,7 +79,7 @@ def _write_logs(model: type[LeasedJob], jobs: list[LeasedJob], outcome: dict[int
         DataTransferLog(
             content_type=content_type, object_id=job.pk, level=LogLevel.WARNING, created_at=now,
             message=short_log_message(f"lease of {outcome[job.pk][2] or 'worker'} expired: {job.last_error}"),
-            worker=outcome[job.pk][2], attempt=job.attempts,
+            worker=outcome[job.pk][2], attempt=job.attempts_total,
         )
         for job in jobs
     ])

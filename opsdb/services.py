@@ -56,12 +56,15 @@ def _check_locked(locked: bool) -> None:
 
 
 def write_job_log(*, job: LeasedJob, message: str, level: str = LogLevel.INFO, log_path: str = "",
-                  worker: str = "") -> None:
-    """A short DataTransferLog line about ``job``; the detail stays in the file at ``log_path``."""
+                  worker: str = "", attempt: int | None = None) -> None:
+    """A short DataTransferLog line about ``job``; the detail stays in the file at ``log_path``.
+
+    ``attempt``: the attempt it is about, counted across operators' retries (default: the last failed one).
+    """
     DataTransferLog.objects.create(
         content_type=ContentType.objects.get_for_model(type(job)), object_id=job.pk, level=level,
         message=short_log_message(message), log_path=log_path, worker=worker or job.lease_holder,
-        attempt=job.attempts,
+        attempt=job.attempts_total if attempt is None else attempt,
     )
 
 
@@ -258,7 +261,8 @@ def _complete(*, job: LeasedJob, lease_token: str, by, log_path: str,
     worker = job.lease_holder
     job.complete(log_path=log_path, by=by, description=f"completed by {worker}")
     job.save()
-    write_job_log(job=job, message=f"{job.KIND} completed by {worker}", log_path=log_path, worker=worker)
+    write_job_log(job=job, message=f"{job.KIND} completed by {worker}", log_path=log_path, worker=worker,
+                  attempt=job.attempts_total + 1)
     return job, True
 
 
@@ -294,12 +298,12 @@ def _fail(*, job: LeasedJob, lease_token: str, error: str, log_path: str, retrya
     return job, True
 
 
-def after_failed_attempt(job: LeasedJob, *, retryable: bool = True) -> None:
-    """Let the job's kind react to a failed attempt (``on_failed``, e.g. staging's email to its owner).
+def after_failed_attempt(job: LeasedJob, *, retryable: bool = True, lease_expired: bool = False) -> None:
+    """Let the job's kind react to a failed attempt (``on_failed``: staging's email, a route's health).
 
-    ``retryable`` False: the worker said another attempt cannot succeed (the job's input is at fault).
+    ``retryable``: what the worker reported; ``lease_expired``: nobody reported, the lease ran out.
     """
-    job_kinds.for_model(type(job)).on_failed(job, retryable=retryable)
+    job_kinds.for_model(type(job)).on_failed(job, retryable=retryable, lease_expired=lease_expired)
 
 
 @transaction.atomic
@@ -316,7 +320,7 @@ def job_expire(*, job: LeasedJob, now: datetime | None = None) -> bool:
     job.save()
     write_job_log(job=job, level=LogLevel.WARNING, message=f"lease of {worker} expired: {job.last_error}",
                   worker=worker)
-    after_failed_attempt(job)
+    after_failed_attempt(job, lease_expired=True)
     return True
 
 

@@ -264,11 +264,19 @@ SCHEDULER_PASSES = [
     ("archiving", "staging.planning.plan_archive_transfers"),
     ("staging cleanup", "staging.planning.clean_expired_staging"),
     ("partial data", "opsdb.recovery.discard_expired_partial_data"),
+    ("route health", "transfers.services.route_health_pass"),
 ]
 
 # Bundling (see transfers/planning.py): route settings override these.
 BUNDLE_TARGET_SIZE_BYTES = env_int("BUNDLE_TARGET_SIZE_BYTES", 10 * 10**12, minimum=1)
 BUNDLE_MAX_WAIT_SECONDS = env_int("BUNDLE_MAX_WAIT_SECONDS", 6 * 3600, minimum=0)
+
+# Route health (see transfers/health.py): when a route pauses itself and how it probes its way back.
+ROUTE_PAUSE_AFTER_FAILURES = env_int("ROUTE_PAUSE_AFTER_FAILURES", 5, minimum=1)
+ROUTE_SUCCESS_WINDOW_SECONDS = env_int("ROUTE_SUCCESS_WINDOW_SECONDS", 30 * 60, minimum=1)
+ROUTE_SUCCESS_RATE_MIN = env_float("ROUTE_SUCCESS_RATE_MIN", 0.5, minimum=0)
+ROUTE_SUCCESS_MIN_ATTEMPTS = env_int("ROUTE_SUCCESS_MIN_ATTEMPTS", 10, minimum=1)
+ROUTE_COOLDOWN_SECONDS = env_int("ROUTE_COOLDOWN_SECONDS", 30 * 60, minimum=0)
 
 # Staging lifetime for scientists' requests.
 STAGING_DEFAULT_LIFETIME_DAYS = env_int("STAGING_DEFAULT_LIFETIME_DAYS", 14, minimum=1)

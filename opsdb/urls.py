@@ -7,13 +7,15 @@ from django.urls import include, path
 from opsdb import views
 
 urlpatterns = [
+    # Before the admin's own: its "Log out" lands on its sign-in page, with a message.
+    path("admin/logout/", views.SignOutView.as_view(next_page="admin:login"), name="admin-logout"),
     path("admin/", admin.site.urls),
     path("health/", views.health, name="health"),
     path("api/v1/", include("opsdb.api.urls")),
     path("api/v1/", include("transfers.api.urls")),
     path("api/v1/", include("staging.api.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/logout/", views.SignOutView.as_view(), name="logout"),
     path("", include("staging.urls")),
 ]
 

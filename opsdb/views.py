@@ -8,8 +8,11 @@ a 503 with ``Retry-After`` — JSON under ``/api/`` — wherever the error surfa
 
 import sys
 
+from django.contrib import messages
+from django.contrib.auth.views import LogoutView
 from django.db import InterfaceError, OperationalError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
 from django.views import defaults
 
 API_PREFIX = "/api/"
@@ -85,3 +88,23 @@ def server_error(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"detail": "Server error: the request was not completed; it is in the server's log."},
                             status=500)
     return defaults.server_error(request)
+
+
+class SignOutView(LogoutView):
+    """Sign out (POST) with a "signed out" message; opened directly (GET) it offers a button, not a blank 405.
+
+    The admin's "Log out" uses it with ``next_page`` set to the admin's sign-in page.
+    """
+
+    http_method_names = ["get", "post", "options"]
+    template_name = "registration/logout_confirm.html"
+
+    def get(self, request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect(self.get_success_url())
+        return render(request, self.template_name, {"next_page": self.next_page})
+
+    def post(self, request, *args, **kwargs):
+        response = super().post(request, *args, **kwargs)
+        messages.success(request, "You are signed out.")
+        return response

@@ -95,8 +95,11 @@ class JobKindHandler(ABC):
         """Heartbeat ``items_done`` (names of finished items, e.g. staged packages); most kinds ignore it."""
         return  # optional hook: nothing to record by default
 
-    def on_failed(self, job: LeasedJob, *, retryable: bool = True) -> None:
+    def on_failed(self, job: LeasedJob, *, retryable: bool = True, lease_expired: bool = False) -> None:
         """After a failed attempt (reported, or a lease that ran out, one job or in bulk), in its transaction.
+
+        ``retryable``: what the worker reported; ``lease_expired``: nobody reported, the lease ran out
+        (the scheduler's bulk expiry passes instances updated in bulk).
 
         ``job`` is back to PENDING or FAILED; e.g. staging emails the owner of a FAILED request.
         ``retryable`` False: the worker said another attempt cannot succeed (the job's input is at fault).

@@ -3,6 +3,7 @@
 from django.contrib import admin
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
+from django.utils.html import format_html
 
 from opsdb.admin import LeasedJobAdmin, LocationListFilter, ReadOnlyInlineMixin, human_size
 from opsdb.admin_tables import LargeTableAdmin
@@ -14,8 +15,8 @@ class LongTermArchiveTransferAdmin(LeasedJobAdmin):
     """Archive transfers; the ones waiting for an operator are filtered by requires_intervention."""
 
     list_display = (
-        "raw_package", "source_location", "destination_location", "status", "requires_intervention", "attempts",
-        "next_attempt_at", "lease_column", "created_at",
+        "raw_package", "source_location", "destination_location", "status", "intervention", "attempts_column",
+        "error_column", "next_attempt_at", "lease_column", "created_at",
     )
     list_filter = (
         "status", "requires_intervention", "source_location__site", ("source_location", LocationListFilter),
@@ -26,8 +27,16 @@ class LongTermArchiveTransferAdmin(LeasedJobAdmin):
     autocomplete_fields = ("raw_package", "source_location", "destination_location")
     list_select_related = ("raw_package", "source_location__site", "destination_location__site")
     created_with = ("raw_package", "source_location", "destination_location")
-    readonly_fields = (*LeasedJobAdmin.readonly_fields, "requires_intervention")
-    job_state_fields = ("status", "requires_intervention", *LeasedJobAdmin.job_state_fields[1:])
+    readonly_fields = (*LeasedJobAdmin.readonly_fields, "intervention")
+    job_state_fields = ("status", "intervention", *LeasedJobAdmin.job_state_fields[1:])
+
+    @admin.display(description="requires intervention", ordering="requires_intervention")
+    def intervention(self, obj):
+        """A warning, not a green tick: an operator must act."""
+        if not obj.requires_intervention:
+            return "-"
+        return format_html('<strong class="needs-operator" style="color: var(--error-fg);">⚠ {}</strong>',
+                           "needs an operator")
 
 
 class StagingJobPackageInline(ReadOnlyInlineMixin, admin.TabularInline):
@@ -45,8 +54,8 @@ class StagingJobPackageInline(ReadOnlyInlineMixin, admin.TabularInline):
 @admin.register(StagingJob)
 class StagingJobAdmin(LeasedJobAdmin):
     list_display = (
-        "__str__", "owner", "destination_location", "status", "package_count", "attempts", "expires_at",
-        "lease_column", "created_at",
+        "__str__", "owner", "destination_location", "status", "package_count", "attempts_column", "error_column",
+        "expires_at", "lease_column", "created_at",
     )
     list_filter = (
         "status", "destination_location__site", ("destination_location", LocationListFilter), "owner",

@@ -19,7 +19,7 @@ from django_fsm import TransitionNotAllowed
 
 from opsdb.choices import CopyStatus, JobStatus, LocationType
 from opsdb.models import DataLocation, RawDataFileCopy, RawDataPackage
-from opsdb.services import job_cancel, job_claim, job_complete, lock_job
+from opsdb.services import job_cancel, job_claim, job_complete, lock_job, write_job_log
 from staging.choices import StagedPackageState
 from staging.explain import plain_error
 from staging.models import StagingJob, StagingJobPackage
@@ -231,7 +231,80 @@ def staging_job_cancel(*, job: StagingJob, by: AbstractBaseUser) -> StagingJob:
     job = lock_job(job)
     if job.status in CANCEL_REFUSALS:
         raise TransitionNotAllowed(CANCEL_REFUSALS[job.status], object=job, method=job.cancel)
-    return job_cancel(job=job, by=by, reason=f"cancelled by {by}")
+    job = job_cancel(job=job, by=by, reason=f"cancelled by {by}")
+    write_job_log(job=job, message=f"Cancelled by {by.get_username()}.", worker="")
+    return job
+
+
+def _check_ready_and_yours(job: StagingJob, by: AbstractBaseUser, action: str) -> None:
+    if job.owner_id != by.pk and not is_operator(by):
+        raise PermissionDenied(f"Only the owner of a request or an operator can {action} it.")
+    if job.status != JobStatus.READY or job.cleaned_at is not None:
+        raise TransitionNotAllowed(f"Only a request whose data is ready can be {action}ed "
+                                   f"(this one is {job.get_status_display().lower()}"
+                                   f"{', and its files were removed' if job.cleaned_at else ''}).",
+                                   object=job, method=job.complete)
+    if job.expires_at is not None and job.expires_at <= timezone.now():
+        raise TransitionNotAllowed("This request's lifetime is over: its files are being removed.",
+                                   object=job, method=job.complete)
+
+
+def _files_of(job: StagingJob):
+    return RawDataFileCopy.objects.filter(
+        location_id=job.destination_location_id, status=CopyStatus.PRESENT,
+        raw_file__package_id__in=job.items.values("raw_package_id"),
+    )
+
+
+@transaction.atomic
+def staging_job_extend(*, job: StagingJob, days: int, by: AbstractBaseUser) -> StagingJob:
+    """Keep a READY request's data ``days`` longer, its lifetime at most ``STAGING_MAX_LIFETIME_DAYS`` in all.
+
+    The owner gets an email and the request's history a line. ValidationError (``days``) when the
+    lifetime would pass the maximum; TransitionNotAllowed when the data is not (or no longer) ready.
+    """
+    job = lock_job(job)
+    _check_ready_and_yours(job, by, "extend")
+    max_days = settings.STAGING_MAX_LIFETIME_DAYS
+    room = max_days - job.lifetime.days
+    if days < 1 or days > room:
+        raise ValidationError({"days": f"You can add 1 to {room} day(s): the data is kept at most {max_days} days "
+                                       f"in all, and this request already has {job.lifetime.days}."
+                               if room > 0 else f"This request already has the maximum lifetime of {max_days} days."})
+    job.lifetime += timedelta(days=days)
+    job.expires_at = (job.expires_at or timezone.now()) + timedelta(days=days)
+    job.save(update_fields=["lifetime", "expires_at", "updated_at"])
+    _files_of(job).filter(expires_at__lt=job.expires_at).update(expires_at=job.expires_at)
+    until = f"{job.expires_at:%Y-%m-%d %H:%M} UTC"
+    write_job_log(job=job, message=f"Extended by {days} day(s) by {by.get_username()}: kept until {until}.", worker="")
+    _email_on_commit(job, f"Your staging request #{job.pk} is kept until {until}",
+                     f"The staged data of your request #{job.pk} at {job.destination_location} is now kept until "
+                     f"{until} (extended by {days} day(s) by {by.get_username()}).\n")
+    return job
+
+
+@transaction.atomic
+def staging_job_release(*, job: StagingJob, by: AbstractBaseUser) -> StagingJob:
+    """Give up a READY request's staged data now: its lifetime ends and the scheduler removes the files.
+
+    Files that another live request also uses stay. The owner gets an email; the history a line.
+    """
+    job = lock_job(job)
+    _check_ready_and_yours(job, by, "release")
+    job.expires_at = timezone.now()
+    job.save(update_fields=["expires_at", "updated_at"])
+    write_job_log(job=job, message=f"Released early by {by.get_username()}: the staged files are removed now.",
+                  worker="")
+    _email_on_commit(job, f"Your staging request #{job.pk} was released",
+                     f"The staged data of your request #{job.pk} at {job.destination_location} was released by "
+                     f"{by.get_username()} and is being removed.\n")
+    return job
+
+
+def _email_on_commit(job: StagingJob, subject: str, body: str) -> None:
+    owner = job.owner
+    if owner.email:
+        transaction.on_commit(lambda: send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [owner.email]))
 
 
 def staging_items_mark_staged(*, job: StagingJob, names: Iterable[str]) -> int:

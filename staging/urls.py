@@ -28,4 +28,6 @@ urlpatterns = [
     path("requests/new/", views.request_staging, name="request-new"),
     path("requests/<id:pk>/", views.request_detail, name="request-detail"),
     path("requests/<id:pk>/cancel/", views.request_cancel, name="request-cancel"),
+    path("requests/<id:pk>/extend/", views.request_extend, name="request-extend"),
+    path("requests/<id:pk>/release/", views.request_release, name="request-release"),
 ]

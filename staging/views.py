@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_fsm import TransitionNotAllowed
@@ -22,7 +23,14 @@ from staging import selectors
 from staging.explain import job_status_words, plain_error
 from staging.forms import SearchForm, StagingRequestForm
 from staging.selection import Selection, SelectionFull
-from staging.services import staging_job_cancel, staging_job_check, staging_job_create, staging_lifetime
+from staging.services import (
+    staging_job_cancel,
+    staging_job_check,
+    staging_job_create,
+    staging_job_extend,
+    staging_job_release,
+    staging_lifetime,
+)
 
 PAGE_SIZE = 25
 UNDER_WAY = (JobStatus.PENDING, JobStatus.ACTIVE)
@@ -88,9 +96,13 @@ def change_selection(request: HttpRequest) -> HttpResponse:
             added = selection.add(ids.values_list("pk", flat=True))
             messages.success(request, f"Added the whole observation: {added} new package(s).")
         elif action == "add":
-            ids = RawDataPackage.objects.filter(pk__in=_ints(request.POST.getlist("package")))
-            added = selection.add(ids.values_list("pk", flat=True))
-            messages.success(request, f"Added {added} package(s) to your selection.")
+            ticked = _ints(request.POST.getlist("package"))
+            ids = RawDataPackage.objects.filter(pk__in=ticked)
+            if not ticked:
+                messages.warning(request, "Nothing was added: tick the packages you want first.")
+            else:
+                added = selection.add(ids.values_list("pk", flat=True))
+                messages.success(request, f"Added {added} package(s) to your selection.")
         elif action == "all":
             _add_all_results(request, selection)
         elif action == "remove":
@@ -195,7 +207,44 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "refresh": refresh_seconds() if job.status in UNDER_WAY else None,
         "can_cancel": job.status in (JobStatus.PENDING, JobStatus.FAILED),
         "is_open": job.status in OPEN_STATUSES, "max_attempts": job.max_attempts(),
+        "can_keep": _can_keep(job), "days_left_to_add": settings.STAGING_MAX_LIFETIME_DAYS - job.lifetime.days,
+        "max_lifetime_days": settings.STAGING_MAX_LIFETIME_DAYS,
+        "releasing": job.status == JobStatus.READY and not job.cleaned_at and job.expires_at is not None
+        and job.expires_at <= timezone.now(),
     })
+
+
+def _can_keep(job) -> bool:
+    """Ready data that is still there: it may be kept longer or released early."""
+    return (job.status == JobStatus.READY and job.cleaned_at is None
+            and (job.expires_at is None or job.expires_at > timezone.now()))
+
+
+@require_POST
+@scientist_required
+def request_extend(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _visible_job(request, pk)
+    days = _int(request.POST.get("days", ""))
+    try:
+        job = staging_job_extend(job=job, days=days or 0, by=request.user)
+        messages.success(request, f"Request #{job.pk} is kept until {job.expires_at:%Y-%m-%d %H:%M} UTC.")
+    except ValidationError as refused:
+        messages.error(request, " ".join(refused.messages))
+    except TransitionNotAllowed as refused:
+        messages.error(request, str(refused))
+    return redirect("staging:request-detail", pk=job.pk)
+
+
+@require_POST
+@scientist_required
+def request_release(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _visible_job(request, pk)
+    try:
+        staging_job_release(job=job, by=request.user)
+        messages.success(request, f"Request #{job.pk} was released: its staged files are being removed.")
+    except TransitionNotAllowed as refused:
+        messages.error(request, str(refused))
+    return redirect("staging:request-detail", pk=job.pk)
 
 
 @require_POST

@@ -89,7 +89,7 @@ class StageHandler(JobKindHandler):
         """Heartbeat ``items_done``: mark those packages STAGED now (see ``staging_items_mark_staged``)."""
         staging_items_mark_staged(job=job, names=items_done)
 
-    def on_failed(self, job: StagingJob, *, retryable: bool = True) -> None:
+    def on_failed(self, job: StagingJob, *, retryable: bool = True, lease_expired: bool = False) -> None:
         """The owner is emailed when the transaction commits if the job is FAILED then.
 
         The status is read afresh, so an instance updated in bulk is fine; back to PENDING sends nothing.

@@ -1,24 +1,36 @@
 """The operator admin for routes, transfer packages, transfers and unpacking."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
-from django.urls import reverse
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django_fsm import TransitionNotAllowed
 from simple_history.admin import SimpleHistoryAdmin
 
 from opsdb.admin import (
     ROUTE_RELATED,
+    DataTransferLogInline,
     FixedChoicesFilter,
+    KeepSavedObjectHeadingMixin,
     LeasedJobAdmin,
     LocationListFilter,
     ReadOnlyInlineMixin,
     RouteListFilter,
+    TransitionHistoryInline,
     admin_link,
     human_size,
+    job_status_filter,
     related_or_none,
+    titled,
 )
 from opsdb.admin_tables import LargeTableAdmin
+from opsdb.choices import JobStatus
+from transfers.choices import PAUSED_STATES, RouteState
+from transfers.forms import RouteAdminForm
 from transfers.models import (
     DataTransfer,
     DataTransferPackage,
@@ -27,22 +39,38 @@ from transfers.models import (
     DataTransferRoute,
     DataTransferUnpack,
 )
+from transfers.services import route_pause, route_resume
 
 TRANSFER_RELATED = (
     "transfer_package", "origin_location__site", "destination_location__site", "unpack",
 )
 
 
-@admin.register(DataTransferRoute)
-class DataTransferRouteAdmin(SimpleHistoryAdmin):
-    """Routes are edited at runtime; DataTransferRoute.clean() errors appear on the form fields."""
+ROUTE_STATE_ACTIONS = {
+    # name → (service, button label, past tense, states it is offered in)
+    "pause": (route_pause, "Pause", "paused", (RouteState.ACTIVE, RouteState.PAUSED_AUTO)),
+    "resume": (route_resume, "Resume", "resumed", PAUSED_STATES),
+}
 
+
+@admin.register(DataTransferRoute)
+class DataTransferRouteAdmin(KeepSavedObjectHeadingMixin, SimpleHistoryAdmin):
+    """Routes are edited at runtime; DataTransferRoute.clean() errors appear on the form fields.
+
+    Its state changes only through pause/resume (with a reason) and the route-health rules; every
+    change is in the transition history on the page.
+    """
+
+    form = RouteAdminForm
     list_display = (
-        "__str__", "origin_site", "destination_site", "route_type", "method", "relay_site", "origin_location",
-        "destination_location", "active", "max_concurrent", "updated_at",
+        "__str__", "state_column", "origin_site", "destination_site", "route_type", "method", "relay_site",
+        "origin_location", "destination_location", "active", "max_concurrent", "updated_at",
     )
     list_display_links = ("__str__",)
-    list_filter = ("route_type", "method", "active", "origin_site", "destination_site")
+    list_filter = ("state", "route_type", "method", "active", "origin_site", "destination_site")
+    readonly_fields = ("state", "state_reason", "state_since", "state_by", "consecutive_failures", "cooldown_until",
+                       "probe_transfer")
+    inlines = (TransitionHistoryInline, DataTransferLogInline)
     search_fields = (
         "origin_site__name", "destination_site__name", "relay_site__name", "origin_location__name",
         "destination_location__name",
@@ -54,11 +82,61 @@ class DataTransferRouteAdmin(SimpleHistoryAdmin):
         ("Relay (relay routes only)", {"fields": ("relay_site",)}),
         ("Location override (custom routes only)", {"fields": ("origin_location", "destination_location")}),
         ("Limits and bundling", {"fields": ("max_concurrent", "bundle_target_size", "bundle_max_wait")}),
+        ("Health (changes only by pause/resume and the health rules)", {"fields": (
+            "state", "state_reason", "state_since", "state_by", "consecutive_failures", "cooldown_until",
+            "probe_transfer", "allow_relay_fallback",
+        )}),
     )
 
     def get_queryset(self, request):
         # Also serves the autocomplete of DataTransfer.route: its labels read every end.
         return super().get_queryset(request).select_related(*ROUTE_RELATED)
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else ()  # a new route has no history yet
+
+    @admin.display(description="state", ordering="state")
+    def state_column(self, obj):
+        if not obj.is_paused:
+            return obj.get_state_display()
+        return format_html('<strong style="color: var(--error-fg);" title="{}">{}</strong><br><small>{}</small>',
+                           obj.state_reason, obj.get_state_display(), obj.state_reason[:80])
+
+    def get_urls(self):
+        urls = [path("<path:object_id>/state/", self.admin_site.admin_view(self.state_view),
+                     name="transfers_datatransferroute_state")]
+        return urls + super().get_urls()
+
+    def state_view(self, request, object_id):
+        """POST target of the pause/resume form on the route's page."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        route = self.get_object(request, unquote(object_id))
+        if route is None:
+            raise Http404(f"No route with id {object_id!r}.")
+        name = request.POST.get("action", "")
+        if name not in ROUTE_STATE_ACTIONS or not self.has_change_permission(request, route):
+            raise PermissionDenied
+        service, _, done, _ = ROUTE_STATE_ACTIONS[name]
+        try:
+            route = service(route=route, reason=request.POST.get("reason", ""), by=request.user)
+        except ValidationError as exc:
+            self.message_user(request, f"Not {done}: {' '.join(exc.messages)}", messages.WARNING)
+        except TransitionNotAllowed:
+            route.refresh_from_db()
+            self.message_user(request, f"Not {done}: the route is {route.get_state_display().lower()}.",
+                              messages.WARNING)
+        else:
+            self.message_user(request, f"Route {done}: now {route.get_state_display().lower()}.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:transfers_datatransferroute_change", args=[route.pk]))
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and self.has_change_permission(request, obj):
+            context["route_state_url"] = reverse("admin:transfers_datatransferroute_state", args=[obj.pk])
+            context["route_state_actions"] = [
+                (name, label) for name, (_, label, _, sources) in ROUTE_STATE_ACTIONS.items() if obj.state in sources
+            ]
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
 
 class DataTransferPackageCopyInline(admin.TabularInline):
@@ -95,8 +173,8 @@ class DataTransferInline(ReadOnlyInlineMixin, admin.TabularInline):
 @admin.register(DataTransferPackage)
 class DataTransferPackageAdmin(LeasedJobAdmin):
     list_display = (
-        "name", "origin_location", "status", "member_count", "payload", "size_display", "attempts",
-        "lease_column", "created_at",
+        "name", "origin_location", "status", "member_count", "payload", "size_display", "attempts_column",
+        "error_column", "lease_column", "created_at",
     )
     list_filter = (
         "status", "origin_location__site", ("origin_location", LocationListFilter), "next_attempt_at",
@@ -179,12 +257,15 @@ class DataTransferAdmin(LeasedJobAdmin):
     """A transfer's own state, its unpack state (kept apart), attempts, history and log lines."""
 
     list_display = (
-        "__str__", "status", "unpack_status", "method", "hop", "attempts", "next_attempt_at", "lease_column",
-        "created_at",
+        "__str__", "status", "unpack_status", "method", "hop", "attempts_column", "error_column", "next_attempt_at",
+        "lease_column", "created_at",
     )
     list_filter = (
-        "status", "unpack__status", "method", HopFilter, "origin_location__site", "destination_location__site",
-        ("origin_location", LocationListFilter), ("destination_location", LocationListFilter),
+        "status", job_status_filter(JobStatus.UNPACKED, "unpack__status", "unpack status"), "method", HopFilter,
+        ("origin_location__site", titled(admin.RelatedFieldListFilter, "origin site")),
+        ("destination_location__site", titled(admin.RelatedFieldListFilter, "destination site")),
+        ("origin_location", titled(LocationListFilter, "origin location")),
+        ("destination_location", titled(LocationListFilter, "destination location")),
         ("route", RouteListFilter),
     )
     search_fields = ("^transfer_package__name",)
@@ -225,7 +306,9 @@ class DataTransferAdmin(LeasedJobAdmin):
 
 @admin.register(DataTransferUnpack)
 class DataTransferUnpackAdmin(LeasedJobAdmin):
-    list_display = ("__str__", "status", "attempts", "next_attempt_at", "lease_column", "created_at")
+    list_display = (
+        "__str__", "status", "attempts_column", "error_column", "next_attempt_at", "lease_column", "created_at",
+    )
     list_filter = (
         "status", "transfer__destination_location__site",
         ("transfer__destination_location", LocationListFilter),

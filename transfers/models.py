@@ -1,15 +1,21 @@
 """How data moves between sites: routes, transfer packages (bundles), transfers and their logs."""
 
+from datetime import datetime, timedelta
+
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django_fsm import FSMField, FSMModelMixin, transition
+from django_fsm_log.decorators import fsm_log_by, fsm_log_description
 from simple_history.models import HistoricalRecords
 
 from opsdb.choices import ChecksumAlgorithm, JobKind, JobStatus, LocationType, TransferMethod
 from opsdb.leases import LeasedJob
 from opsdb.models import DataLocation, PhysicalCopy, RawDataPackage, Site
-from transfers.choices import RouteType
+from transfers.choices import PAUSED_STATES, RouteState, RouteType
 from transfers.routing import validate_route
 
 
@@ -23,9 +29,23 @@ class DataTransferRouteQuerySet(models.QuerySet):
     def custom(self):
         return self.filter(route_type=RouteType.CUSTOM)
 
+    def paused(self):
+        return self.filter(state__in=PAUSED_STATES)
 
-class DataTransferRoute(models.Model):
-    """How data flows from one site to another; edited by operators at runtime."""
+
+# Written only by the route-health services (transfers/health.py), never by a save of the route's settings.
+HEALTH_FIELDS = ("state", "state_reason", "state_since", "state_by", "consecutive_failures", "cooldown_until",
+                 "probe_transfer")
+AUTOMATIC = "ops-db (automatic)"
+
+
+class DataTransferRoute(FSMModelMixin, models.Model):
+    """How data flows from one site to another; edited by operators at runtime.
+
+    Its ``state`` says whether its transfers may be claimed: ACTIVE, PAUSED_AUTO (it paused itself
+    after repeated retryable failures; a probe transfer brings it back) or PAUSED_MANUAL (an
+    operator paused it, with a reason). A paused route's transfers are held, never cancelled.
+    """
 
     origin_site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="routes_out")
     destination_site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="routes_in")
@@ -44,17 +64,39 @@ class DataTransferRoute(models.Model):
         help_text="CUSTOM routes only: deliver straight into this location.",
     )
     active = models.BooleanField(default=True, help_text="Inactive routes create no new transfers.")
-    max_concurrent = models.PositiveIntegerField(default=4, help_text="Transfers on this route active at once.")
+    max_concurrent = models.PositiveIntegerField(
+        default=4, validators=[MinValueValidator(1, "At least 1; to stop a route, pause it (with a reason).")],
+        help_text="Transfers on this route active at once (at least 1; pause the route to stop it).",
+    )
     bundle_target_size = models.BigIntegerField(
         null=True, blank=True, help_text="Bytes per transfer package; empty = the global default."
     )
     bundle_max_wait = models.DurationField(
         null=True, blank=True, help_text="Seal a bundle when its oldest member waited this long; empty = default."
     )
+    allow_relay_fallback = models.BooleanField(
+        "relay fallback allowed", default=True,
+        help_text="DIRECT routes: while this route is paused, new bundles may take a healthy RELAY route "
+        "between the same sites. Untick to keep them on this route (held until it resumes).",
+    )
+    state = FSMField(default=RouteState.ACTIVE, choices=RouteState.choices, protected=True, db_index=True)
+    state_reason = models.CharField("reason", max_length=500, blank=True, default="")
+    state_since = models.DateTimeField("state since", null=True, blank=True)
+    state_by = models.CharField("state set by", max_length=200, blank=True, default="")
+    consecutive_failures = models.PositiveIntegerField(
+        default=0, help_text="Retryable transfer failures since the last success."
+    )
+    cooldown_until = models.DateTimeField(
+        null=True, blank=True, help_text="Paused automatically: no probe transfer before this time."
+    )
+    probe_transfer = models.ForeignKey(
+        "DataTransfer", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="Paused automatically: the transfer released to test the route.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
-    history = HistoricalRecords()
+    history = HistoricalRecords(excluded_fields=["consecutive_failures", "cooldown_until", "probe_transfer"])
     objects = DataTransferRouteQuerySet.as_manager()
 
     class Meta:
@@ -88,15 +130,23 @@ class DataTransferRoute(models.Model):
             models.CheckConstraint(condition=Q(route_type__in=RouteType.values), name="route_type_valid"),
             models.CheckConstraint(condition=Q(method__in=TransferMethod.values), name="route_method_valid"),
             models.CheckConstraint(
+                condition=Q(max_concurrent__gte=1), name="route_max_concurrent_positive",
+                violation_error_message="At least 1 transfer at a time; to stop a route, pause it (with a reason).",
+            ),
+            models.CheckConstraint(condition=Q(state__in=RouteState.values), name="route_state_valid"),
+            models.CheckConstraint(
                 condition=Q(bundle_target_size__isnull=True) | Q(bundle_target_size__gt=0),
                 name="route_bundle_target_positive",
                 violation_error_message="The bundle target size must be positive.",
             ),
+            # A pair of sites has at most one DIRECT and one RELAY route. With both, the DIRECT route
+            # carries the data and the RELAY route is its fallback while it is paused.
             models.UniqueConstraint(
-                fields=["origin_site", "destination_site"],
+                fields=["origin_site", "destination_site", "route_type"],
                 condition=Q(route_type__in=(RouteType.DIRECT, RouteType.RELAY)),
-                name="route_one_site_level_route_per_pair",
-                violation_error_message="There is already a site-level route between these sites.",
+                name="route_one_site_level_route_per_pair_and_type",
+                violation_error_message="There is already a route of this type between these sites (a pair of "
+                "sites has at most one direct and one relay route).",
             ),
             models.UniqueConstraint(
                 fields=["origin_location", "destination_location"],
@@ -115,10 +165,84 @@ class DataTransferRoute(models.Model):
             path = f"{self.origin_site} → {self.destination_site}"
         return f"{path} ({self.get_route_type_display().lower()}, {self.method})"
 
+    def save(self, *args, **kwargs):
+        """Saving the route's settings never overwrites its health, which services update by name."""
+        if not self._state.adding and kwargs.get("update_fields") is None and self.pk is not None:
+            kwargs["update_fields"] = [
+                f.name for f in self._meta.concrete_fields if not f.primary_key and f.name not in HEALTH_FIELDS
+            ]
+        super().save(*args, **kwargs)
+
     def clean(self) -> None:
         """Refuse the routes DESIGN.md calls invalid, with a message per field."""
         super().clean()
         validate_route(self)
+
+    def clean_fields(self, exclude=None):
+        # Model validation re-assigns every field; the protected state only changes by transition.
+        super().clean_fields(exclude={*(exclude or ()), "state"})
+
+    @property
+    def is_paused(self) -> bool:
+        return self.state in PAUSED_STATES
+
+    def _enter(self, *, reason: str, by_name: str, now: datetime) -> None:
+        self.state_reason = reason[:500]
+        self.state_by = by_name[:200]
+        self.state_since = now
+        self.probe_transfer = None
+
+    @fsm_log_by
+    @fsm_log_description
+    @transition(field=state, source=RouteState.ACTIVE, target=RouteState.PAUSED_AUTO)
+    def pause_auto(self, *, reason: str, now: datetime, by=None, description=None):
+        """ACTIVE → PAUSED_AUTO: repeated retryable failures; its transfers are held until a probe succeeds."""
+        self._enter(reason=reason, by_name=AUTOMATIC, now=now)
+        self.cooldown_until = now + timedelta(seconds=settings.ROUTE_COOLDOWN_SECONDS)
+
+    @fsm_log_by
+    @fsm_log_description
+    @transition(field=state, source=RouteState.PAUSED_AUTO, target=RouteState.PAUSED_AUTO)
+    def probe_failed(self, *, now: datetime, by=None, description=None):
+        """PAUSED_AUTO → PAUSED_AUTO: the probe transfer failed; the cool-down starts again."""
+        self.probe_transfer = None
+        self.cooldown_until = now + timedelta(seconds=settings.ROUTE_COOLDOWN_SECONDS)
+
+    @fsm_log_by
+    @fsm_log_description
+    @transition(field=state, source=[RouteState.ACTIVE, RouteState.PAUSED_AUTO], target=RouteState.PAUSED_MANUAL)
+    def pause(self, *, reason: str, by_name: str, now: datetime, by=None, description=None):
+        """ACTIVE/PAUSED_AUTO → PAUSED_MANUAL: an operator stops the route; its transfers are held."""
+        self._enter(reason=reason, by_name=by_name, now=now)
+        self.cooldown_until = None
+
+    @fsm_log_by
+    @fsm_log_description
+    @transition(field=state, source=list(PAUSED_STATES), target=RouteState.ACTIVE)
+    def resume(self, *, reason: str, by_name: str, now: datetime, by=None, description=None):
+        """PAUSED_AUTO/PAUSED_MANUAL → ACTIVE: a probe succeeded, or an operator resumed the route."""
+        self._enter(reason=reason, by_name=by_name, now=now)
+        self.cooldown_until = None
+        self.consecutive_failures = 0
+
+
+class RouteAttempt(models.Model):
+    """The outcome of one transfer attempt on a route that says something about the link.
+
+    Successes and retryable failures only: a non-retryable failure (checksum, permission, missing
+    source) or a lost lease says nothing about the network. Read for the success rate over the
+    last minutes; the scheduler deletes rows older than that window.
+    """
+
+    route = models.ForeignKey(DataTransferRoute, on_delete=models.CASCADE, related_name="attempts")
+    succeeded = models.BooleanField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["route", "created_at"], name="routeattempt_route_time")]
+
+    def __str__(self) -> str:
+        return f"{'success' if self.succeeded else 'failure'} on route #{self.route_id} at {self.created_at}"
 
 
 class DataTransferPackage(LeasedJob):

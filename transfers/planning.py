@@ -15,7 +15,9 @@ Decisions (see also docs/scheduler.md):
   opened), or when one of its packages has waited at the buffer (copy ``created_at``) longer
   than the maximum wait. The last, partly filled bundle otherwise waits for more data.
 - Routing: for data at a location, an active CUSTOM route from that location replaces the
-  site-level route to its destination site. Site-level routes are expanded into hops with
+  site-level route to its destination site. A pair of sites with both a DIRECT and a RELAY route
+  sends its data by the DIRECT route; while that one is paused (and allows it), new bundles take
+  the RELAY route if every hop of it is ACTIVE (``RouteOption``). Site-level routes are expanded into hops with
   ``transfers.routing.expand_route``; a hop lands at the destination site's active BUFFER of
   highest priority. Hop 1 needs the bundle's archive present at its origin; hop k+1 is created
   when hop k is TRANSFERRED, from where hop k landed, with ``previous`` set.
@@ -37,7 +39,7 @@ from django.db.models import BooleanField, Case, Exists, F, OuterRef, Q, Value, 
 from opsdb.choices import CopyStatus, JobStatus, LocationType
 from opsdb.models import RawDataPackage, RawDataPackageCopy
 from opsdb.planning import Location, Locations, PassResult, counted, human_bytes, insert_int_rows, log, plural
-from transfers.choices import RouteType
+from transfers.choices import RouteState, RouteType
 from transfers.models import (
     DataTransfer,
     DataTransferPackage,
@@ -46,7 +48,7 @@ from transfers.models import (
     DataTransferRoute,
     DataTransferUnpack,
 )
-from transfers.routing import RouteCycleError, expand_route, site_level_routes_by_pair
+from transfers.routing import RouteCycleError, expand_route, relay_fallbacks, site_level_routes_by_pair
 
 
 @dataclass
@@ -302,6 +304,32 @@ class PlannedHop:
         return self.route.route_type == RouteType.CUSTOM
 
 
+@dataclass(frozen=True)
+class RouteOption:
+    """How a bundle reaches one destination: the route's path, and a relay fallback if it has one.
+
+    ``use_fallback``: the DIRECT route is paused, allows it, and the relay path is healthy (every
+    hop's route ACTIVE), so new bundles take the relay. A bundle that already has a transfer on the
+    relay route keeps to the relay; one that already has a transfer to the destination (held on the
+    paused route) keeps to it: transfers are held, never moved.
+    """
+
+    path: list[PlannedHop]
+    fallback: list[PlannedHop] | None = None
+    use_fallback: bool = False
+
+    def path_for(self, known: dict[int, "Existing"], topology: Topology) -> tuple[list[PlannedHop], bool]:
+        """(the path this bundle follows, whether it is the fallback)."""
+        if not self.fallback:
+            return self.path, False
+        relay_id = self.fallback[-1].route.pk
+        if any(e.route_id == relay_id and e.status != JobStatus.CANCELLED for e in known.values()):
+            return self.fallback, True
+        if self.use_fallback and _already_sent(self.path[-1], known, topology) is None:
+            return self.fallback, True
+        return self.path, False
+
+
 class RoutePlanner:
     """The hop sequences a bundle built at a location takes, per the active routes."""
 
@@ -309,24 +337,37 @@ class RoutePlanner:
         self.topology = topology
         self.result = result
         self.by_pair = site_level_routes_by_pair(topology.site_level)
-        self._paths: dict[int, list[list[PlannedHop]]] = {}
+        self.fallbacks = relay_fallbacks(topology.site_level)
+        self._paths: dict[int, list[RouteOption]] = {}
 
-    def paths_from(self, location_id: int) -> list[list[PlannedHop]]:
+    def paths_from(self, location_id: int) -> list[RouteOption]:
         if location_id not in self._paths:
             self._paths[location_id] = self._compute(location_id)
         return self._paths[location_id]
 
-    def _compute(self, location_id: int) -> list[list[PlannedHop]]:
+    def _compute(self, location_id: int) -> list[RouteOption]:
         origin = self.topology.locations[location_id]
         custom = [r for r in self.topology.custom if r.origin_location_id == location_id]
-        paths = [[PlannedHop(r.destination_location_id, r.destination_site_id, r)] for r in custom]
+        options = [RouteOption([PlannedHop(r.destination_location_id, r.destination_site_id, r)]) for r in custom]
         overridden = {r.destination_site_id for r in custom}
         for route in self.topology.site_level:
+            if self.by_pair.get((route.origin_site_id, route.destination_site_id)) is not route:
+                continue  # a pair's fallback RELAY route: considered with its DIRECT route
             if route.origin_site_id == origin.site_id and route.destination_site_id not in overridden:
                 path = self._expand(route)
                 if path:
-                    paths.append(path)
-        return paths
+                    options.append(self._with_fallback(route, path))
+        return options
+
+    def _with_fallback(self, route: DataTransferRoute, path: list[PlannedHop]) -> RouteOption:
+        relay = self.fallbacks.get((route.origin_site_id, route.destination_site_id))
+        if relay is None or not route.allow_relay_fallback:
+            return RouteOption(path)
+        fallback = self._expand(relay)
+        if not fallback or fallback[-1].destination_site_id != route.destination_site_id:
+            return RouteOption(path)
+        healthy = all(hop.route.state == RouteState.ACTIVE for hop in fallback)
+        return RouteOption(path, fallback, use_fallback=route.is_paused and healthy)
 
     def _expand(self, route: DataTransferRoute) -> list[PlannedHop]:
         try:
@@ -350,6 +391,7 @@ class Existing:
     pk: int
     destination_location_id: int
     status: str
+    route_id: int | None = None
 
 
 def plan_transfers(*, now: datetime) -> PassResult:
@@ -362,15 +404,22 @@ def plan_transfers(*, now: datetime) -> PassResult:
     origins, present = _routable_bundles()
     existing = _existing_transfers()
     new: list[DataTransfer] = []
+    fallback_routes: set[DataTransferRoute] = set()
     for bundle_id, origin_id in sorted(origins.items()):
         known = existing.get(bundle_id, {})
-        for path in planner.paths_from(origin_id):
+        for option in planner.paths_from(origin_id):
+            path, is_fallback = option.path_for(known, topology)
             transfer = _next_transfer(bundle_id, origin_id, path, known, present, topology)
             if transfer is not None:
                 transfer.created_at = now
                 known[transfer.destination_location_id] = Existing(0, transfer.destination_location_id,
-                                                                   JobStatus.PENDING)
+                                                                   JobStatus.PENDING, transfer.route.pk)
                 new.append(transfer)
+                if is_fallback:
+                    fallback_routes.add(option.path[0].route)
+    for route in sorted(fallback_routes, key=lambda r: r.pk):
+        result.say(f"route #{route.pk} ({topology.site_name(route.origin_site_id)} → "
+                   f"{topology.site_name(route.destination_site_id)}) is paused: new bundles take its relay route")
     if new:
         # The partial unique constraint makes a concurrent duplicate a no-op, not an error.
         DataTransfer.objects.bulk_create(new, ignore_conflicts=True)
@@ -402,13 +451,13 @@ def _existing_transfers() -> dict[int, dict[int, Existing]]:
         location__location_type=LocationType.BUFFER,
     ).values("transfer_package_id")
     rows = DataTransfer.objects.filter(transfer_package_id__in=bundles).values_list(
-        "pk", "transfer_package_id", "destination_location_id", "status"
+        "pk", "transfer_package_id", "destination_location_id", "status", "route_id"
     ).order_by("pk")
     existing: dict[int, dict[int, Existing]] = defaultdict(dict)
-    for pk, bundle_id, destination_id, status in rows:
+    for pk, bundle_id, destination_id, status, route_id in rows:
         current = existing[bundle_id].get(destination_id)
         if current is None or current.status == JobStatus.CANCELLED:
-            existing[bundle_id][destination_id] = Existing(pk, destination_id, status)
+            existing[bundle_id][destination_id] = Existing(pk, destination_id, status, route_id)
     return existing
 
 

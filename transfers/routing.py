@@ -4,6 +4,9 @@ A DIRECT route is one hop. A RELAY route from A to C via B is the legs A→B and
 follows the active site-level route for that pair when there is one (so a relay shares its first
 hop with a DIRECT route to the relay site), and is otherwise a direct hop with the relay route's
 own method. A leg that comes back to a pair already being expanded is a relay cycle.
+
+A pair of sites may have one DIRECT and one RELAY route: the DIRECT route carries the pair's data
+(and is the one relay legs follow); the RELAY route is its fallback while it is paused.
 """
 
 from collections.abc import Iterable, Mapping
@@ -49,7 +52,21 @@ def _expand(route, routes_by_pair, stack) -> list[Hop]:
 
 
 def site_level_routes_by_pair(routes: Iterable) -> dict[tuple[int, int], object]:
-    return {(r.origin_site_id, r.destination_site_id): r for r in routes if r.route_type != RouteType.CUSTOM}
+    """The route that carries each pair's data: the DIRECT one when a pair also has a (fallback) RELAY."""
+    by_pair: dict[tuple[int, int], object] = {}
+    for r in routes:
+        pair = (r.origin_site_id, r.destination_site_id)
+        if r.route_type != RouteType.CUSTOM and (pair not in by_pair or r.route_type == RouteType.DIRECT):
+            by_pair[pair] = r
+    return by_pair
+
+
+def relay_fallbacks(routes: Iterable) -> dict[tuple[int, int], object]:
+    """Per pair of sites that has both, the RELAY route that stands in while the DIRECT route is paused."""
+    routes = list(routes)
+    direct = {(r.origin_site_id, r.destination_site_id) for r in routes if r.route_type == RouteType.DIRECT}
+    return {(r.origin_site_id, r.destination_site_id): r for r in routes
+            if r.route_type == RouteType.RELAY and (r.origin_site_id, r.destination_site_id) in direct}
 
 
 def validate_route(route) -> None:

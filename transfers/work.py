@@ -9,12 +9,14 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db.models import Count, F, Prefetch, Q, QuerySet
+from django.utils import timezone
 from rest_framework import serializers
 
 from opsdb.api.fields import ChecksumField, IntegerField, RelativePathField
 from opsdb.choices import ChecksumAlgorithm, JobKind, JobStatus
 from opsdb.models import RawDataPackageCopy
 from opsdb.work import JobKindHandler, location_payload, raw_package_path, record_copies, record_copy
+from transfers.choices import RouteState
 from transfers.models import (
     DataTransfer,
     DataTransferPackage,
@@ -23,7 +25,13 @@ from transfers.models import (
     DataTransferRoute,
     DataTransferUnpack,
 )
-from transfers.services import transfer_package_split
+from transfers.services import (
+    probe_open_filter,
+    route_admits,
+    route_transfer_failed,
+    route_transfer_succeeded,
+    transfer_package_split,
+)
 
 MEMBERS = Prefetch(
     "members", queryset=DataTransferPackageMember.objects.select_related("raw_package").order_by("raw_package__name")
@@ -111,14 +119,20 @@ class TransferHandler(JobKindHandler):
         return queryset.filter(method__in=methods)
 
     def claimable(self, queryset: QuerySet) -> QuerySet:
-        """Not on a route that already has ``max_concurrent`` active transfers (one subquery, not per row)."""
+        """Not held by a paused route (bar its probe), nor on a route already at ``max_concurrent``.
+
+        One join and one subquery, not a query per row.
+        """
         active = Count("transfers", filter=Q(transfers__status=JobStatus.ACTIVE))
         full_routes = (
             DataTransferRoute.objects.annotate(n_active=active)
             .filter(n_active__gte=F("max_concurrent"))
             .values("pk")
         )
-        return queryset.exclude(route__in=full_routes)
+        open_route = Q(route__isnull=True) | Q(route__state=RouteState.ACTIVE) | probe_open_filter(
+            timezone.now(), "route__"
+        )
+        return queryset.filter(open_route).exclude(route__in=full_routes)
 
     def claim_guard(self, job: DataTransfer) -> bool:
         """Hold the route's row lock while counting its active transfers.
@@ -129,12 +143,18 @@ class TransferHandler(JobKindHandler):
         claim commits, and the next claimer's count (a fresh statement under READ COMMITTED)
         sees it. Transfers of different routes never wait on each other. On SQLite the IMMEDIATE
         claim transaction already serialises every claimer.
+        The same lock makes a paused route release one probe at a time (``route_admits``).
         """
         if job.route_id is None:
             return True
-        route = DataTransferRoute.objects.select_for_update().only("max_concurrent").get(pk=job.route_id)
+        route = DataTransferRoute.objects.select_for_update().get(pk=job.route_id)
         active = DataTransfer.objects.filter(route_id=route.pk, status=JobStatus.ACTIVE).count()
-        return active < route.max_concurrent
+        return active < route.max_concurrent and route_admits(route=route, transfer=job)
+
+    def on_failed(self, job: DataTransfer, *, retryable: bool = True, lease_expired: bool = False) -> None:
+        """A retryable failure the worker reported counts against the route's health (see transfers/services.py)."""
+        if retryable and not lease_expired:
+            route_transfer_failed(transfer=job, error=job.last_error)
 
     def site_of(self, job: DataTransfer):
         return job.origin_location.site
@@ -164,6 +184,7 @@ class TransferHandler(JobKindHandler):
         job.destination_path = data.get("path") or job.destination_path or dtp.archive_path
         record_copy(DataTransferPackageCopy, transfer_package=dtp, location=job.destination_location,
                     path=job.destination_path, checksum=data["checksum"])
+        route_transfer_succeeded(transfer=job)
 
 
 class UnpackedMember(serializers.Serializer):

@@ -1,6 +1,7 @@
 """Template tags of the operator admin."""
 
 from django import template
+from django.apps import apps
 from django.urls import reverse
 from django.utils import timezone
 
@@ -10,10 +11,34 @@ from opsdb.registry import job_kinds
 register = template.Library()
 
 
+PAUSED_ROUTES_SHOWN = 20
+
+
+def paused_routes() -> dict:
+    """Paused routes (one query): who paused each, since when and why, linked to the route's page."""
+    model = apps.get_model("transfers.DataTransferRoute")
+    routes = list(
+        model.objects.paused().select_related(
+            "origin_site", "destination_site", "relay_site", "origin_location__site", "destination_location__site"
+        ).order_by("state_since", "pk")[: PAUSED_ROUTES_SHOWN + 1]
+    )
+    details = [
+        {"text": f"{route}: {route.get_state_display().lower()} since "
+                 f"{timezone.localtime(route.state_since):%Y-%m-%d %H:%M} by {route.state_by} — {route.state_reason}"
+                 if route.state_since else f"{route}: {route.get_state_display().lower()}",
+         "url": reverse("admin:transfers_datatransferroute_change", args=[route.pk])}
+        for route in routes[:PAUSED_ROUTES_SHOWN]
+    ]
+    url = reverse("admin:transfers_datatransferroute_changelist")
+    count = len(routes) if len(routes) <= PAUSED_ROUTES_SHOWN else model.objects.paused().count()
+    return {"label": "Paused routes (their transfers are held)", "count": count, "details": details,
+            "url": f"{url}?state__in=PAUSED_AUTO,PAUSED_MANUAL"}
+
+
 @register.simple_tag
 def ops_attention() -> list[dict]:
-    """Jobs waiting for an operator per kind and leases run out, each with a link to the filtered list."""
-    items = []
+    """Paused routes, jobs waiting for an operator per kind and leases run out, each linked to its list."""
+    items = [paused_routes()]
     now = timezone.now()
     for handler in job_kinds:
         model = handler.model

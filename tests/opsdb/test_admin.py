@@ -9,6 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django_fsm_log.models import StateLog
 
+from opsdb.admin import LeasedJobAdmin
 from opsdb.choices import JobStatus, LocationType
 from opsdb.models import DataLocation, Site, WorkerProfile
 from opsdb.services import job_claim, job_fail
@@ -331,14 +332,11 @@ def test_transfer_change_page_shows_unpack_state_logs_and_attempts(operator_clie
 
 def test_route_edit_in_admin_keeps_history(operator_client):
     route = f.RouteFactory()
-    data = {
-        "origin_site": route.origin_site_id, "destination_site": route.destination_site_id,
-        "route_type": RouteType.DIRECT, "method": "rsync", "active": "on", "max_concurrent": 2,
-        "relay_site": "", "origin_location": "", "destination_location": "", "bundle_target_size": "",
-        "bundle_max_wait": "",
-    }
+    url = admin_url(DataTransferRoute, "change", route.pk)
+    data = {**change_form_data(operator_client.get(url)), "route_type": RouteType.DIRECT, "method": "rsync",
+            "max_concurrent": 2}
 
-    response = operator_client.post(admin_url(DataTransferRoute, "change", route.pk), data)
+    response = operator_client.post(url, data)
 
     assert response.status_code == 302
     latest = route.history.first()
@@ -437,40 +435,21 @@ def test_concurrent_transition_is_reported_as_message(operator_client, failed_ar
     assert "cannot be retried: it is failed (the row changed meanwhile)" in response.content.decode()
 
 
-EMPTY_JOB_INLINES = {
-    f"{prefix}-{key}": 0
-    for prefix in ("django_fsm_log-statelog-content_type-object_id", "opsdb-datatransferlog-content_type-object_id")
-    for key in ("TOTAL_FORMS", "INITIAL_FORMS")
-}
+@pytest.mark.parametrize("model", [m for m in ADMIN_MODELS if issubclass(admin.site._registry[m].__class__,
+                                                                        LeasedJobAdmin)],
+                         ids=lambda m: m._meta.label)
+def test_job_admins_neither_add_nor_delete(operator_client, model):
+    job = ROW_MAKERS[model._meta.label]()
 
+    add = operator_client.get(admin_url(model, "add"))
+    delete = operator_client.post(admin_url(model, "delete", job.pk), {"post": "yes"})
+    listing = operator_client.get(admin_url(model, "changelist")).content.decode()
+    page = operator_client.get(admin_url(model, "change", job.pk)).content.decode()
 
-def test_archive_transfer_add_form_explains_wrong_locations(operator_client):
-    buffer = f.DataLocationFactory(location_type=LocationType.BUFFER)
-    elsewhere = f.DataLocationFactory(location_type=LocationType.LONG_TERM_ARCHIVE)
-    data = {"raw_package": f.RawDataPackageFactory().pk, "source_location": buffer.pk,
-            "destination_location": elsewhere.pk, "priority": 0, **EMPTY_JOB_INLINES}
-
-    response = operator_client.post(admin_url(LongTermArchiveTransfer, "add"), data)
-
-    assert response.status_code == 200
-    assert response.context["adminform"].form.errors["destination_location"] == [
-        f"The archive must be at the buffer's site ({buffer.site})."
-    ]
-    assert not LongTermArchiveTransfer.objects.exists()
-
-
-def test_archive_transfer_add_form_creates_pending_job(operator_client):
-    site = f.SiteFactory()
-    buffer = f.DataLocationFactory(site=site, location_type=LocationType.BUFFER)
-    archive = f.DataLocationFactory(site=site, location_type=LocationType.LONG_TERM_ARCHIVE)
-    data = {"raw_package": f.RawDataPackageFactory().pk, "source_location": buffer.pk,
-            "destination_location": archive.pk, "priority": 3, **EMPTY_JOB_INLINES}
-
-    response = operator_client.post(admin_url(LongTermArchiveTransfer, "add"), data)
-
-    assert response.status_code == 302
-    created = LongTermArchiveTransfer.objects.get()
-    assert (created.status, created.priority, created.requires_intervention) == (JobStatus.PENDING, 3, False)
+    assert (add.status_code, delete.status_code) == (403, 403)
+    assert model.objects.filter(pk=job.pk).exists()
+    assert "delete_selected" not in listing and admin_url(model, "add") not in listing
+    assert "Save and add another" not in page and admin_url(model, "delete", job.pk) not in page
 
 
 def test_transfer_package_page_samples_members_and_links_the_full_list(operator_client):
@@ -515,10 +494,8 @@ def test_transfer_keeps_what_it_was_created_with_on_the_change_form(operator_cli
     transfer = f.DataTransferFactory()
 
     change_form = operator_client.get(admin_url(DataTransfer, "change", transfer.pk)).context["adminform"].form
-    add_form = operator_client.get(admin_url(DataTransfer, "add")).context["adminform"].form
 
     assert sorted(change_form.fields) == ["priority"]
-    assert {"transfer_package", "origin_location", "destination_location", "method"} <= set(add_form.fields)
 
 
 def test_job_edit_racing_a_worker_is_refused_with_message(operator_client, monkeypatch):

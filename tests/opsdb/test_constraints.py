@@ -119,8 +119,11 @@ def test_route_constraints_refuse_bad_rows(sites):
     assert not f.RouteFactory._meta.model.objects.exists()
 
 
-def test_second_site_level_route_for_a_pair_is_refused(sites):
+def test_second_site_level_route_of_a_type_for_a_pair_is_refused(sites):
     f.RouteFactory(origin_site=sites["ccat"], destination_site=sites["cologne"])
+    f.RouteFactory(origin_site=sites["ccat"], destination_site=sites["cologne"],  # the direct route's fallback
+                   route_type=RouteType.RELAY, relay_site=sites["cornell"])
+    refused(lambda: f.RouteFactory(origin_site=sites["ccat"], destination_site=sites["cologne"]))
     refused(lambda: f.RouteFactory(origin_site=sites["ccat"], destination_site=sites["cologne"],
                                    route_type=RouteType.RELAY, relay_site=sites["cornell"]))
 

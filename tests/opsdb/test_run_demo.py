@@ -1,15 +1,17 @@
 """``manage.py run_demo``: which processes it starts, and with which worker accounts."""
 
+import io
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from opsdb.management.commands.run_demo import demo_children, worker_tokens
+from opsdb.management.commands.run_demo import demo_children, link_command, link_switch, worker_tokens
 from opsdb.models import ApiToken
 from opsdb.tokens import api_token_create, cached_token
 from tests import factories as f
+from worker.jobs import JobContext, JobError, run_command
 
 pytestmark = pytest.mark.django_db
 
@@ -53,10 +55,29 @@ def test_demo_children_server_scheduler_and_a_worker_per_site(tmp_path: Path):
     assert worker[worker.index("--sites") + 1] == "ccat"
     assert worker[worker.index("--name") + 1] == "ccat-worker"
     assert worker[worker.index("--api-url") + 1] == "http://127.0.0.1:8000"
-    assert "bbcp=cp {source} {destination}" in worker
+    assert f"bbcp={link_command('ccat')}" in worker
     assert worker[worker.index("--log-dir") + 1] == str(tmp_path / "ccat")
 
 
 def test_run_demo_without_demo_accounts_says_what_to_do():
     with pytest.raises(CommandError, match="load_demo"):
         call_command("run_demo")
+
+
+def test_demo_link_switch_makes_the_bbcp_command_fail_retryably_until_removed(tmp_path: Path, settings):
+    settings.VAR_DIR = tmp_path
+    link_switch("ccat").parent.mkdir(parents=True)
+    source, destination = tmp_path / "a.tar", tmp_path / "b.tar"
+    source.write_bytes(b"data")
+    values = {"source": str(source), "destination": str(destination)}
+    ctx = JobContext(job={}, log_file=io.StringIO())
+    link_switch("ccat").touch()
+
+    with pytest.raises(JobError) as down:
+        run_command(link_command("ccat"), values, ctx)
+    link_switch("ccat").unlink()
+    run_command(link_command("ccat"), values, ctx)
+
+    assert down.value.retryable is True
+    assert "link down (demo switch" in str(down.value)
+    assert destination.read_bytes() == b"data"

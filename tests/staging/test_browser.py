@@ -131,7 +131,7 @@ def scientist_steps(page, url: str, base: str) -> list[str]:
     shot(page, "03-preview")
     page.click("button:has-text('Submit request')")
 
-    # Watch it reach READY while the worker double stages it; the page refreshes itself.
+    # Watch it reach READY while the worker double stages it; the page updates itself in place.
     page.wait_for_selector("#job-status[data-status='READY']", timeout=30000)
     paths = page.input_value("#all-paths").split()
     page.click("button[data-copy-target='all-paths']")

@@ -192,7 +192,7 @@ def test_duplicate_site_level_route_admin_form_shows_message(operator_client, to
     response = operator_client.post(reverse(ADD_URL), form_data(topology, {}))
 
     assert response.status_code == 200
-    assert "There is already a site-level route between these sites." in response.content.decode()
+    assert "There is already a route of this type between these sites" in response.content.decode()
     assert DataTransferRoute.objects.count() == 1
 
 

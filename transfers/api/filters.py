@@ -5,7 +5,7 @@ from django.db.models import Q
 
 from opsdb.api.filters import CopyFilterSet, CreatedRangeFilterSet, IdFilter, JobFilterSet
 from opsdb.choices import TransferMethod
-from transfers.choices import RouteType
+from transfers.choices import RouteState, RouteType
 from transfers.models import (
     DataTransfer,
     DataTransferPackage,
@@ -25,6 +25,7 @@ class DataTransferRouteFilter(CreatedRangeFilterSet):
     site = filters.CharFilter(method="filter_site", help_text="Starts, ends or relays at this site.")
     route_type = filters.MultipleChoiceFilter(choices=RouteType.choices, distinct=False)
     method = filters.MultipleChoiceFilter(choices=TransferMethod.choices, distinct=False)
+    state = filters.MultipleChoiceFilter(choices=RouteState.choices, distinct=False)
 
     class Meta:
         model = DataTransferRoute

@@ -17,8 +17,11 @@ class DataTransferRouteSerializer(FullCleanMixin, serializers.ModelSerializer):
         model = DataTransferRoute
         fields = ["id", "origin_site", "destination_site", "route_type", "method", "relay_site", "origin_location",
                   "destination_location", "active", "max_concurrent", "bundle_target_size", "bundle_max_wait",
-                  "created_at", "updated_at"]
-        read_only_fields = ["created_at", "updated_at"]
+                  "allow_relay_fallback", "state", "state_reason", "state_since", "state_by", "consecutive_failures",
+                  "cooldown_until", "probe_transfer", "created_at", "updated_at"]
+        # The state changes only through pause/resume (operators) and the route-health rules.
+        read_only_fields = ["state", "state_reason", "state_since", "state_by", "consecutive_failures",
+                            "cooldown_until", "probe_transfer", "created_at", "updated_at"]
         validators = []  # full_clean() checks the unique constraints, with the admin's messages
 
 

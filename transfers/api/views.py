@@ -1,6 +1,13 @@
 """Routes (operators write them, validated as in the admin), transfer packages, transfers, unpacks, logs."""
 
+from django_fsm import TransitionNotAllowed
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers as drf_serializers
+from rest_framework.decorators import action
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
 
+from opsdb.api.permissions import IsOperator
 from opsdb.api.views import JobViewSetMixin, OperatorJobActionsMixin, ReadOnlyViewSet, WritableViewSet
 from transfers.api import filters, serializers
 from transfers.models import (
@@ -10,12 +17,46 @@ from transfers.models import (
     DataTransferRoute,
     DataTransferUnpack,
 )
+from transfers.services import REASON_MAX_LENGTH, route_pause, route_resume
+
+ROUTE_REASON = inline_serializer(
+    "RouteReason", {"reason": drf_serializers.CharField(max_length=REASON_MAX_LENGTH)}
+)
 
 
 class DataTransferRouteViewSet(WritableViewSet):
+    """Routes; operators pause (PAUSED_MANUAL) and resume them with a reason: 409 when not allowed now."""
+
     queryset = DataTransferRoute.objects.all()
     serializer_class = serializers.DataTransferRouteSerializer
     filterset_class = filters.DataTransferRouteFilter
+
+    def _transition(self, request, service):
+        route = self.get_object()
+        reason = request.data.get("reason", "") if isinstance(request.data, dict) else None
+        if not isinstance(reason, str) or len(reason) > REASON_MAX_LENGTH:
+            return Response({"reason": [f"Give a short text (at most {REASON_MAX_LENGTH} characters)."]},
+                            status=400)
+        try:
+            route = service(route=route, reason=reason, by=request.user)
+        except TransitionNotAllowed:
+            route.refresh_from_db()
+            return Response({"detail": f"The route is {route.get_state_display().lower()}: "
+                                       f"{service.__name__.removeprefix('route_')} is not allowed now.",
+                             "status": route.state}, status=409)
+        return Response(self.get_serializer(route).data)
+
+    @extend_schema(request=ROUTE_REASON)
+    @action(detail=True, methods=["post"], permission_classes=[IsAuthenticated, IsOperator])
+    def pause(self, request, pk=None):
+        """ACTIVE/PAUSED_AUTO → PAUSED_MANUAL: hold the route's transfers (``reason`` required)."""
+        return self._transition(request, route_pause)
+
+    @extend_schema(request=ROUTE_REASON)
+    @action(detail=True, methods=["post"], permission_classes=[IsAuthenticated, IsOperator])
+    def resume(self, request, pk=None):
+        """PAUSED_* → ACTIVE: its held transfers may be claimed again (``reason`` required)."""
+        return self._transition(request, route_resume)
 
 
 class DataTransferPackageViewSet(OperatorJobActionsMixin, JobViewSetMixin, ReadOnlyViewSet):

@@ -5,10 +5,16 @@
 - the scheduler loop (a tick every 2 s, small bundles, a few seconds of maximum wait),
 - one reference worker per demo site that has a worker account (``worker-<site>``), with bbcp
   and rsync mapped to a local ``cp`` because the demo sites are folders on this machine.
+
+To watch a route pause itself and come back: ``touch var/demo/link-down-ccat`` makes the ccat
+worker's bbcp transfers fail (a retryable error, like a broken link); after a few failures the
+route pauses and its transfers are held; ``rm var/demo/link-down-ccat`` and the next probe
+transfer (after a short demo cool-down) resumes it. See docs/routes.md.
 Ctrl-C or SIGTERM is forwarded to every child; the command waits for them and exits.
 """
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -28,7 +34,25 @@ DEMO_SETTINGS = {
     "BUNDLE_MAX_WAIT_SECONDS": "5",
     "JOB_BACKOFF_BASE_SECONDS": "2",
     "JOB_BACKOFF_MAX_SECONDS": "30",
+    "JOB_MAX_ATTEMPTS": "10",  # so a demo link outage pauses the route before transfers run out of attempts
+    "ROUTE_PAUSE_AFTER_FAILURES": "3",
+    "ROUTE_COOLDOWN_SECONDS": "30",
 }
+# The demo's bbcp: a local copy, unless the site's "link down" switch file exists (then it fails,
+# as a broken link would). The script gets the switch, source and destination as $0, $1, $2.
+LINK_COMMAND = (
+    "sh -c 'if [ -e \"$0\" ]; then echo \"link down (demo switch $0 exists)\" >&2; exit 1; fi; "
+    "exec cp \"$1\" \"$2\"' {switch} {{source}} {{destination}}"
+)
+
+
+def link_switch(site: str) -> Path:
+    """The file that, while it exists, makes the demo worker of ``site`` fail its bbcp transfers."""
+    return Path(settings.VAR_DIR) / "demo" / f"link-down-{site}"
+
+
+def link_command(site: str) -> str:
+    return LINK_COMMAND.format(switch=shlex.quote(str(link_switch(site))))
 STOP_TIMEOUT = 15.0
 RUN_TOKEN_NAME = "run_demo"
 
@@ -70,18 +94,18 @@ def worker_tokens() -> dict[str, str]:
     return tokens
 
 
-def demo_children(tokens: dict[str, str], log_dir: Path, *, interval: float = 2.0) -> list[Child]:
+def demo_children(tokens: dict[str, str], log_dir: Path, *, interval: float = 2.0, port: int = PORT) -> list[Child]:
     """The processes of the demo: server, scheduler, and a worker per site."""
     manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
     children = [
-        Child("server", [*manage, "runserver", f"{HOST}:{PORT}", "--noreload"], log_dir / "server.log"),
+        Child("server", [*manage, "runserver", f"{HOST}:{port}", "--noreload"], log_dir / "server.log"),
         Child("scheduler", [*manage, "run_scheduler", "--interval", str(interval)]),
     ]
     for site, token in sorted(tokens.items()):
         children.append(Child(f"{site}-worker", [
-            *worker_program(), "--api-url", f"http://{HOST}:{PORT}", "--token", token,
+            *worker_program(), "--api-url", f"http://{HOST}:{port}", "--token", token,
             "--name", f"{site}-worker", "--sites", site,
-            "--method-command", "bbcp=cp {source} {destination}",
+            "--method-command", f"bbcp={link_command(site)}",
             "--method-command", "rsync=cp {source} {destination}",
             "--log-dir", str(log_dir / site), "--poll-interval", "2", "--grace-seconds", "5",
             "--state-dir", str(log_dir.parent / "worker-state" / site),
@@ -94,24 +118,25 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--interval", type=float, default=2.0, help="Scheduler tick in seconds (default 2).")
+        parser.add_argument("--port", type=int, default=PORT, help=f"Port of the web app (default {PORT}).")
 
-    def handle(self, *args, interval: float, **options):
+    def handle(self, *args, interval: float, port: int = PORT, **options):
         tokens = worker_tokens()
         if not tokens:
             raise CommandError("No demo worker accounts (worker-<site>): run `manage.py load_demo` first.")
-        if _port_in_use():
-            raise CommandError(f"{HOST}:{PORT} is already in use: is the demo running in another terminal?")
+        if _port_in_use(port):
+            raise CommandError(f"{HOST}:{port} is already in use: is the demo running in another terminal?")
         log_dir = Path(settings.VAR_DIR) / "demo" / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        children = demo_children(tokens, log_dir, interval=interval)
+        children = demo_children(tokens, log_dir, interval=interval, port=port)
         stopping = []
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stopping.append(True))
         try:
             self._start(children[:1])
-            _wait_for_port(timeout=20)
+            _wait_for_port(port, timeout=20)
             self._start(children[1:])
-            self._banner(tokens, log_dir)
+            self._banner(tokens, log_dir, port)
             self._watch(children, stopping)
         finally:
             _stop(children)
@@ -124,14 +149,17 @@ class Command(BaseCommand):
             child.process = subprocess.Popen(child.argv, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
                                              cwd=settings.BASE_DIR)
 
-    def _banner(self, tokens: dict[str, str], log_dir: Path) -> None:
-        self.stdout.write(self.style.SUCCESS(f"ops-db demo running at http://{HOST}:{PORT}/"))
-        self.stdout.write(f"  operators:  http://{HOST}:{PORT}/admin/  (user 'operator')")
-        self.stdout.write(f"  scientists: http://{HOST}:{PORT}/        (user 'scientist')")
+    def _banner(self, tokens: dict[str, str], log_dir: Path, port: int) -> None:
+        self.stdout.write(self.style.SUCCESS(f"ops-db demo running at http://{HOST}:{port}/"))
+        self.stdout.write(f"  operators:  http://{HOST}:{port}/admin/  (user 'operator')")
+        self.stdout.write(f"  scientists: http://{HOST}:{port}/        (user 'scientist')")
         self.stdout.write("  passwords were printed by load_demo when the accounts were created; "
                           "reset one with `manage.py changepassword operator`")
         self.stdout.write(f"  workers: {', '.join(f'{s}-worker' for s in sorted(tokens))}; "
                           f"server and worker logs in {log_dir}")
+        switch = link_switch("ccat")
+        self.stdout.write(f"  route health: `touch {switch}` breaks ccat's outgoing link, `rm` it to mend "
+                          "(docs/routes.md)")
         self.stdout.write("  scheduler lines follow; Ctrl-C stops everything.")
 
     def _watch(self, children: list[Child], stopping: list[bool]) -> None:
@@ -144,18 +172,18 @@ class Command(BaseCommand):
             time.sleep(0.5)
 
 
-def _port_in_use() -> bool:
+def _port_in_use(port: int) -> bool:
     with socket.socket() as s:
-        return s.connect_ex((HOST, PORT)) == 0
+        return s.connect_ex((HOST, port)) == 0
 
 
-def _wait_for_port(timeout: float) -> None:
+def _wait_for_port(port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _port_in_use():
+        if _port_in_use(port):
             return
         time.sleep(0.2)
-    raise CommandError(f"the development server did not start on {HOST}:{PORT} within {timeout:.0f} s")
+    raise CommandError(f"the development server did not start on {HOST}:{port} within {timeout:.0f} s")
 
 
 def _stop(children: list[Child]) -> None:
