@@ -47,6 +47,8 @@ def _policy() -> dict[str, dict[str, set[str]]]:
     for model in JOBS:
         policy[f"{model}-cancel"] = {"POST": {"operator"}}
         policy[f"{model}-retry"] = {"POST": {"operator"}}
+    policy["datatransferroute-pause"] = {"POST": {"operator"}}
+    policy["datatransferroute-resume"] = {"POST": {"operator"}}
     policy.update({
         "stagingjob-list": {"GET": SIGNED_IN, "POST": {"scientist", "operator"}},
         "stagingjob-detail": {"GET": SIGNED_IN},
@@ -58,7 +60,8 @@ def _policy() -> dict[str, dict[str, set[str]]]:
         "api-docs": {"GET": SIGNED_IN},
         "health": {"GET": EVERYONE, "POST": EVERYONE},
         "login": {"GET": EVERYONE, "POST": EVERYONE, "PUT": EVERYONE},
-        "logout": {"POST": EVERYONE},
+        "logout": {"GET": EVERYONE, "POST": EVERYONE},
+        "admin-logout": {"GET": EVERYONE, "POST": EVERYONE},
         "home": {method: {"scientist", "operator"} for method in READ + WRITE},
         "find": {"GET": {"scientist", "operator"}, "POST": {"scientist", "operator"}},
         "selection": {"POST": {"scientist", "operator"}},
@@ -66,6 +69,8 @@ def _policy() -> dict[str, dict[str, set[str]]]:
         "request-new": {"GET": {"scientist", "operator"}, "POST": {"scientist", "operator"}},
         "request-detail": {"GET": {"scientist", "operator"}, "POST": {"scientist", "operator"}},
         "request-cancel": {"POST": {"scientist", "operator"}},
+        "request-extend": {"POST": {"scientist", "operator"}},
+        "request-release": {"POST": {"scientist", "operator"}},
         "admin:index": {"GET": {"operator"}},
     })
     return policy
@@ -145,7 +150,7 @@ def client_for(role: str):
 def denied(path: str, response) -> bool:
     if response.status_code in (401, 403):
         return True
-    if path == "/accounts/logout/":  # logging out leads to the login page for everyone
+    if path in ("/accounts/logout/", "/admin/logout/"):  # logging out leads to a login page for everyone
         return False
     return not path.startswith("/api/") and response.status_code == 302 and (
         "/accounts/login/" in response["Location"] or "/admin/login/" in response["Location"])
@@ -164,7 +169,7 @@ def test_authorization_matrix(role, world):
     wrong = []
     for route, name, pattern in url_patterns():
         path = "/admin/" if pattern is None else concrete(route, name, world)
-        client = api_client if path.startswith("/api/") else page_client() if name == "logout" else pages
+        client = api_client if path.startswith("/api/") else page_client() if "logout" in name else pages
         for method in methods_of(pattern):
             allowed = role in POLICY.get(name, {}).get(method, set())
             sid = transaction.savepoint()
