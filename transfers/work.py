@@ -86,7 +86,7 @@ class PackageHandler(JobKindHandler):
         record_copy(DataTransferPackageCopy, transfer_package=job, location=job.origin_location,
                     path=job.archive_path, checksum=job.checksum)
 
-    def on_failed(self, job: DataTransferPackage, *, retryable: bool = True) -> None:
+    def on_failed(self, job: DataTransferPackage, *, retryable: bool = True, lease_expired: bool = False) -> None:
         """A bundle whose build cannot succeed (a bad member, said the worker) is split so the rest go on."""
         if not retryable and job.status == JobStatus.FAILED:
             transfer_package_split(transfer_package=job, reason=job.last_error)

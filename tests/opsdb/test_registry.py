@@ -14,7 +14,7 @@ from opsdb.registry import JobKindRegistry, PassRegistry, UnknownJobKind, job_ki
 from opsdb.work import JobKindHandler
 from staging.models import LongTermArchiveTransfer, StagingJob
 from staging.work import StageHandler
-from transfers.work import TransferHandler
+from transfers.work import UnpackHandler
 
 OK = "staging.work.StageHandler"
 
@@ -158,4 +158,4 @@ def test_handler_hooks_are_declared_on_the_base_class():
 
     assert hooks <= set(vars(JobKindHandler))
     assert JobKindHandler.__abstractmethods__ == {"at_sites", "site_of", "payload", "apply_result"}
-    assert "on_failed" not in vars(TransferHandler)  # the base's no-op
+    assert "on_failed" not in vars(UnpackHandler)  # the base's no-op
