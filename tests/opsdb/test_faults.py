@@ -98,13 +98,20 @@ def test_health_with_database_refusing_is_503(refusing_server):
 
 @pytest.mark.postgres
 @pytest.mark.django_db
-def test_runserver_keeps_no_database_connection_per_client_thread():
+def test_runserver_keeps_no_database_connection_per_client_thread(tmp_path):
     settings = connection.settings_dict
     url = f"postgres://{settings['USER']}@{settings['HOST']}:{settings['PORT']}/{settings['NAME']}"
     count = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
              "AND pid <> pg_backend_pid()")
 
-    with server(url, DB_CONN_MAX_AGE="60") as base:
+    static_root = str(tmp_path / "static")  # start-up refuses uncollected static files under DEBUG=0
+    collected = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--no-input", "-v0"], cwd=BASE_DIR, capture_output=True,
+        text=True, timeout=300, env={**os.environ, "DEBUG": "0", "SECRET_KEY": get_random_secret_key(),
+                                     "ALLOWED_HOSTS": "127.0.0.1", "STATIC_ROOT": static_root,
+                                     "DJANGO_SETTINGS_MODULE": "opsdb.settings"})
+    assert collected.returncode == 0, collected.stderr
+    with server(url, DB_CONN_MAX_AGE="60", STATIC_ROOT=static_root) as base:
         clients = [requests.Session() for _ in range(12)]  # keep-alive clients: a server thread each
         for client in clients:
             assert client.get(base + "/health/", timeout=30).status_code == 200
