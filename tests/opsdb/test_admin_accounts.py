@@ -124,3 +124,15 @@ def test_group_editor_without_superuser_offers_only_its_own_permissions(client):
     assert response.status_code == 200
     assert "Select a valid choice" in response.content.decode()
     assert small.permissions.count() == 0
+
+
+def test_syncing_role_groups_leaves_the_live_app_registry_alone(db):
+    """A cleared models module makes later flushes skip content types (stale ids, FK failures)."""
+    from django.apps import apps
+
+    from opsdb.roles import sync_role_groups
+
+    before = {config.label: config.models_module for config in apps.get_app_configs()}
+    sync_role_groups(apps)
+
+    assert {config.label: config.models_module for config in apps.get_app_configs()} == before
