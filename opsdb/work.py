@@ -62,6 +62,17 @@ class JobKindHandler(ABC):
         """
         return True
 
+    def touching_raw_packages(self, queryset: QuerySet, package_ids: Sequence[int]) -> QuerySet:
+        """Only jobs that read or write these raw packages ("where is my data": the work pending on them).
+
+        A kind whose jobs never touch a raw package keeps this default.
+        """
+        return queryset.none()
+
+    def visible_to(self, queryset: QuerySet, user) -> QuerySet:
+        """Only the jobs ``user`` may read, besides model permissions and site restrictions (e.g. their own)."""
+        return queryset
+
     # -- what a worker is told ----------------------------------------------------------------------
     def queryset(self) -> QuerySet:
         """Jobs of this kind with what ``payload`` needs fetched up front.
