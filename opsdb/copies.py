@@ -123,13 +123,16 @@ def _sqlite_transition(table, log_table, columns, marks, ids_sql, pick_params, t
 
 def restore_logs(model: type[PhysicalCopy], previous: dict[int, str], *, description: str,
                  now: datetime | None = None) -> None:
-    """StateLog rows (transition ``restore``) for copies that were recorded PRESENT again; one insert.
+    """StateLog rows (transition ``restore``) for copies that were recorded PRESENT again; one insert, if any.
 
     ``previous`` maps a copy's id to the status it had before (PRESENT ones are skipped).
     """
+    restored = {pk: status for pk, status in previous.items() if status != CopyStatus.PRESENT}
+    if not restored:
+        return
     content_type = ContentType.objects.get_for_model(model)
     StateLog.objects.bulk_create([
         StateLog(timestamp=now or timezone.now(), source_state=status, state=CopyStatus.PRESENT,
                  transition="restore", content_type=content_type, object_id=pk, description=description)
-        for pk, status in previous.items() if status != CopyStatus.PRESENT
+        for pk, status in restored.items()
     ])

@@ -157,7 +157,7 @@ def record_copies(copy_model, *, of: str, location, entries) -> None:
     )
     restore_logs(copy_model, {pk: status for pk, status in existing.values()
                               if status != CopyStatus.DELETION_IN_PROGRESS},
-                 description=f"recorded again at {location}", now=now)
+                 description=f"recorded again at {location.base_path}", now=now)
 
 
 def record_copy(copy_model, *, location, path: str, checksum: str, **of) -> None:
