@@ -4,6 +4,7 @@ Every changelist fetches what its columns and filters show up front, so it costs
 number of queries for 1 row as for 100. Job statuses change only through ``opsdb.services``.
 """
 
+from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.contenttypes.admin import GenericTabularInline
@@ -27,6 +28,7 @@ from opsdb.models import (
     DataTransferLog,
     Instrument,
     Observation,
+    PhysicalCopy,
     RawDataFile,
     RawDataFileCopy,
     RawDataPackage,
@@ -507,6 +509,7 @@ class RawDataFileInline(admin.TabularInline):
 class RawDataPackageCopyInline(admin.TabularInline):
     model = RawDataPackageCopy
     fields = ("location", "status", "path", "checksum_verified", "verified_at")
+    readonly_fields = ("status",)  # changed only by the copy's transitions (opsdb.copies)
     autocomplete_fields = ("location",)
     extra = 0
 
@@ -612,7 +615,8 @@ class CopyAdmin(LargeTableAdmin):
 
     list_filter = ("status", "location__site", ("location", LocationListFilter), "location__location_type")
     autocomplete_fields = ("location",)
-    readonly_fields = ("created_at", "updated_at")
+    readonly_fields = ("status", "created_at", "updated_at")  # status: only by transitions (opsdb.copies)
+    inlines = (TransitionHistoryInline,)
 
 
 @admin.register(RawDataPackageCopy)
@@ -640,11 +644,16 @@ class RawDataFileCopyAdmin(CopyAdmin):
 # --- every recorded transition in one place ----------------------------------------------------
 
 def job_transition_names() -> list[str]:
-    """Every transition name of every job model's state machine (the values StateLog.transition takes)."""
+    """Every transition name of every job's and copy's state machine (the values StateLog.transition takes)."""
     names = set()
-    for model in job_kinds.models():
+    for model in [*job_kinds.models(), *copy_models()]:
         names.update(t.name for t in model._meta.get_field("status").get_all_transitions(model))
     return sorted(names)
+
+
+def copy_models() -> list[type[PhysicalCopy]]:
+    """The physical-copy models of every installed app."""
+    return [model for model in apps.get_models() if issubclass(model, PhysicalCopy)]
 
 
 class TransitionFilter(FixedChoicesFilter):
@@ -662,12 +671,13 @@ class TargetStateFilter(FixedChoicesFilter):
     field = "state"
 
     def choices_list(self):
-        return list(JobStatus.choices)
+        return [*JobStatus.choices, *((v, f"{label} (copy)") for v, label in CopyStatus.choices
+                                     if v not in JobStatus.values)]
 
 
 @admin.register(StateLog)
 class StateLogAdmin(LargeTableAdmin):
-    """All job transitions, read-only: the audit trail across every kind of job."""
+    """All job and copy transitions, read-only: the audit trail across every kind of job and copy."""
 
     list_display = ("timestamp", "job", "transition", "source_state", "state", "by", "description")
     list_filter = (
