@@ -28,7 +28,7 @@ class ArchiveHandler(JobKindHandler):
     kind = JobKind.ARCHIVE
     model = LongTermArchiveTransfer
     result_serializer = ArchiveResult
-    result_related = ("raw_package", "destination_location")
+    result_related = ("raw_package", "destination_location", "repair_of")
     attention_label = "Archive transfers waiting for an operator"
     # After 3 failed attempts an archive transfer requires intervention (DESIGN.md).
     attention_filter = {"status": JobStatus.FAILED, "requires_intervention": True}
@@ -40,7 +40,7 @@ class ArchiveHandler(JobKindHandler):
             raw_package_id=OuterRef("raw_package_id"), location_id=OuterRef("source_location_id")
         ).values("path")[:1]
         return LongTermArchiveTransfer.objects.select_related(
-            "raw_package", "source_location__site", "destination_location__site"
+            "raw_package", "source_location__site", "destination_location__site", "repair_of"
         ).annotate(source_path=Subquery(source_path))
 
     def at_sites(self, queryset: QuerySet, site_ids: Sequence[int]) -> QuerySet:
@@ -63,12 +63,17 @@ class ArchiveHandler(JobKindHandler):
                             "checksum_algorithm": raw.checksum_algorithm},
             "source": {"location": location_payload(job.source_location),
                        "path": getattr(job, "source_path", None) or path},
-            "destination": {"location": location_payload(job.destination_location), "path": path},
+            "destination": {"location": location_payload(job.destination_location),
+                            "path": job.repair_of.path if job.repair_of_id else path},
+            "method": job.method,
+            # A repair replaces a copy an audit found bad: the file there is not to be trusted or kept.
+            "repair": bool(job.repair_of_id),
         }
 
     def apply_result(self, job: LongTermArchiveTransfer, data: dict[str, Any]) -> None:
         raw = job.raw_package
         if data["checksum"] != raw.checksum.lower():
             raise ValidationError({"checksum": f"Does not match the checksum of {raw} ({raw.checksum})."})
+        default = job.repair_of.path if job.repair_of_id else raw_package_path(raw)
         record_copy(RawDataPackageCopy, raw_package=raw, location=job.destination_location,
-                    path=data.get("path") or raw_package_path(raw), checksum=data["checksum"])
+                    path=data.get("path") or default, checksum=data["checksum"])
