@@ -315,10 +315,9 @@ class RawDataPackageCopy(PhysicalCopy):
             models.Index(fields=["location", "status"], name="rawpackagecopy_loc_status"),
             models.Index(fields=["location"], condition=Q(status=CopyStatus.PRESENT, archive_planned=False),
                          name="rawpackagecopy_to_archive"),
-            # Fixity audits: a location's PRESENT copies, oldest-verified (or never verified) first.
-            models.Index(F("location"), F("verified_at").asc(nulls_first=True), F("id"),
-                         condition=Q(status=CopyStatus.PRESENT), name="rawpackagecopy_fixity_due"),
         ]
+        # Fixity audits read a location's PRESENT copies oldest-verified (never verified first) through
+        # the index rawpackagecopy_fixity_due (migration 0011: NULLS FIRST is written per database).
 
     def __str__(self) -> str:
         return f"{self.raw_package} @ {self.location}"

@@ -112,10 +112,20 @@ def plan_fixity(*, now: datetime) -> PassResult:
 
 def _hold_mass_failures(result: PassResult, archives, now: datetime) -> None:
     """A hold at every archive where too many of the last 24 hours' first checks failed."""
-    held = set(FixityHold.objects.filter(released_at__isnull=True).values_list("location_id", flat=True))
+    held, released = set(), {}
+    for location_id, released_at in FixityHold.objects.filter(
+            Q(released_at__isnull=True) | Q(released_at__gt=now - DAY)).values_list("location_id", "released_at"):
+        if released_at is None:
+            held.add(location_id)
+        else:  # an operator looked: only checks finished since count towards a new hold
+            released[location_id] = max(released_at, released.get(location_id, released_at))
+    window = Q()
+    for location_id, released_at in released.items():
+        window &= ~Q(location_id=location_id, finished_at__lte=released_at)
     counts = (
         FixityCheck.objects.filter(location_id__in=[a.id for a in archives], status=JobStatus.COMPLETED,
                                    recheck=False, finished_at__gt=now - DAY)
+        .filter(window)
         .values("location_id")
         .annotate(checks=Count("pk"), failures=Count("pk", filter=Q(outcome__in=BAD_OUTCOMES)))
     )
