@@ -43,6 +43,9 @@ class ArchiveHandler(JobKindHandler):
     def at_sites(self, queryset: QuerySet, site_ids: Sequence[int]) -> QuerySet:
         return queryset.filter(source_location__site_id__in=site_ids)
 
+    def touching_raw_packages(self, queryset: QuerySet, package_ids: Sequence[int]) -> QuerySet:
+        return queryset.filter(raw_package_id__in=package_ids).select_related("source_location__site")
+
     def site_of(self, job: LongTermArchiveTransfer):
         return job.source_location.site
 
