@@ -19,11 +19,12 @@ from django_fsm import TransitionNotAllowed
 
 from opsdb.choices import CopyStatus, JobStatus, LocationType
 from opsdb.models import DataLocation, RawDataFileCopy, RawDataPackage
+from opsdb.roles import is_operator
 from opsdb.services import job_cancel, job_claim, job_complete, lock_job, write_job_log
 from staging.choices import StagedPackageState
 from staging.explain import plain_error
 from staging.models import StagingJob, StagingJobPackage
-from staging.selectors import StagingPlan, absolute_path, is_operator, items_to_stage, staged_dir, staging_plan
+from staging.selectors import StagingPlan, absolute_path, items_to_stage, staged_dir, staging_plan
 
 # Name under which ops-db itself "claims" a request whose packages are all already staged.
 REUSE_WORKER = "ops-db (already staged)"

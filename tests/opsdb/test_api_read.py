@@ -38,7 +38,7 @@ ENDPOINTS = {
     "unpacks": (f.DataTransferUnpackFactory, 3),
     "transfer-logs": (f.DataTransferLogFactory, 3),
     "archive-transfers": (f.LongTermArchiveTransferFactory, 3),
-    "staging-jobs": (staging_job_with_item, 3),
+    "staging-jobs": (staging_job_with_item, 2),
 }
 
 
