@@ -133,11 +133,7 @@ def staging_job_record_staged(*, job: StagingJob, packages: list[dict] | None) -
     now = timezone.now()
     expires_at = now + job.lifetime
     _record_file_copies(job, items, reports, now, expires_at)
-    for item in items:
-        item.state, item.bytes_staged, item.staged_at, item.error = (
-            StagedPackageState.STAGED, item.raw_package.size, item.staged_at or now, ""
-        )
-    StagingJobPackage.objects.bulk_update(items, ["state", "bytes_staged", "staged_at", "error"])
+    _mark_items_staged(items, now)
     job.expires_at = expires_at
     extend_file_expiry(job=job, until=expires_at)
     notify_on_commit(job)
@@ -325,11 +321,18 @@ def staging_items_mark_staged(*, job: StagingJob, names: Iterable[str]) -> int:
     now = timezone.now()
     changed = [item for item in items if item.state in (StagedPackageState.PENDING, StagedPackageState.FAILED)]
     for item in changed:
-        item.state, item.bytes_staged, item.staged_at, item.error = (
-            StagedPackageState.STAGED, item.raw_package.size, now, ""
-        )
-    StagingJobPackage.objects.bulk_update(changed, ["state", "bytes_staged", "staged_at", "error"])
+        item.staged_at = None  # staged now, whatever an earlier attempt recorded
+    _mark_items_staged(changed, now)
     return len(changed)
+
+
+def _mark_items_staged(items: list[StagingJobPackage], now) -> None:
+    """Items STAGED with their whole size; one that was staged earlier keeps its time. One UPDATE."""
+    for item in items:
+        item.state, item.bytes_staged, item.staged_at, item.error = (
+            StagedPackageState.STAGED, item.raw_package.size, item.staged_at or now, ""
+        )
+    StagingJobPackage.objects.bulk_update(items, ["state", "bytes_staged", "staged_at", "error"])
 
 
 def staging_job_notify(job: StagingJob) -> bool:
