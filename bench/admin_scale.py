@@ -85,6 +85,7 @@ def child_env(url: str) -> dict[str, str]:
         "DATABASE_URL": url, "DEBUG": "0", "SECRET_KEY": env.get("SECRET_KEY", "bench-only-" + "x" * 40),
         "ALLOWED_HOSTS": "testserver", "SECURE_SSL_REDIRECT": "0", "LOG_LEVEL": "WARNING",
         "DJANGO_SETTINGS_MODULE": "opsdb.settings", "DB_CONN_MAX_AGE": "0",
+        "EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
     })
     return env
 
