@@ -41,6 +41,10 @@ class JobKindHandler(ABC):
     # and the model filter that finds them (also the admin list's filter the panel links to).
     attention_label: ClassVar[str] = ""
     attention_filter: ClassVar[dict[str, Any]] = {"status": JobStatus.FAILED}
+    # The path from a job to the site it is at, as ``at_sites`` means it (e.g. ``origin_location__site``):
+    # the operations view groups waiting work by site with it, and links to the admin list's site
+    # filter of the same name. Empty: this kind's work is not shown per site.
+    site_field: ClassVar[str] = ""
 
     # -- which jobs a claimer may get -----------------------------------------------------------
     @abstractmethod

@@ -57,6 +57,7 @@ class PackageHandler(JobKindHandler):
     model = DataTransferPackage
     result_serializer = PackageResult
     attention_label = "Failed transfer package builds"
+    site_field = "origin_location__site"
     result_related = ("origin_location",)
 
     def queryset(self) -> QuerySet:
@@ -105,6 +106,7 @@ class TransferHandler(JobKindHandler):
     model = DataTransfer
     result_serializer = TransferResult
     attention_label = "Failed transfers"
+    site_field = "origin_location__site"
     result_related = ("transfer_package", "destination_location")
 
     def queryset(self) -> QuerySet:
@@ -204,6 +206,7 @@ class UnpackHandler(JobKindHandler):
     model = DataTransferUnpack
     result_serializer = UnpackResult
     attention_label = "Failed unpacks"
+    site_field = "transfer__destination_location__site"
     result_related = ("transfer__transfer_package", "transfer__destination_location")
 
     def queryset(self) -> QuerySet:
