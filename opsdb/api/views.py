@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from opsdb import services
 from opsdb.api import filters, serializers
 from opsdb.api.permissions import IsOperator, ModelRolePermissions, allowed_site_ids
+from opsdb.custody import raw_package_custody
 from opsdb.models import (
     DataLocation,
     DataTransferLog,
@@ -114,6 +115,28 @@ class RawDataPackageViewSet(ReadOnlyViewSet):
     serializer_class = serializers.RawDataPackageSerializer
     filterset_class = filters.RawDataPackageFilter
     ordering_fields = ["id", "name", "size", "created_at"]
+
+    @extend_schema(
+        responses={200: serializers.CustodySerializer}, filters=False,
+        description="Where is this package: every copy (location, status, path, verified checksum and time), "
+        "the number of safe archive copies, the archives it must reach, its time to safety, and the work "
+        "pending on it (the jobs the caller may see).",
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def custody(self, request, pk=None):
+        package = self.get_object()
+        custody = raw_package_custody(package, visible=lambda handler, jobs: visible_jobs(request.user, handler, jobs))
+        return Response(serializers.CustodySerializer(custody).data)
+
+
+def visible_jobs(user, handler, jobs):
+    """The jobs of one kind ``user`` may read, as its read endpoint shows them; None: none of that kind."""
+    model = handler.model
+    if not user.has_perm(f"{model._meta.app_label}.view_{model._meta.model_name}"):
+        return None
+    jobs = handler.visible_to(jobs, user)
+    site_ids = allowed_site_ids(user)
+    return jobs if site_ids is None else handler.at_sites(jobs, site_ids)
 
 
 class RawDataFileViewSet(ReadOnlyViewSet):
