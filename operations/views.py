@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_safe
 
 from operations.dashboard import dashboard_context
-from staging.selectors import is_operator
+from opsdb.roles import is_operator
 
 REFRESH_SECONDS = 60
 

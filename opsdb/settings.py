@@ -236,6 +236,10 @@ JOB_BACKOFF_MAX_SECONDS = env_float("JOB_BACKOFF_MAX_SECONDS", 3600.0, minimum=0
 JOB_BACKOFF_JITTER = env_float("JOB_BACKOFF_JITTER", 0.2, minimum=0)
 JOB_DEFAULT_LEASE_SECONDS = env_int("JOB_DEFAULT_LEASE_SECONDS", 600, minimum=1)
 JOB_MAX_LEASE_SECONDS = env_int("JOB_MAX_LEASE_SECONDS", 86400, minimum=1)
+# A site's workers count as silent when none was seen (an API request with its token) for this
+# long: a job waiting there says so (opsdb/explain.py). Tokens record their use at most once a
+# minute, so below 120 s a working worker could look silent.
+WORKER_SILENT_SECONDS = env_int("WORKER_SILENT_SECONDS", 300, minimum=120)
 # A waiting job's partial data (what an interrupted attempt left for the next one) is discarded
 # once its last attempt ended this long ago: workers remove the files, the next attempt starts over.
 PARTIAL_MAX_AGE_SECONDS = env_int("PARTIAL_MAX_AGE_SECONDS", 7 * 86400, minimum=1)
