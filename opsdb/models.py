@@ -401,6 +401,7 @@ class ApiToken(models.Model):
 
 # The job log: every kind's short lines (its name is historical: it began with transfers).
 LOG_MESSAGE_MAX_LENGTH = 500
+REASON_MAX_LENGTH = 500  # an operator's reason for a transition (retry, cancel, pause, resume)
 
 
 class DataTransferLog(models.Model):

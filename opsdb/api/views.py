@@ -14,6 +14,7 @@ from opsdb.api import filters, serializers
 from opsdb.api.permissions import IsOperator, ModelRolePermissions, allowed_site_ids
 from opsdb.custody import raw_package_custody
 from opsdb.models import (
+    REASON_MAX_LENGTH,
     DataLocation,
     DataTransferLog,
     Instrument,
@@ -57,7 +58,20 @@ class JobViewSetMixin:
         return job_kinds.for_model(queryset.model).at_sites(queryset, site_ids)
 
 
-REASON = inline_serializer("TransitionReason", {"reason": drf_serializers.CharField(required=False, max_length=500)})
+REASON = inline_serializer(
+    "TransitionReason", {"reason": drf_serializers.CharField(required=False, max_length=REASON_MAX_LENGTH)}
+)
+
+
+def request_reason(request, *, default: str | None = "") -> str | Response:
+    """The request's ``reason``: a text of at most REASON_MAX_LENGTH characters, else a 400 answer.
+
+    ``default`` is what a missing reason means (None: a reason is required).
+    """
+    reason = request.data.get("reason", default) if isinstance(request.data, dict) else None
+    if not isinstance(reason, str) or len(reason) > REASON_MAX_LENGTH:
+        return Response({"reason": [f"Give a short text (at most {REASON_MAX_LENGTH} characters)."]}, status=400)
+    return reason
 
 
 class OperatorJobActionsMixin:
@@ -65,9 +79,9 @@ class OperatorJobActionsMixin:
 
     def _transition(self, request, service):
         job = self.get_object()
-        reason = request.data.get("reason", "") if isinstance(request.data, dict) else ""
-        if not isinstance(reason, str) or len(reason) > 500:
-            return Response({"reason": ["Give a short text (at most 500 characters)."]}, status=400)
+        reason = request_reason(request)
+        if isinstance(reason, Response):
+            return reason
         service(job=job, by=request.user, reason=reason)
         return Response(self.get_serializer(self.get_queryset().get(pk=job.pk)).data)
 

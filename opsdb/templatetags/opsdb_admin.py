@@ -2,8 +2,10 @@
 
 from django import template
 from django.apps import apps
+from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from opsdb.choices import CopyStatus, JobStatus
 from opsdb.models import RawDataPackageCopy
@@ -59,7 +61,9 @@ def fixity_holds() -> dict:
 
 @register.simple_tag
 def ops_attention() -> list[dict]:
-    """Paused routes, bad archive copies, held repairs, jobs waiting for an operator per kind, expired leases."""
+    """Paused routes, bad archive copies, held repairs, jobs waiting for an operator per kind and leases
+    run out, each linked to its list; then the rows of the callables ``settings.ADMIN_ATTENTION`` names
+    (stuck work, from the operations view)."""
     items = [paused_routes(), bad_archive_copies(), fixity_holds()]
     now = timezone.now()
     for handler in job_kinds:
@@ -74,4 +78,6 @@ def ops_attention() -> list[dict]:
         if expired:
             items.append({"label": f"{meta.verbose_name_plural.capitalize()} with an expired lease",
                           "count": expired, "url": f"{url}?status__exact={JobStatus.ACTIVE}"})
+    for path in settings.ADMIN_ATTENTION:
+        items.extend(import_string(path)())
     return items
