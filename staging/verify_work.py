@@ -34,6 +34,7 @@ class VerifyHandler(JobKindHandler):
     result_serializer = VerifyResult
     result_related = ("copy__raw_package",)
     attention_label = "Failed fixity checks"
+    site_field = "location__site"
 
     def queryset(self) -> QuerySet:
         return FixityCheck.objects.select_related("copy__raw_package", "location__site")

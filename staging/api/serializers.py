@@ -26,12 +26,12 @@ class LongTermArchiveTransferSerializer(JobSerializer):
                   "site_name", "requires_intervention", "repair_of", "method"]
 
 
-class FixityCheckSerializer(serializers.ModelSerializer):
+class FixityCheckSerializer(JobSerializer):
     raw_package = serializers.IntegerField(source="copy.raw_package_id", read_only=True)
     raw_package_name = serializers.CharField(source="copy.raw_package.name", read_only=True)
     site_name = serializers.CharField(source="location.site.name", read_only=True)
 
-    class Meta:
+    class Meta(JobSerializer.Meta):
         model = FixityCheck
         fields = [*JOB_FIELDS, "copy", "raw_package", "raw_package_name", "location", "site_name", "size", "recheck",
                   "outcome", "checksum_found"]
