@@ -226,6 +226,8 @@ SPECTACULAR_SETTINGS = {
 # token (its user, groups, sites) before reading it again; a change made in another process
 # (revoking a token, removing a worker from a site) takes effect here within this time.
 API_TOKEN_CACHE_SECONDS = env_int("API_TOKEN_CACHE_SECONDS", 30, minimum=0)
+# A token's last use (when its worker was last seen) is written at most this often per server process.
+API_TOKEN_LAST_USED_SECONDS = env_int("API_TOKEN_LAST_USED_SECONDS", 60, minimum=1)
 
 DJANGO_FSM_LOG_STORAGE_METHOD = "django_fsm_log.backends.SimpleBackend"
 
