@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -103,6 +103,8 @@ class JobKindHandler(ABC):
                     self.apply_result(job, data)
             except ValidationError as exc:
                 refused[job.pk] = exc
+            except IntegrityError as exc:  # a database constraint refused this job's result
+                refused[job.pk] = ValidationError(str(exc).splitlines()[0])
         return refused
 
     @property

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from rest_framework import serializers
 
@@ -81,9 +82,14 @@ class ArchiveHandler(JobKindHandler):
             locations[job.destination_location_id] = job.destination_location
             entries[job.destination_location_id][raw.pk] = (raw, data.get("path") or raw_package_path(raw),
                                                             data["checksum"])
-        for location_id, copies in entries.items():
-            record_copies(RawDataPackageCopy, of="raw_package", location=locations[location_id],
-                          entries=copies.values())
+        try:
+            with transaction.atomic():
+                for location_id, copies in entries.items():
+                    record_copies(RawDataPackageCopy, of="raw_package", location=locations[location_id],
+                                  entries=copies.values())
+        except IntegrityError:  # a constraint refused one of them: find which, one by one
+            good = [(job, data) for job, data in results if job.pk not in refused]
+            refused |= super().apply_results(good)
         return refused
 
     @staticmethod
