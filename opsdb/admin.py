@@ -4,12 +4,14 @@ Every changelist fetches what its columns and filters show up front, so it costs
 number of queries for 1 row as for 100. Job statuses change only through ``opsdb.services``.
 """
 
+from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.contenttypes.admin import GenericTabularInline
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.db.models import Count, Exists, OuterRef, Prefetch
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -20,11 +22,13 @@ from simple_history.admin import SimpleHistoryAdmin
 
 from opsdb.admin_tables import LargeTableAdmin
 from opsdb.choices import CopyStatus, JobStatus
+from opsdb.custody import raw_package_custody, safety_summary
 from opsdb.models import (
     DataLocation,
     DataTransferLog,
     Instrument,
     Observation,
+    PhysicalCopy,
     RawDataFile,
     RawDataFileCopy,
     RawDataPackage,
@@ -505,6 +509,7 @@ class RawDataFileInline(admin.TabularInline):
 class RawDataPackageCopyInline(admin.TabularInline):
     model = RawDataPackageCopy
     fields = ("location", "status", "path", "checksum_verified", "verified_at")
+    readonly_fields = ("status",)  # changed only by the copy's transitions (opsdb.copies)
     autocomplete_fields = ("location",)
     extra = 0
 
@@ -517,9 +522,12 @@ def present_locations(copies) -> str:
     return ", ".join(names) or "-"
 
 
+CUSTODY_MATCHES = 20
+
+
 @admin.register(RawDataPackage)
 class RawDataPackageAdmin(LargeTableAdmin):
-    list_display = ("name", "observation", "target", "size_display", "present_at", "created_at")
+    list_display = ("name", "observation", "target", "size_display", "present_at", "created_at", "custody_link")
     list_filter = ("observation__instrument", PresentAtLocationFilter)
     search_fields = ("^name", "^observation__obs_id")
     search_help_text = "Package name or observation id, or how either begins (not case-sensitive)."
@@ -543,6 +551,54 @@ class RawDataPackageAdmin(LargeTableAdmin):
     def present_at(self, obj):
         return present_locations(obj.copies.all())
 
+    @admin.display(description="custody")
+    def custody_link(self, obj):
+        url = reverse("admin:opsdb_rawdatapackage_custody", args=[obj.pk])
+        return format_html('<a href="{}">where is it?</a>', url)
+
+    def get_urls(self):
+        urls = [
+            path("custody/", self.admin_site.admin_view(self.custody_search_view),
+                 name="opsdb_rawdatapackage_custody_search"),
+            path("<path:object_id>/custody/", self.admin_site.admin_view(self.custody_view),
+                 name="opsdb_rawdatapackage_custody"),
+        ]
+        return urls + super().get_urls()
+
+    def custody_search_view(self, request):
+        """Find a package by name: an exact name opens its custody page, a prefix lists the first matches."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        term = request.GET.get("q", "").strip()[:255]
+        matches, exact = [], None
+        if term:
+            exact = RawDataPackage.objects.filter(name=term).values_list("pk", flat=True).first()
+            if exact is not None:
+                return HttpResponseRedirect(reverse("admin:opsdb_rawdatapackage_custody", args=[exact]))
+            matches = list(RawDataPackage.objects.filter(name__istartswith=term).order_by("name")
+                           .values("pk", "name", "created_at")[: CUSTODY_MATCHES + 1])
+        context = {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "title": "Where is my data?",
+            "term": term, "matches": matches[:CUSTODY_MATCHES], "more": len(matches) > CUSTODY_MATCHES,
+        }
+        return TemplateResponse(request, "admin/opsdb/rawdatapackage/custody_search.html", context)
+
+    def custody_view(self, request, object_id):
+        """Every copy of one package, how safe it is, and the work pending on it."""
+        package = self.get_object(request, unquote(object_id))
+        if package is None or not self.has_view_permission(request, package):
+            raise Http404(f"No raw data package with id {object_id!r}.")
+        custody = raw_package_custody(package)
+        work = [(w, reverse(f"admin:{job_kinds[w.kind].model._meta.app_label}_"
+                            f"{job_kinds[w.kind].model._meta.model_name}_change", args=[w.id]))
+                for w in custody.pending_work]
+        context = {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "original": package,
+            "title": f"Where is {package.name}?", "custody": custody, "summary": safety_summary(custody),
+            "work": work,
+        }
+        return TemplateResponse(request, "admin/opsdb/rawdatapackage/custody.html", context)
+
 
 @admin.register(RawDataFile)
 class RawDataFileAdmin(LargeTableAdmin):
@@ -559,7 +615,8 @@ class CopyAdmin(LargeTableAdmin):
 
     list_filter = ("status", "location__site", ("location", LocationListFilter), "location__location_type")
     autocomplete_fields = ("location",)
-    readonly_fields = ("created_at", "updated_at")
+    readonly_fields = ("status", "created_at", "updated_at")  # status: only by transitions (opsdb.copies)
+    inlines = (TransitionHistoryInline,)
 
 
 @admin.register(RawDataPackageCopy)
@@ -587,11 +644,16 @@ class RawDataFileCopyAdmin(CopyAdmin):
 # --- every recorded transition in one place ----------------------------------------------------
 
 def job_transition_names() -> list[str]:
-    """Every transition name of every job model's state machine (the values StateLog.transition takes)."""
+    """Every transition name of every job's and copy's state machine (the values StateLog.transition takes)."""
     names = set()
-    for model in job_kinds.models():
+    for model in [*job_kinds.models(), *copy_models()]:
         names.update(t.name for t in model._meta.get_field("status").get_all_transitions(model))
     return sorted(names)
+
+
+def copy_models() -> list[type[PhysicalCopy]]:
+    """The physical-copy models of every installed app."""
+    return [model for model in apps.get_models() if issubclass(model, PhysicalCopy)]
 
 
 class TransitionFilter(FixedChoicesFilter):
@@ -609,12 +671,13 @@ class TargetStateFilter(FixedChoicesFilter):
     field = "state"
 
     def choices_list(self):
-        return list(JobStatus.choices)
+        return [*JobStatus.choices, *((v, f"{label} (copy)") for v, label in CopyStatus.choices
+                                     if v not in JobStatus.values)]
 
 
 @admin.register(StateLog)
 class StateLogAdmin(LargeTableAdmin):
-    """All job transitions, read-only: the audit trail across every kind of job."""
+    """All job and copy transitions, read-only: the audit trail across every kind of job and copy."""
 
     list_display = ("timestamp", "job", "transition", "source_state", "state", "by", "description")
     list_filter = (

@@ -17,8 +17,21 @@ class StorageType(models.TextChoices):
 
 
 class CopyStatus(models.TextChoices):
+    """A physical copy's life: PRESENT → DELETION_SCHEDULED → DELETION_IN_PROGRESS → DELETED (or
+    DELETION_FAILED); an audited archive copy can become MISMATCH or MISSING. Only a PRESENT copy
+    with a verified checksum counts as a copy (``opsdb.models.CopyQuerySet.verified``)."""
+
     PRESENT = "PRESENT", "Present"
+    DELETION_SCHEDULED = "DELETION_SCHEDULED", "Deletion scheduled"
+    DELETION_IN_PROGRESS = "DELETION_IN_PROGRESS", "Deletion in progress"
     DELETED = "DELETED", "Deleted"
+    DELETION_FAILED = "DELETION_FAILED", "Deletion failed"
+    MISMATCH = "MISMATCH", "Checksum mismatch"
+    MISSING = "MISSING", "Missing"
+
+
+# A copy on its way out: the deletion rule, the planner and the storage figures no longer count it.
+DELETION_STATUSES = (CopyStatus.DELETION_SCHEDULED, CopyStatus.DELETION_IN_PROGRESS)
 
 
 class ChecksumAlgorithm(models.TextChoices):

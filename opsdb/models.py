@@ -9,6 +9,8 @@ from django.db.models import F, Q
 from django.db.models.functions import Length
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
+from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+from django_fsm_log.decorators import fsm_log_by, fsm_log_description
 from simple_history.models import HistoricalRecords
 
 from opsdb.choices import ChecksumAlgorithm, CopyStatus, LocationType, LogLevel, StorageType
@@ -192,15 +194,24 @@ class CopyQuerySet(models.QuerySet):
     def present(self):
         return self.filter(status=CopyStatus.PRESENT)
 
+    def verified(self):
+        """The copies that count as copies: PRESENT with a verified checksum."""
+        return self.present().exclude(checksum_verified="").filter(verified_at__isnull=False)
+
     def at(self, location):
         return self.filter(location=location)
 
 
-class PhysicalCopy(models.Model):
-    """One physical copy of an object at a storage location. *Where is X?* is answered only from these."""
+class PhysicalCopy(ConcurrentTransitionMixin, models.Model):
+    """One physical copy of an object at a storage location. *Where is X?* is answered only from these.
+
+    Its status changes only through the transitions below (recorded by django-fsm-log); the services
+    in ``opsdb.copies`` lock the row, or move a whole set at once with the same transitions.
+    """
 
     location = models.ForeignKey(DataLocation, on_delete=models.PROTECT, related_name="+")
-    status = models.CharField(max_length=10, choices=CopyStatus.choices, default=CopyStatus.PRESENT, db_index=True)
+    status = FSMField(max_length=24, choices=CopyStatus.choices, default=CopyStatus.PRESENT, protected=True,
+                      db_index=True)
     path = models.CharField(max_length=1024, help_text="Relative to the location's base path.")
     checksum_verified = models.CharField(max_length=128, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
@@ -211,6 +222,78 @@ class PhysicalCopy(models.Model):
 
     class Meta:
         abstract = True
+
+    def clean_fields(self, exclude=None):
+        # Model validation re-assigns every field; the protected status only changes by transition.
+        super().clean_fields(exclude={*(exclude or ()), "status"})
+
+    @property
+    def is_verified(self) -> bool:
+        return self.status == CopyStatus.PRESENT and bool(self.checksum_verified) and self.verified_at is not None
+
+    @fsm_log_by
+    @fsm_log_description
+    @transition(field=status, source=CopyStatus.PRESENT, target=CopyStatus.DELETION_SCHEDULED)
+    def schedule_deletion(self, *, by=None, description=None):
+        """PRESENT → DELETION_SCHEDULED: the deletion rule allows it and the location's policy wants the space."""
+
+    @fsm_log_by
+    @fsm_log_description
+    @transition(field=status, source=CopyStatus.DELETION_SCHEDULED, target=CopyStatus.DELETION_IN_PROGRESS)
+    def start_deletion(self, *, by=None, description=None):
+        """DELETION_SCHEDULED → DELETION_IN_PROGRESS: a worker claimed the delete job and removes the file."""
+
+    @fsm_log_by
+    @fsm_log_description
+    @transition(field=status, source=CopyStatus.DELETION_IN_PROGRESS, target=CopyStatus.DELETED)
+    def mark_deleted(self, *, by=None, description=None):
+        """DELETION_IN_PROGRESS → DELETED: the worker removed the file (or found it already gone)."""
+
+    @fsm_log_by
+    @fsm_log_description
+    @transition(field=status, source=CopyStatus.DELETION_IN_PROGRESS, target=CopyStatus.DELETION_SCHEDULED)
+    def release_deletion(self, *, by=None, description=None):
+        """DELETION_IN_PROGRESS → DELETION_SCHEDULED: an attempt failed or its lease ran out; the next one retries."""
+
+    @fsm_log_by
+    @fsm_log_description
+    @transition(field=status, source=CopyStatus.DELETION_IN_PROGRESS, target=CopyStatus.DELETION_FAILED)
+    def fail_deletion(self, *, by=None, description=None):
+        """DELETION_IN_PROGRESS → DELETION_FAILED: the last attempt failed; an operator looks at it."""
+
+    @fsm_log_by
+    @fsm_log_description
+    @transition(field=status, source=CopyStatus.DELETION_FAILED, target=CopyStatus.DELETION_SCHEDULED)
+    def retry_deletion(self, *, by=None, description=None):
+        """DELETION_FAILED → DELETION_SCHEDULED: an operator asks for the deletion again."""
+
+    @fsm_log_by
+    @fsm_log_description
+    @transition(field=status, source=[CopyStatus.DELETION_SCHEDULED, CopyStatus.DELETION_FAILED],
+                target=CopyStatus.PRESENT)
+    def keep(self, *, by=None, description=None):
+        """DELETION_SCHEDULED/DELETION_FAILED → PRESENT: the deletion is called off; the file is still there."""
+
+    @fsm_log_by
+    @fsm_log_description
+    @transition(field=status, source=[CopyStatus.PRESENT, CopyStatus.MISSING], target=CopyStatus.MISMATCH)
+    def mark_mismatch(self, *, by=None, description=None):
+        """PRESENT/MISSING → MISMATCH: an audit read the file and its checksum differs; no longer a safe copy."""
+
+    @fsm_log_by
+    @fsm_log_description
+    @transition(field=status, source=[CopyStatus.PRESENT, CopyStatus.MISMATCH], target=CopyStatus.MISSING)
+    def mark_missing(self, *, by=None, description=None):
+        """PRESENT/MISMATCH → MISSING: an audit found no file; no longer a safe copy."""
+
+    @fsm_log_by
+    @fsm_log_description
+    @transition(field=status, source=[CopyStatus.MISMATCH, CopyStatus.MISSING, CopyStatus.DELETED,
+                                      CopyStatus.DELETION_FAILED, CopyStatus.DELETION_SCHEDULED],
+                target=CopyStatus.PRESENT)
+    def restore(self, *, by=None, description=None):
+        """MISMATCH/MISSING/DELETED/DELETION_FAILED/DELETION_SCHEDULED → PRESENT: a good copy is there
+        (again): re-checked, repaired, or recorded anew by a transfer, unpack or archive."""
 
 
 class RawDataPackageCopy(PhysicalCopy):
@@ -316,6 +399,7 @@ class ApiToken(models.Model):
 
 # The job log: every kind's short lines (its name is historical: it began with transfers).
 LOG_MESSAGE_MAX_LENGTH = 500
+REASON_MAX_LENGTH = 500  # an operator's reason for a transition (retry, cancel, pause, resume)
 
 
 class DataTransferLog(models.Model):

@@ -330,12 +330,10 @@ def job_expire(*, job: LeasedJob, now: datetime | None = None) -> bool:
         now or timezone.now()
     ):
         return False
-    worker = job.lease_holder
-    job.expire(description=f"lease of {worker} expired")
-    job.lease_token = ""  # a late report from the old holder must be refused
+    worker, description = job.lease_holder, job.expiry_description()
+    job.expire(description=description)
     job.save()
-    write_job_log(job=job, level=LogLevel.WARNING, message=f"lease of {worker} expired: {job.last_error}",
-                  worker=worker)
+    write_job_log(job=job, level=LogLevel.WARNING, message=f"{description}: {job.last_error}", worker=worker)
     after_failed_attempt(job, lease_expired=True)
     return True
 

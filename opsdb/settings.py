@@ -270,6 +270,12 @@ SCHEDULER_PASSES = [
     ("route health", "transfers.services.route_health_pass"),
 ]
 
+# Custody ("where is my data", opsdb/custody.py): a raw package is safe once every archive its
+# routes deliver it to holds a verified copy, and at least this many sites do.
+ARCHIVE_MIN_COPIES = env_int("ARCHIVE_MIN_COPIES", 1, minimum=1)
+# The function that says which sites' archives a package must reach (project wiring: it reads the routes).
+CUSTODY_ARCHIVE_SITES = "transfers.destinations.required_archive_sites"
+
 # Bundling (see transfers/planning.py): route settings override these.
 BUNDLE_TARGET_SIZE_BYTES = env_int("BUNDLE_TARGET_SIZE_BYTES", 10 * 10**12, minimum=1)
 BUNDLE_MAX_WAIT_SECONDS = env_int("BUNDLE_MAX_WAIT_SECONDS", 6 * 3600, minimum=0)

@@ -71,7 +71,7 @@ def api_tokens_revoke_all(*, user: User) -> int:
 
 # --- authentication through the in-process cache ----------------------------------------------
 
-ROLE_GROUPS = (roles.OPERATORS, roles.WORKERS)  # the groups opsdb.api.permissions asks about
+ROLE_GROUPS = roles.ROLE_GROUPS
 LAST_USED_INTERVAL_SECONDS = 60
 MAX_CACHED_TOKENS = 10_000
 USER_FIELDS = [f.attname for f in User._meta.concrete_fields]

@@ -19,6 +19,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from opsdb.choices import CopyStatus, JobStatus
+from opsdb.copies import restore_logs
 from opsdb.leases import LeasedJob
 
 
@@ -63,6 +64,17 @@ class JobKindHandler(ABC):
         For limits that the ``claimable`` filter alone cannot keep under concurrent claims.
         """
         return True
+
+    def touching_raw_packages(self, queryset: QuerySet, package_ids: Sequence[int]) -> QuerySet:
+        """Only jobs that read or write these raw packages ("where is my data": the work pending on them).
+
+        A kind whose jobs never touch a raw package keeps this default.
+        """
+        return queryset.none()
+
+    def visible_to(self, queryset: QuerySet, user) -> QuerySet:
+        """Only the jobs ``user`` may read, besides model permissions and site restrictions (e.g. their own)."""
+        return queryset
 
     # -- what a worker is told ----------------------------------------------------------------------
     def queryset(self) -> QuerySet:
@@ -161,17 +173,27 @@ def record_copies(copy_model, *, of: str, location, entries) -> None:
     """Record (or refresh) PRESENT copies at ``location``, verified now: one upsert for all of them.
 
     ``of`` names the copied object's field (``raw_package``, ``transfer_package``); ``entries`` are
-    ``(object, path, checksum)``. One ``INSERT … ON CONFLICT DO UPDATE`` on the (object, location)
-    unique constraint, rather than a select-then-write per copy.
+    ``(object, path, checksum)``. One read of the copies already recorded there, then one
+    ``INSERT … ON CONFLICT DO UPDATE`` on the (object, location) unique constraint. A copy that was
+    no longer PRESENT (deleted, scheduled for deletion, found bad by an audit) becomes PRESENT again
+    by the ``restore`` transition, logged; one whose file a worker is removing right now is left to
+    that deletion (its record ends DELETED, as the file does).
     """
     now = timezone.now()
+    existing = {obj_id: (pk, status) for obj_id, pk, status in
+                copy_model.objects.filter(location=location, **{f"{of}__in": [obj for obj, _, _ in entries]})
+                .exclude(status=CopyStatus.PRESENT).values_list(f"{of}_id", "pk", "status")}
     rows = [copy_model(location=location, path=path, status=CopyStatus.PRESENT, checksum_verified=checksum,
                        verified_at=now, **{of: obj})
-            for obj, path, checksum in entries]
+            for obj, path, checksum in entries
+            if existing.get(obj.pk, (None, None))[1] != CopyStatus.DELETION_IN_PROGRESS]
     copy_model.objects.bulk_create(
         rows, update_conflicts=True, unique_fields=[of, "location"],
         update_fields=["path", "status", "checksum_verified", "verified_at", "updated_at"],
     )
+    restore_logs(copy_model, {pk: status for pk, status in existing.values()
+                              if status != CopyStatus.DELETION_IN_PROGRESS},
+                 description=f"recorded again at {location.base_path}", now=now)
 
 
 def record_copy(copy_model, *, location, path: str, checksum: str, **of) -> None:

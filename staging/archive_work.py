@@ -1,4 +1,4 @@
-"""Handler of the job kind ``archive``: a raw package from a buffer into the same site's long-term archive.
+"""Handler of the job kind ``archive``: a raw package from a buffer (or processing area) into the site's archive.
 
 (The ``stage`` kind has its own module, ``staging/work.py``.)
 """
@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from rest_framework import serializers
 
 from opsdb.api.fields import ChecksumField, RelativePathField
@@ -36,12 +36,20 @@ class ArchiveHandler(JobKindHandler):
     attention_filter = {"status": JobStatus.FAILED, "requires_intervention": True}
 
     def queryset(self) -> QuerySet:
+        # The source copy's own path (a data product registered at a processing area has the path it
+        # was given), read in the same query.
+        source_path = RawDataPackageCopy.objects.filter(
+            raw_package_id=OuterRef("raw_package_id"), location_id=OuterRef("source_location_id")
+        ).values("path")[:1]
         return LongTermArchiveTransfer.objects.select_related(
             "raw_package", "source_location__site", "destination_location__site"
-        )
+        ).annotate(source_path=Subquery(source_path))
 
     def at_sites(self, queryset: QuerySet, site_ids: Sequence[int]) -> QuerySet:
         return queryset.filter(source_location__site_id__in=site_ids)
+
+    def touching_raw_packages(self, queryset: QuerySet, package_ids: Sequence[int]) -> QuerySet:
+        return queryset.filter(raw_package_id__in=package_ids).select_related("source_location__site")
 
     def site_of(self, job: LongTermArchiveTransfer):
         return job.source_location.site
@@ -55,7 +63,8 @@ class ArchiveHandler(JobKindHandler):
         return {
             "raw_package": {"id": raw.pk, "name": raw.name, "size": raw.size, "checksum": raw.checksum,
                             "checksum_algorithm": raw.checksum_algorithm},
-            "source": {"location": location_payload(job.source_location), "path": path},
+            "source": {"location": location_payload(job.source_location),
+                       "path": getattr(job, "source_path", None) or path},
             "destination": {"location": location_payload(job.destination_location), "path": path},
         }
 

@@ -12,9 +12,13 @@ from opsdb.leases import LeasedJob
 from opsdb.models import DataLocation, RawDataPackage, validate_location_type
 from staging.choices import StagedPackageState
 
+# Where an archive transfer may read: a buffer (raw data arriving), or a processing area (data
+# products registered there, "results come home").
+ARCHIVE_SOURCE_TYPES = (LocationType.BUFFER, LocationType.PROCESSING)
+
 
 class LongTermArchiveTransfer(LeasedJob):
-    """Copies a raw data package from a site's buffer into the same site's long-term archive.
+    """Copies a raw data package from a site's buffer (or processing area) into the same site's long-term archive.
 
     Automatic and fire-and-forget; after 3 failed attempts it waits for an operator
     (``requires_intervention``).
@@ -43,7 +47,7 @@ class LongTermArchiveTransfer(LeasedJob):
                 name="archive_source_differs_from_destination",
             ),
         ]
-        # Same-site and BUFFER → LONG_TERM_ARCHIVE span tables: enforced by triggers (migration 0002).
+        # Same-site and BUFFER/PROCESSING → LONG_TERM_ARCHIVE span tables: enforced by triggers (0002, 0007).
 
     def __str__(self) -> str:
         return f"archive {self.raw_package} → {self.destination_location}"
@@ -60,7 +64,11 @@ class LongTermArchiveTransfer(LeasedJob):
 
     def clean(self) -> None:
         super().clean()
-        validate_location_type(self._get_or_none("source_location"), LocationType.BUFFER, "source_location")
+        source = self._get_or_none("source_location")
+        if source is not None and source.location_type not in ARCHIVE_SOURCE_TYPES:
+            raise ValidationError({"source_location": f"{source} is a {source.get_location_type_display().lower()} "
+                                                      "location; archive transfers read from a buffer or a "
+                                                      "processing location."})
         validate_location_type(
             self._get_or_none("destination_location"), LocationType.LONG_TERM_ARCHIVE, "destination_location"
         )

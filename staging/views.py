@@ -19,6 +19,7 @@ from django_fsm import TransitionNotAllowed
 from opsdb.choices import OPEN_STATUSES, JobStatus
 from opsdb.models import RawDataPackage
 from opsdb.numbers import parse_id
+from opsdb.roles import can_stage, is_operator
 from staging import selectors
 from staging.explain import job_status_words, plain_error
 from staging.forms import SearchForm, StagingRequestForm
@@ -48,7 +49,7 @@ def scientist_required(view):
     @login_required
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs):
-        if not selectors.can_stage(request.user):
+        if not can_stage(request.user):
             raise PermissionDenied("Only scientists and operators can use these pages.")
         return view(request, *args, **kwargs)
 
@@ -183,7 +184,7 @@ def request_list(request: HttpRequest) -> HttpResponse:
     under_way = any(job.status in UNDER_WAY for job in page)
     return render(request, "staging/request_list.html", {
         "page": page, "refresh": refresh_seconds() if under_way else None,
-        "show_owner": selectors.is_operator(request.user),
+        "show_owner": is_operator(request.user),
     })
 
 

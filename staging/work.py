@@ -14,7 +14,7 @@ from opsdb.api.fields import RelativePathField
 from opsdb.choices import JobKind
 from opsdb.work import JobKindHandler, location_payload, raw_package_path
 from staging.models import StagingJob, StagingJobPackage
-from staging.selectors import items_to_stage, items_to_stage_prefetch, staged_dir
+from staging.selectors import is_operator, is_worker, items_to_stage, items_to_stage_prefetch, staged_dir
 from staging.services import notify_on_commit, staging_items_mark_staged, staging_job_record_staged
 
 
@@ -52,6 +52,14 @@ class StageHandler(JobKindHandler):
 
     def at_sites(self, queryset: QuerySet, site_ids: Sequence[int]) -> QuerySet:
         return queryset.filter(destination_location__site_id__in=site_ids)
+
+    def touching_raw_packages(self, queryset: QuerySet, package_ids: Sequence[int]) -> QuerySet:
+        return queryset.filter(items__raw_package_id__in=package_ids).distinct().select_related(
+            "destination_location__site")
+
+    def visible_to(self, queryset: QuerySet, user) -> QuerySet:
+        """A scientist sees their own requests, nobody else's."""
+        return queryset if is_operator(user) or is_worker(user) else queryset.filter(owner=user)
 
     def site_of(self, job: StagingJob):
         return job.destination_location.site

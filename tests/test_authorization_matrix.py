@@ -47,6 +47,7 @@ def _policy() -> dict[str, dict[str, set[str]]]:
     for model in JOBS:
         policy[f"{model}-cancel"] = {"POST": {"operator"}}
         policy[f"{model}-retry"] = {"POST": {"operator"}}
+    policy["rawdatapackage-custody"] = {"GET": policy["rawdatapackage-detail"]["GET"]}  # like the package itself
     policy["datatransferroute-pause"] = {"POST": {"operator"}}
     policy["datatransferroute-resume"] = {"POST": {"operator"}}
     policy.update({

@@ -142,6 +142,7 @@ class DataTransferRouteAdmin(KeepSavedObjectHeadingMixin, SimpleHistoryAdmin):
 class DataTransferPackageCopyInline(admin.TabularInline):
     model = DataTransferPackageCopy
     fields = ("location", "status", "path", "checksum_verified", "verified_at")
+    readonly_fields = ("status",)  # changed only by the copy's transitions (opsdb.copies)
     autocomplete_fields = ("location",)
     extra = 0
 
@@ -231,7 +232,8 @@ class DataTransferPackageCopyAdmin(LargeTableAdmin):
     search_help_text = "Bundle name, or how it begins (not case-sensitive)."
     autocomplete_fields = ("transfer_package", "location")
     list_select_related = ("transfer_package", "location__site")
-    readonly_fields = ("created_at", "updated_at")
+    readonly_fields = ("status", "created_at", "updated_at")  # status: only by transitions (opsdb.copies)
+    inlines = (TransitionHistoryInline,)
 
 
 @admin.register(DataTransferPackageMember)

@@ -65,6 +65,9 @@ class PackageHandler(JobKindHandler):
     def at_sites(self, queryset: QuerySet, site_ids: Sequence[int]) -> QuerySet:
         return queryset.filter(origin_location__site_id__in=site_ids)
 
+    def touching_raw_packages(self, queryset: QuerySet, package_ids: Sequence[int]) -> QuerySet:
+        return queryset.filter(members__raw_package_id__in=package_ids).select_related("origin_location__site")
+
     def site_of(self, job: DataTransferPackage):
         return job.origin_location.site
 
@@ -114,6 +117,10 @@ class TransferHandler(JobKindHandler):
 
     def at_sites(self, queryset: QuerySet, site_ids: Sequence[int]) -> QuerySet:
         return queryset.filter(origin_location__site_id__in=site_ids)
+
+    def touching_raw_packages(self, queryset: QuerySet, package_ids: Sequence[int]) -> QuerySet:
+        return queryset.filter(transfer_package__members__raw_package_id__in=package_ids).select_related(
+            "origin_location__site")
 
     def for_methods(self, queryset: QuerySet, methods: Sequence[str]) -> QuerySet:
         return queryset.filter(method__in=methods)
@@ -213,6 +220,10 @@ class UnpackHandler(JobKindHandler):
 
     def at_sites(self, queryset: QuerySet, site_ids: Sequence[int]) -> QuerySet:
         return queryset.filter(transfer__destination_location__site_id__in=site_ids)
+
+    def touching_raw_packages(self, queryset: QuerySet, package_ids: Sequence[int]) -> QuerySet:
+        return queryset.filter(transfer__transfer_package__members__raw_package_id__in=package_ids).select_related(
+            "transfer__destination_location__site")
 
     def claimable(self, queryset: QuerySet) -> QuerySet:
         """Only once the archive has arrived (the scheduler creates unpacks then; this guards the rule)."""

@@ -137,3 +137,59 @@ class DataTransferLogSerializer(serializers.ModelSerializer):
 
     def get_kind(self, log: DataTransferLog) -> str:
         return getattr(log.content_type.model_class(), "KIND", log.content_type.model)
+
+
+class CustodyCopySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    site = serializers.CharField()
+    location = serializers.CharField(help_text="site:name")
+    location_type = serializers.CharField()
+    status = serializers.CharField()
+    path = serializers.CharField(help_text="Relative to the location's base path.")
+    checksum_verified = serializers.CharField()
+    verified_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    safe = serializers.BooleanField(help_text="PRESENT in a long-term archive with the package's verified checksum.")
+
+
+class CustodyStagedSerializer(serializers.Serializer):
+    site = serializers.CharField()
+    location = serializers.CharField()
+    present_files = serializers.IntegerField()
+    total_files = serializers.IntegerField()
+
+
+class CustodyWorkSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    site = serializers.CharField()
+    attempts = serializers.IntegerField()
+    next_attempt_at = serializers.DateTimeField(allow_null=True)
+    last_error = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class CustodySerializer(serializers.Serializer):
+    """Where a raw package is: its copies, how safe it is, and the work pending on it."""
+
+    raw_package = RawDataPackageSerializer(source="package")
+    copies = CustodyCopySerializer(many=True)
+    staged = CustodyStagedSerializer(many=True, help_text="Its files staged at processing locations.")
+    safe_archive_copies = serializers.IntegerField()
+    safe_sites = serializers.ListField(child=serializers.CharField())
+    required_archive_sites = serializers.ListField(
+        child=serializers.CharField(), help_text="Sites whose long-term archive its routes deliver it to."
+    )
+    min_archive_copies = serializers.IntegerField(help_text="Sites with a safe copy needed at least.")
+    is_safe = serializers.BooleanField()
+    safe_since = serializers.DateTimeField(allow_null=True)
+    time_to_safety_seconds = serializers.SerializerMethodField(
+        help_text="Registration → all required archive copies verified; null while not safe."
+    )
+    waiting_for = serializers.ListField(child=serializers.CharField())
+    pending_work = CustodyWorkSerializer(many=True, help_text="Its jobs pending, active or failed.")
+
+    def get_time_to_safety_seconds(self, custody) -> float | None:
+        delta = custody.time_to_safety
+        return None if delta is None else delta.total_seconds()

@@ -10,8 +10,8 @@ from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from opsdb.api.permissions import is_operator, is_worker
 from opsdb.api.views import JobViewSetMixin, OperatorJobActionsMixin, ReadOnlyViewSet
+from opsdb.roles import can_stage, is_operator, is_worker
 from staging import selectors
 from staging.api import filters
 from staging.api.filters import StagingJobFilter
@@ -38,7 +38,7 @@ class CanStage(permissions.BasePermission):
     def has_permission(self, request, view) -> bool:
         if request.method in permissions.SAFE_METHODS and is_worker(request.user):
             return True
-        return selectors.can_stage(request.user)
+        return can_stage(request.user)
 
 
 class StagingJobViewSet(JobViewSetMixin, mixins.CreateModelMixin, mixins.ListModelMixin,

@@ -243,9 +243,12 @@ def test_retry_action_refuses_pending_and_retries_failed_in_one_batch(operator_c
     )
 
     failed_archive.refresh_from_db()
+    untouched = LongTermArchiveTransfer.objects.get(pk=pending.pk)
     assert response.status_code == 200
     assert failed_archive.status == JobStatus.PENDING
     assert sorted(m.level_tag for m in response.context["messages"]) == ["success", "warning"]
+    assert (untouched.status, untouched.attempts, untouched.updated_at) == (JobStatus.PENDING, 0, pending.updated_at)
+    assert not StateLog.objects.for_(untouched).exists()
 
 
 def test_cancel_button_cancels_pending_transfer(operator_client):

@@ -6,6 +6,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from opsdb.api.pagination import KeysetPagination
 from opsdb.choices import JobStatus, LocationType
 from opsdb.services import job_claim, job_fail
 from tests import factories as f
@@ -38,7 +39,7 @@ ENDPOINTS = {
     "unpacks": (f.DataTransferUnpackFactory, 3),
     "transfer-logs": (f.DataTransferLogFactory, 3),
     "archive-transfers": (f.LongTermArchiveTransferFactory, 3),
-    "staging-jobs": (staging_job_with_item, 3),
+    "staging-jobs": (staging_job_with_item, 2),
 }
 
 
@@ -291,12 +292,15 @@ def test_pages_follow_the_cursor_without_repeats():
     assert third["next"] is None
 
 
-def test_page_size_is_capped():
-    f.SiteFactory()
+def test_page_size_is_capped(monkeypatch):
+    f.SiteFactory.create_batch(5)
+    monkeypatch.setattr(KeysetPagination, "max_page_size", 3)
 
     response = operator_client().get(f"{API}sites/", {"page_size": 10**9})
 
     assert response.status_code == 200
+    assert len(response.json()["results"]) == 3
+    assert response.json()["next"] is not None
 
 
 def test_bad_cursor_is_404():

@@ -25,9 +25,9 @@ pytestmark = pytest.mark.django_db
 CLAIM = "/api/v1/work/claim/"
 # savepoint · SELECT … FOR UPDATE SKIP LOCKED · state log · UPDATE of the job · release · the job with its payload
 CLAIM_QUERIES = 6
-# savepoint · the job locked with its raw package and archive location · copy upsert ·
-# state log · UPDATE of the job · DataTransferLog line · release
-COMPLETE_QUERIES = 7
+# savepoint · the job locked with its raw package and archive location · the copies already there
+# (a deleted one is restored, logged) · copy upsert · state log · UPDATE of the job · DataTransferLog line · release
+COMPLETE_QUERIES = 8
 # savepoint · the job locked · release: the repeat changes nothing
 REPEATED_COMPLETE_QUERIES = 3
 # savepoint · the job locked · state log · UPDATE of the job · DataTransferLog line · release

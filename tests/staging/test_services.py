@@ -66,7 +66,11 @@ def test_create_not_archived_package_is_refused_and_nothing_created(topology, al
 
 def test_create_deleted_archive_copy_counts_as_not_archived(topology, alice):
     package = topology.packages[0]
-    package.copies.update(status=CopyStatus.DELETED)
+    # Recorded as deleted (the database refuses to mark a package's last verified copy deleted).
+    locations = [(c.location, c.path) for c in package.copies.all()]
+    package.copies.all().delete()
+    for location, path in locations:
+        f.RawDataPackageCopyFactory(raw_package=package, location=location, path=path, status=CopyStatus.DELETED)
 
     errors = refusal(owner=alice, raw_packages=[package], destination_location=topology.cologne_processing)
 
