@@ -12,9 +12,10 @@ from rest_framework import serializers
 
 from opsdb.api.fields import RelativePathField
 from opsdb.choices import JobKind
+from opsdb.roles import is_operator, is_worker
 from opsdb.work import JobKindHandler, location_payload, raw_package_path
 from staging.models import StagingJob, StagingJobPackage
-from staging.selectors import is_operator, is_worker, items_to_stage, items_to_stage_prefetch, staged_dir
+from staging.selectors import items_to_stage, items_to_stage_prefetch, staged_dir
 from staging.services import notify_on_commit, staging_items_mark_staged, staging_job_record_staged
 
 
