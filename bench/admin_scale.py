@@ -320,8 +320,9 @@ def build_logs(rows: int, ids: dict) -> None:
     from django.utils import timezone
     from django_fsm_log.models import StateLog
 
+    from opsdb.models import DataTransferLog
     from staging.models import LongTermArchiveTransfer
-    from transfers.models import DataTransfer, DataTransferLog
+    from transfers.models import DataTransfer
 
     now = timezone.now()
     archive = ContentType.objects.get_for_model(LongTermArchiveTransfer).pk

@@ -40,9 +40,11 @@ INSTALLED_APPS = [
     "opsdb",
     "transfers",
     "staging",
+    "operations",
 ]
 
 MIDDLEWARE = [
+    "operations.metrics.RequestMetricsMiddleware",  # request counts and latency for /metrics: times the whole stack
     "django.middleware.security.SecurityMiddleware",
     "opsdb.views.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -237,6 +239,10 @@ JOB_DEFAULT_LEASE_SECONDS = env_int("JOB_DEFAULT_LEASE_SECONDS", 600, minimum=1)
 JOB_MAX_LEASE_SECONDS = env_int("JOB_MAX_LEASE_SECONDS", 86400, minimum=1)
 # Batches of the work protocol: at most this many jobs in one claim (``max_jobs``) or one batch report.
 WORK_BATCH_MAX_JOBS = env_int("WORK_BATCH_MAX_JOBS", 100, minimum=1)
+# A site's workers count as silent when none was seen (an API request with its token) for this
+# long: a job waiting there says so (opsdb/explain.py). Tokens record their use at most once a
+# minute, so below 120 s a working worker could look silent.
+WORKER_SILENT_SECONDS = env_int("WORKER_SILENT_SECONDS", 300, minimum=120)
 # A waiting job's partial data (what an interrupted attempt left for the next one) is discarded
 # once its last attempt ended this long ago: workers remove the files, the next attempt starts over.
 PARTIAL_MAX_AGE_SECONDS = env_int("PARTIAL_MAX_AGE_SECONDS", 7 * 86400, minimum=1)
@@ -268,6 +274,7 @@ SCHEDULER_PASSES = [
     ("staging cleanup", "staging.planning.clean_expired_staging"),
     ("partial data", "opsdb.recovery.discard_expired_partial_data"),
     ("route health", "transfers.services.route_health_pass"),
+    ("operations history", "operations.history.record_history"),
 ]
 
 # Custody ("where is my data", opsdb/custody.py): a raw package is safe once every archive its
@@ -294,6 +301,16 @@ STAGING_MAX_LIFETIME_DAYS = env_int("STAGING_MAX_LIFETIME_DAYS", 90, minimum=1)
 STAGING_SELECTION_MAX = env_int("STAGING_SELECTION_MAX", 500, minimum=1)
 # Pages of requests with work under way reload themselves this often.
 STAGING_PAGE_REFRESH_SECONDS = env_int("STAGING_PAGE_REFRESH_SECONDS", 5, minimum=1)
+
+# The operations view (operations/): when work counts as stuck, and who may read /metrics.
+# A site's work is stalled when no worker serving it was seen (API request or heartbeat) for this long.
+WORKER_SILENT_SECONDS = env_int("WORKER_SILENT_SECONDS", 600, minimum=1)
+# A due job that nobody claimed for this long is stuck.
+STUCK_PENDING_SECONDS = env_int("STUCK_PENDING_SECONDS", 3600, minimum=1)
+# /metrics answers loopback clients, and others that send "Authorization: Bearer <this token>".
+METRICS_BEARER_TOKEN = env_str("METRICS_BEARER_TOKEN")
+# Needs attention in the admin: the callables that add their rows to the panel (opsdb/templatetags).
+ADMIN_ATTENTION = ["operations.stuck.attention_items"]
 
 LOGGING = {
     "version": 1,

@@ -11,6 +11,7 @@ services.
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError
@@ -20,6 +21,7 @@ from django.utils import timezone
 
 from opsdb.choices import CopyStatus, JobStatus
 from opsdb.copies import restore_logs
+from opsdb.explanation import Explanation
 from opsdb.leases import LeasedJob
 
 
@@ -28,7 +30,8 @@ class JobKindHandler(ABC):
 
     Class attributes: ``kind`` (a ``JobKind`` value, the URL segment ``/api/v1/work/<kind>/``),
     ``model`` (the concrete ``LeasedJob`` model whose ``KIND`` is ``kind``), ``attention_label``, and
-    optionally ``result_serializer``, ``result_related`` and ``attention_filter``.
+    ``site_field`` (the relation to the site the job is at, as ``site_of`` follows it), and
+    optionally ``size_field``, ``result_serializer``, ``result_related`` and ``attention_filter``.
     """
 
     kind: ClassVar[str]
@@ -44,6 +47,10 @@ class JobKindHandler(ABC):
     # and the model filter that finds them (also the admin list's filter the panel links to).
     attention_label: ClassVar[str] = ""
     attention_filter: ClassVar[dict[str, Any]] = {"status": JobStatus.FAILED}
+    # Lookups from the job to its site (e.g. ``origin_location__site``) and to the bytes it moves
+    # (``size_of`` in one query for a list: "resumed at 37.2 TB of 50.0 TB"); empty: not known.
+    site_field: ClassVar[str] = ""
+    size_field: ClassVar[str] = ""
 
     # -- which jobs a claimer may get -----------------------------------------------------------
     @abstractmethod
@@ -127,6 +134,15 @@ class JobKindHandler(ABC):
     def size_of(self, job: LeasedJob) -> int | None:
         """Bytes the job moves in all (for "resumed at 37.2 TB of 50.0 TB"); None when not known."""
         return None
+
+    def explain(self, jobs: Sequence[LeasedJob], now: datetime) -> dict[int, Explanation]:
+        """Explanations only this kind can give (a paused route, a relay hop), by job id.
+
+        ``jobs`` are of any status; the ones left out get the shared explanations of
+        ``opsdb.explain`` (done, needs an operator, running, backoff, waiting for a worker). A
+        fixed number of queries for the whole list, never one per job.
+        """
+        return {}
 
     def record_progress(self, job: LeasedJob, items_done: Sequence[str]) -> None:
         """Heartbeat ``items_done`` (names of finished items, e.g. staged packages); most kinds ignore it."""

@@ -32,6 +32,8 @@ class ArchiveHandler(JobKindHandler):
     result_serializer = ArchiveResult
     result_related = ("raw_package", "destination_location")
     attention_label = "Archive transfers waiting for an operator"
+    site_field = "source_location__site"
+    size_field = "raw_package__size"
     # After 3 failed attempts an archive transfer requires intervention (DESIGN.md).
     attention_filter = {"status": JobStatus.FAILED, "requires_intervention": True}
 

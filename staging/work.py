@@ -45,6 +45,7 @@ class StageHandler(JobKindHandler):
     # The shape of the ``complete`` body (for the API's 400s and schema); the service checks the rest.
     result_serializer = StageResult
     attention_label = "Failed staging jobs"
+    site_field = "destination_location__site"
 
     def queryset(self) -> QuerySet:
         return StagingJob.objects.select_related("owner", "destination_location__site").prefetch_related(

@@ -73,6 +73,10 @@ def _policy() -> dict[str, dict[str, set[str]]]:
         "request-extend": {"POST": {"scientist", "operator"}},
         "request-release": {"POST": {"scientist", "operator"}},
         "admin:index": {"GET": {"operator"}},
+        "dashboard": {"GET": {"operator"}},  # the operations dashboard at /ops/
+        # The test client calls from 127.0.0.1: loopback may scrape; other addresses need the bearer
+        # token (tests/operations/test_metrics.py).
+        "metrics": {"GET": EVERYONE},
     })
     return policy
 

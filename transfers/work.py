@@ -5,6 +5,7 @@ Completing a job records facts only (sizes, checksums, physical copies); the fol
 """
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -14,9 +15,11 @@ from rest_framework import serializers
 
 from opsdb.api.fields import ChecksumField, IntegerField, RelativePathField
 from opsdb.choices import ChecksumAlgorithm, JobKind, JobStatus
+from opsdb.explanation import Explanation
 from opsdb.models import RawDataPackageCopy
 from opsdb.work import JobKindHandler, location_payload, raw_package_path, record_copies, record_copy
 from transfers.choices import RouteState
+from transfers.explain import explain_transfers
 from transfers.models import (
     DataTransfer,
     DataTransferPackage,
@@ -57,6 +60,8 @@ class PackageHandler(JobKindHandler):
     model = DataTransferPackage
     result_serializer = PackageResult
     attention_label = "Failed transfer package builds"
+    site_field = "origin_location__site"
+    size_field = "payload_size"
     result_related = ("origin_location",)
 
     def queryset(self) -> QuerySet:
@@ -108,6 +113,8 @@ class TransferHandler(JobKindHandler):
     model = DataTransfer
     result_serializer = TransferResult
     attention_label = "Failed transfers"
+    site_field = "origin_location__site"
+    size_field = "transfer_package__size"
     result_related = ("transfer_package", "destination_location")
 
     def queryset(self) -> QuerySet:
@@ -166,6 +173,10 @@ class TransferHandler(JobKindHandler):
     def site_of(self, job: DataTransfer):
         return job.origin_location.site
 
+    def explain(self, jobs: Sequence[DataTransfer], now: datetime) -> dict[int, Explanation]:
+        """A paused route or one at its limit holds pending transfers; a relay waits for the next hop."""
+        return explain_transfers(jobs, now)
+
     def size_of(self, job: DataTransfer) -> int | None:
         return job.transfer_package.size
 
@@ -211,6 +222,8 @@ class UnpackHandler(JobKindHandler):
     model = DataTransferUnpack
     result_serializer = UnpackResult
     attention_label = "Failed unpacks"
+    site_field = "transfer__destination_location__site"
+    size_field = "transfer__transfer_package__size"
     result_related = ("transfer__transfer_package", "transfer__destination_location")
 
     def queryset(self) -> QuerySet:

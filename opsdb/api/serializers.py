@@ -5,10 +5,13 @@ Writable ones (sites, locations) validate with the model's ``full_clean()``, as 
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from opsdb.api.exceptions import validation_error_body
 from opsdb.api.fields import IntegerField, PrimaryKeyRelatedField
+from opsdb.explain import attach_explanations, explanation_of
+from opsdb.explanation import ExplanationCode
 from opsdb.models import (
     DataLocation,
     DataTransferLog,
@@ -25,8 +28,39 @@ from opsdb.models import (
 JOB_FIELDS = [
     "id", "status", "priority", "attempts", "next_attempt_at", "lease_holder", "lease_expires_at", "claimed_at",
     "heartbeat_at", "bytes_done", "resume_bytes", "resumed_from", "last_error", "log_path", "finished_at",
-    "created_at", "updated_at",
+    "created_at", "updated_at", "explanation",
 ]
+
+
+class ExplanationSerializer(serializers.Serializer):
+    """Why a job is where it is (``opsdb.explain``)."""
+
+    code = serializers.ChoiceField(choices=ExplanationCode.choices, help_text="What it does or waits for.")
+    message = serializers.CharField(help_text="The same in plain words, with times and figures.")
+    since = serializers.DateTimeField(allow_null=True, help_text="When that situation started (null: unknown).")
+
+
+class ExplainedListSerializer(serializers.ListSerializer):
+    """A list of jobs whose explanations are computed together for the page (a fixed number of queries)."""
+
+    def to_representation(self, data):
+        jobs = data.all() if isinstance(data, models.manager.BaseManager) else data
+        return super().to_representation(attach_explanations(jobs))
+
+
+class JobSerializer(serializers.ModelSerializer):
+    """A leased job with its ``explanation``; subclasses list ``JOB_FIELDS`` and inherit this ``Meta``."""
+
+    explanation = serializers.SerializerMethodField(
+        help_text="Why it is where it is: what it does, waits for, or what an operator must do."
+    )
+
+    class Meta:
+        list_serializer_class = ExplainedListSerializer
+
+    @extend_schema_field(ExplanationSerializer)
+    def get_explanation(self, job) -> dict:
+        return ExplanationSerializer(explanation_of(job)).data
 
 
 class FullCleanMixin:

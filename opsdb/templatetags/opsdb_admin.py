@@ -2,8 +2,10 @@
 
 from django import template
 from django.apps import apps
+from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from opsdb.choices import JobStatus
 from opsdb.registry import job_kinds
@@ -37,7 +39,8 @@ def paused_routes() -> dict:
 
 @register.simple_tag
 def ops_attention() -> list[dict]:
-    """Paused routes, jobs waiting for an operator per kind and leases run out, each linked to its list."""
+    """Paused routes, jobs waiting for an operator per kind and leases run out, each linked to its list;
+    then the rows of the callables ``settings.ADMIN_ATTENTION`` names (stuck work, from the operations view)."""
     items = [paused_routes()]
     now = timezone.now()
     for handler in job_kinds:
@@ -52,4 +55,6 @@ def ops_attention() -> list[dict]:
         if expired:
             items.append({"label": f"{meta.verbose_name_plural.capitalize()} with an expired lease",
                           "count": expired, "url": f"{url}?status__exact={JobStatus.ACTIVE}"})
+    for path in settings.ADMIN_ATTENTION:
+        items.extend(import_string(path)())
     return items

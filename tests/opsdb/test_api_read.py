@@ -22,7 +22,10 @@ def staging_job_with_item():
 
 
 # endpoint → (factory of one row, queries of a list page with a cached token (its user, role groups
-# and site restriction cost nothing, opsdb/tokens.py): user perms, group perms, the page, [prefetches])
+# and site restriction cost nothing, opsdb/tokens.py): user perms, group perms, the page, [prefetches]).
+# Lists of jobs add the explanations of the pending ones (opsdb/explain.py): their sites, and the
+# workers serving those sites.
+EXPLAINED = 2
 ENDPOINTS = {
     "sites": (f.SiteFactory, 3),
     "locations": (f.DataLocationFactory, 3),
@@ -33,13 +36,13 @@ ENDPOINTS = {
     "raw-package-copies": (f.RawDataPackageCopyFactory, 3),
     "file-copies": (f.RawDataFileCopyFactory, 3),
     "routes": (f.RouteFactory, 3),
-    "transfer-packages": (f.DataTransferPackageFactory, 3),
+    "transfer-packages": (f.DataTransferPackageFactory, 3 + EXPLAINED),
     "transfer-package-copies": (f.DataTransferPackageCopyFactory, 3),
-    "transfers": (f.DataTransferFactory, 3),
-    "unpacks": (f.DataTransferUnpackFactory, 3),
+    "transfers": (f.DataTransferFactory, 3 + EXPLAINED),
+    "unpacks": (f.DataTransferUnpackFactory, 3 + EXPLAINED),
     "transfer-logs": (f.DataTransferLogFactory, 3),
-    "archive-transfers": (f.LongTermArchiveTransferFactory, 3),
-    "staging-jobs": (staging_job_with_item, 2),
+    "archive-transfers": (f.LongTermArchiveTransferFactory, 3 + EXPLAINED),
+    "staging-jobs": (staging_job_with_item, 2 + EXPLAINED),
 }
 
 

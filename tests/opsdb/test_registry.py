@@ -42,6 +42,10 @@ class NoLabel(StageHandler):
     attention_label = ""
 
 
+class NoSiteField(StageHandler):
+    site_field = ""
+
+
 class NotAHandler:
     pass
 
@@ -97,6 +101,7 @@ def test_a_registry_not_built_yet_refuses_to_be_read():
     (f"{__name__}.NotAHandler", "opsdb.E002"),
     (f"{__name__}.Unfinished", "opsdb.E002"),
     (f"{__name__}.NoLabel", "opsdb.E002"),
+    (f"{__name__}.NoSiteField", "opsdb.E002"),
     (f"{__name__}.Unknown", "opsdb.E003"),
     (f"{__name__}.NoModel", "opsdb.E004"),
     (f"{__name__}.WrongModel", "opsdb.E005"),
