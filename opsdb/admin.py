@@ -20,9 +20,11 @@ from django_fsm_log.models import StateLog
 from rangefilter.filters import DateRangeQuickSelectListFilterBuilder
 from simple_history.admin import SimpleHistoryAdmin
 
-from opsdb.admin_tables import LargeTableAdmin
+from opsdb.admin_tables import CappedChangeList, LargeTableAdmin
 from opsdb.choices import CopyStatus, JobStatus
 from opsdb.custody import raw_package_custody, safety_summary
+from opsdb.explain import attach_explanations, explanation_of
+from opsdb.explanation import Explanation, age, clock
 from opsdb.models import (
     DataLocation,
     DataTransferLog,
@@ -288,6 +290,24 @@ def shorten(text: str, length: int) -> str:
     return text if len(text) <= length else text[: length - 1] + "…"
 
 
+class ExplainedChangeList(CappedChangeList):
+    """A job changelist whose rows carry their explanations, computed for the page at once."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        self.result_list = attach_explanations(self.result_list)
+
+
+def explanation_html(explanation: Explanation, *, now=None):
+    """The explanation's sentence, its code and since when (a tooltip with the exact time)."""
+    since = ""
+    if explanation.since is not None:
+        since = format_html(' <small class="quiet" title="{}">since {} ({})</small>', exact_time(explanation.since),
+                            clock(explanation.since, now), age(explanation.since, now))
+    return format_html('<span class="job-explanation" data-code="{}">{}</span>{}', explanation.code,
+                       explanation.message, since)
+
+
 class LeasedJobAdmin(LargeTableAdmin):
     """Admin for a leased job: state read-only, retry/cancel as actions and buttons via the services.
 
@@ -309,6 +329,19 @@ class LeasedJobAdmin(LargeTableAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def get_changelist(self, request, **kwargs):
+        return ExplainedChangeList
+
+    def get_list_display(self, request):
+        """The "why" column right after the status."""
+        columns = [c for c in super().get_list_display(request) if c != "explanation_column"]
+        at = columns.index("status") + 1 if "status" in columns else len(columns)
+        return [*columns[:at], "explanation_column", *columns[at:]]
+
+    @admin.display(description="why")
+    def explanation_column(self, obj):
+        return explanation_html(explanation_of(obj))
 
     def get_list_filter(self, request):
         """The kind's own status choices in place of the plain status filter, and the last-error filter."""
@@ -392,6 +425,8 @@ class LeasedJobAdmin(LargeTableAdmin):
         return HttpResponseRedirect(reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[job.pk]))
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["job_explanation"] = explanation_html(explanation_of(obj))
         if obj is not None and self.has_change_permission(request, obj):
             meta = self.model._meta
             context["job_transitions"] = [
