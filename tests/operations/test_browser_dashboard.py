@@ -108,6 +108,7 @@ def test_operator_sees_a_stalled_site_and_follows_the_link_to_its_waiting_jobs(
     assert stalled == 0
 
     cologne_worker.send_signal(signal.SIGSTOP)  # frozen, as with kill -STOP
+    time.sleep(2)  # a claim it sent just before is answered (with nothing) before there is work to claim
     waiting = new_archive_job(cologne, "raw-second.tar")
     last_seen = ApiToken.objects.get(user__username="cologne-dtn-1").last_used_at
     time.sleep(max(0.0, (last_seen - timezone.now()).total_seconds() + SILENT_SECONDS + 0.5))
