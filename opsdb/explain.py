@@ -182,7 +182,7 @@ def _queued(job: LeasedJob, workers: SiteWorkers | None, now: datetime) -> Expla
         return Explanation(
             ExplanationCode.NO_WORKER,
             f"No worker serving {workers.site_name} has been seen{silent_for} ({workers.seen_words(now)}).{resume}",
-            last or since,
+            max(last, since) if last else since,  # the job waits, and nobody is there to take it
         )
     return Explanation(
         ExplanationCode.QUEUED,

@@ -226,8 +226,11 @@ SPECTACULAR_SETTINGS = {
 # token (its user, groups, sites) before reading it again; a change made in another process
 # (revoking a token, removing a worker from a site) takes effect here within this time.
 API_TOKEN_CACHE_SECONDS = env_int("API_TOKEN_CACHE_SECONDS", 30, minimum=0)
+# A token's last use (when its worker was last seen) is written at most this often per server process.
+API_TOKEN_LAST_USED_SECONDS = env_int("API_TOKEN_LAST_USED_SECONDS", 60, minimum=1)
 
-DJANGO_FSM_LOG_STORAGE_METHOD = "django_fsm_log.backends.SimpleBackend"
+# django-fsm-log's simple backend, plus one insert for the transitions of a batch (opsdb/statelogs.py).
+DJANGO_FSM_LOG_STORAGE_METHOD = "opsdb.statelogs.BatchingBackend"
 
 # Leased jobs (opsdb/leases.py, opsdb/services.py).
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 5, minimum=1)
@@ -236,6 +239,8 @@ JOB_BACKOFF_MAX_SECONDS = env_float("JOB_BACKOFF_MAX_SECONDS", 3600.0, minimum=0
 JOB_BACKOFF_JITTER = env_float("JOB_BACKOFF_JITTER", 0.2, minimum=0)
 JOB_DEFAULT_LEASE_SECONDS = env_int("JOB_DEFAULT_LEASE_SECONDS", 600, minimum=1)
 JOB_MAX_LEASE_SECONDS = env_int("JOB_MAX_LEASE_SECONDS", 86400, minimum=1)
+# Batches of the work protocol: at most this many jobs in one claim (``max_jobs``) or one batch report.
+WORK_BATCH_MAX_JOBS = env_int("WORK_BATCH_MAX_JOBS", 100, minimum=1)
 # A site's workers count as silent when none was seen (an API request with its token) for this
 # long: a job waiting there says so (opsdb/explain.py). Tokens record their use at most once a
 # minute, so below 120 s a working worker could look silent.

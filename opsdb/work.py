@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -105,6 +107,29 @@ class JobKindHandler(ABC):
 
         Runs inside ``opsdb.services.job_complete``, the job row locked, before ACTIVE → done.
         """
+
+    def apply_results(self, results: Sequence[tuple[LeasedJob, dict[str, Any]]]) -> dict[int, ValidationError]:
+        """``apply_result`` for the jobs of a batch report; returns the refused ones: job id → ValidationError.
+
+        Runs inside ``opsdb.batches.jobs_report``, the jobs locked. A refused job must leave nothing
+        behind while the others' results stand. The default applies one job at a time, each in a
+        savepoint; a kind with many small jobs overrides it with set-based writes.
+        """
+        refused = {}
+        for job, data in results:
+            try:
+                with transaction.atomic():
+                    self.apply_result(job, data)
+            except ValidationError as exc:
+                refused[job.pk] = exc
+            except IntegrityError as exc:  # a database constraint refused this job's result
+                refused[job.pk] = ValidationError(str(exc).splitlines()[0])
+        return refused
+
+    @property
+    def guards_claims(self) -> bool:
+        """Whether the kind checks each claim under the job's lock (``claim_guard``): batches claim it one by one."""
+        return type(self).claim_guard is not JobKindHandler.claim_guard
 
     def size_of(self, job: LeasedJob) -> int | None:
         """Bytes the job moves in all (for "resumed at 37.2 TB of 50.0 TB"); None when not known."""

@@ -3,17 +3,19 @@
 (The ``stage`` kind has its own module, ``staging/work.py``.)
 """
 
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.db.models import OuterRef, QuerySet, Subquery
 from rest_framework import serializers
 
 from opsdb.api.fields import ChecksumField, RelativePathField
 from opsdb.choices import JobKind, JobStatus
 from opsdb.models import RawDataPackageCopy
-from opsdb.work import JobKindHandler, location_payload, raw_package_path, record_copy
+from opsdb.work import JobKindHandler, location_payload, raw_package_path, record_copies, record_copy
 from staging.models import LongTermArchiveTransfer
 
 
@@ -73,9 +75,45 @@ class ArchiveHandler(JobKindHandler):
         }
 
     def apply_result(self, job: LongTermArchiveTransfer, data: dict[str, Any]) -> None:
+        refusal = self._refusal(job, data)
+        if refusal is not None:
+            raise refusal
+        raw = job.raw_package
+        record_copy(RawDataPackageCopy, raw_package=raw, location=job.destination_location,
+                    path=self._path(job, data), checksum=data["checksum"])
+
+    def apply_results(self, results: Sequence[tuple[LongTermArchiveTransfer, dict[str, Any]]],
+                      ) -> dict[int, ValidationError]:
+        """The checksums checked in memory, then one copy upsert per archive location for the good ones."""
+        refused: dict[int, ValidationError] = {}
+        entries: dict[int, dict] = defaultdict(dict)  # location → raw package → copy (one row per pair)
+        locations = {}
+        for job, data in results:
+            refusal = self._refusal(job, data)
+            if refusal is not None:
+                refused[job.pk] = refusal
+                continue
+            raw = job.raw_package
+            locations[job.destination_location_id] = job.destination_location
+            entries[job.destination_location_id][raw.pk] = (raw, self._path(job, data), data["checksum"])
+        try:
+            with transaction.atomic():
+                for location_id, copies in entries.items():
+                    record_copies(RawDataPackageCopy, of="raw_package", location=locations[location_id],
+                                  entries=copies.values())
+        except IntegrityError:  # a constraint refused one of them: find which, one by one
+            good = [(job, data) for job, data in results if job.pk not in refused]
+            refused |= super().apply_results(good)
+        return refused
+
+    @staticmethod
+    def _path(job: LongTermArchiveTransfer, data: dict[str, Any]) -> str:
+        """Where the copy is: as reported, else the repaired copy's path, else ``raw/<name>``."""
+        return data.get("path") or (job.repair_of.path if job.repair_of_id else raw_package_path(job.raw_package))
+
+    @staticmethod
+    def _refusal(job: LongTermArchiveTransfer, data: dict[str, Any]) -> ValidationError | None:
         raw = job.raw_package
         if data["checksum"] != raw.checksum.lower():
-            raise ValidationError({"checksum": f"Does not match the checksum of {raw} ({raw.checksum})."})
-        default = job.repair_of.path if job.repair_of_id else raw_package_path(raw)
-        record_copy(RawDataPackageCopy, raw_package=raw, location=job.destination_location,
-                    path=data.get("path") or default, checksum=data["checksum"])
+            return ValidationError({"checksum": f"Does not match the checksum of {raw} ({raw.checksum})."})
+        return None

@@ -35,6 +35,7 @@ class VerifyHandler(JobKindHandler):
     result_related = ("copy__raw_package",)
     attention_label = "Failed fixity checks"
     site_field = "location__site"
+    size_field = "size"
 
     def queryset(self) -> QuerySet:
         return FixityCheck.objects.select_related("copy__raw_package", "location__site")

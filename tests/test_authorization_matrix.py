@@ -57,7 +57,7 @@ def _policy() -> dict[str, dict[str, set[str]]]:
         "stagingjob-cancel": {"POST": {"scientist", "operator"}},
         "ingest-raw-package": {"POST": {"worker", "operator"}},
         **{f"work-{action}": {"POST": {"worker", "operator"}}
-           for action in ("claim", "heartbeat", "complete", "fail", "log", "partials")},
+           for action in ("claim", "heartbeat", "complete", "fail", "log", "partials", "report")},
         "api-schema": {"GET": SIGNED_IN},
         "api-docs": {"GET": SIGNED_IN},
         "health": {"GET": EVERYONE, "POST": EVERYONE},

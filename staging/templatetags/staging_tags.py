@@ -1,5 +1,8 @@
 from django import template
+from django.utils import timezone
+from django.utils.html import format_html
 
+from opsdb.explanation import age, clock
 from staging.explain import job_status_words, status_words
 
 register = template.Library()
@@ -35,3 +38,23 @@ def status_text(status: str) -> str:
 @register.filter
 def job_status(job) -> str:
     return job_status_words(job)
+
+
+# How the time of an explanation is introduced, by the job's status ("Waiting since 17:15 (3 min): …").
+SINCE_WORDS = {"PENDING": "Waiting since", "ACTIVE": "Running since", "FAILED": "Stopped since"}
+
+
+@register.filter
+def why(job) -> str:
+    """Why the request is where it is, with since when: "Waiting since 17:15 (3 min): …" (open requests only)."""
+    explanation = getattr(job, "explanation", None)
+    if explanation is None or job.status not in SINCE_WORDS:
+        return ""
+    now = timezone.now()
+    if explanation.since is None:
+        return format_html('<span class="why" data-code="{}">{}</span>', explanation.code, explanation.message)
+    return format_html(
+        '<span class="why" data-code="{}"><span class="why-since" title="{} UTC">{} {} ({})</span>: {}</span>',
+        explanation.code, f"{timezone.localtime(explanation.since):%Y-%m-%d %H:%M:%S}", SINCE_WORDS[job.status],
+        clock(explanation.since, now), age(explanation.since, now), explanation.message,
+    )
