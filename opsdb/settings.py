@@ -243,6 +243,10 @@ WORK_BATCH_MAX_JOBS = env_int("WORK_BATCH_MAX_JOBS", 100, minimum=1)
 # long: a job waiting there says so (opsdb/explain.py). Tokens record their use at most once a
 # minute, so below 120 s a working worker could look silent.
 WORKER_SILENT_SECONDS = env_int("WORKER_SILENT_SECONDS", 300, minimum=120)
+# Where the detailed log files of jobs can be read: a URL with {path} (and optionally {kind}, {id},
+# {worker}), e.g. https://logs.example.org/files{path}. Empty: log paths are shown as text to copy.
+# Checked at start-up (opsdb/log_links.py); ops-db itself never opens a log file.
+LOG_URL_TEMPLATE = env_str("LOG_URL_TEMPLATE", "")
 # A waiting job's partial data (what an interrupted attempt left for the next one) is discarded
 # once its last attempt ended this long ago: workers remove the files, the next attempt starts over.
 PARTIAL_MAX_AGE_SECONDS = env_int("PARTIAL_MAX_AGE_SECONDS", 7 * 86400, minimum=1)
