@@ -16,7 +16,6 @@ from django.db.models import Count, Min, Q
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.formats import localize
 from django.utils.timesince import timesince
 
 from operations import selectors
@@ -99,7 +98,9 @@ class StuckWork:
 
 
 def _when(moment: datetime) -> str:
-    return localize(timezone.localtime(moment).replace(microsecond=0))
+    """"14:05" today, "2026-11-26 14:05" before."""
+    local, today = timezone.localtime(moment), timezone.localdate()
+    return f"{local:%H:%M}" if local.date() == today else f"{local:%Y-%m-%d %H:%M}"
 
 
 def unclaimed_jobs(now: datetime) -> list[UnclaimedJobs]:

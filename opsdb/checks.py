@@ -18,14 +18,16 @@ def declared_plugins(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
 
 
 @checks.register()
-def custody_archive_sites(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
-    """settings.CUSTODY_ARCHIVE_SITES names a function that can be imported."""
-    try:
-        import_string(settings.CUSTODY_ARCHIVE_SITES)
-    except ImportError as exc:
-        return [checks.Error(f"settings.CUSTODY_ARCHIVE_SITES names {settings.CUSTODY_ARCHIVE_SITES!r}, which "
-                             f"cannot be imported: {exc}", id="opsdb.E009")]
-    return []
+def declared_functions(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """settings.CUSTODY_ARCHIVE_SITES and SITE_ROUTE_METHODS name functions that can be imported."""
+    problems = []
+    for name in ("CUSTODY_ARCHIVE_SITES", "SITE_ROUTE_METHODS"):
+        try:
+            import_string(getattr(settings, name))
+        except ImportError as exc:
+            problems.append(checks.Error(f"settings.{name} names {getattr(settings, name)!r}, which cannot be "
+                                         f"imported: {exc}", id="opsdb.E009"))
+    return problems
 
 
 @checks.register()

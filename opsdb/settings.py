@@ -226,6 +226,8 @@ SPECTACULAR_SETTINGS = {
 # token (its user, groups, sites) before reading it again; a change made in another process
 # (revoking a token, removing a worker from a site) takes effect here within this time.
 API_TOKEN_CACHE_SECONDS = env_int("API_TOKEN_CACHE_SECONDS", 30, minimum=0)
+# A token's last use (when its worker was last seen) is written at most this often per server process.
+API_TOKEN_LAST_USED_SECONDS = env_int("API_TOKEN_LAST_USED_SECONDS", 60, minimum=1)
 
 # django-fsm-log's simple backend, plus one insert for the transitions of a batch (opsdb/statelogs.py).
 DJANGO_FSM_LOG_STORAGE_METHOD = "opsdb.statelogs.BatchingBackend"
@@ -261,6 +263,7 @@ JOB_KINDS = [
     "transfers.work.UnpackHandler",
     "transfers.work.TransferHandler",
     "transfers.work.PackageHandler",
+    "staging.verify_work.VerifyHandler",
 ]
 # Claim fairness: a kind defers to the kinds declared before it for at most this long per place in
 # JOB_KINDS. A job's claim deadline is the time it became due plus position × this step; a worker
@@ -275,6 +278,7 @@ SCHEDULER_PASSES = [
     ("routing", "transfers.planning.plan_transfers"),
     ("unpacking", "transfers.planning.plan_unpacks"),
     ("archiving", "staging.planning.plan_archive_transfers"),
+    ("fixity", "staging.fixity.plan_fixity"),
     ("staging cleanup", "staging.planning.clean_expired_staging"),
     ("partial data", "opsdb.recovery.discard_expired_partial_data"),
     ("route health", "transfers.services.route_health_pass"),
@@ -286,6 +290,18 @@ SCHEDULER_PASSES = [
 ARCHIVE_MIN_COPIES = env_int("ARCHIVE_MIN_COPIES", 1, minimum=1)
 # The function that says which sites' archives a package must reach (project wiring: it reads the routes).
 CUSTODY_ARCHIVE_SITES = "transfers.destinations.required_archive_sites"
+
+# Fixity audits (staging/fixity.py): every long-term archive copy re-read at least once per cycle,
+# oldest-verified first, at most this many bytes of checks per archive location a day. When more
+# than the ratio of one day's checks at a location fail (and at least the minimum number), automatic
+# repair stops there until an operator releases it (a mass failure is more likely a mount problem).
+FIXITY_CYCLE_DAYS = env_int("FIXITY_CYCLE_DAYS", 365, minimum=1)
+FIXITY_BYTES_PER_DAY = env_int("FIXITY_BYTES_PER_DAY", 2 * 10**12, minimum=1)
+FIXITY_HOLD_RATIO = env_float("FIXITY_HOLD_RATIO", 0.01, minimum=0)
+FIXITY_HOLD_MIN_FAILURES = env_int("FIXITY_HOLD_MIN_FAILURES", 2, minimum=1)
+FIXITY_MAX_CHECKS_PER_PASS = env_int("FIXITY_MAX_CHECKS_PER_PASS", 10_000, minimum=1)
+# The method of the active route between two sites, for repairs from another site's archive.
+SITE_ROUTE_METHODS = "transfers.destinations.site_route_methods"
 
 # Bundling (see transfers/planning.py): route settings override these.
 BUNDLE_TARGET_SIZE_BYTES = env_int("BUNDLE_TARGET_SIZE_BYTES", 10 * 10**12, minimum=1)
