@@ -215,7 +215,8 @@ def dashboard_context(now: datetime | None = None) -> dict:
         "buffer_charts": buffer_charts(now, location_states),
         "safety": safety(now),
         "oldest_unsafe": oldest,
-        "oldest_unsafe_age": human_duration((now - oldest.created_at).total_seconds()) if oldest else None,
+        "oldest_unsafe_age": human_duration((now - oldest.registered_at).total_seconds())
+        if oldest and oldest.registered_at else None,
         "failures": failure_causes(location_labels),
         "stuck": stuck.stuck_work(now, site_states, routes, queues),
     }

@@ -3,7 +3,8 @@
 Each tick it reads the transition log (django-fsm-log's StateLog) from where it stopped, by id, and
 adds what finished to the running totals and to the current buckets; it writes the open transfers'
 queue per route and hop into the current 5-minute and hourly buckets; once per 5-minute bucket it
-sums the bytes present at each location and forgets samples past their keep time. A fixed number
+sums the bytes present at each location, finds the oldest raw package not yet safe, and forgets
+samples past their keep time. A fixed number
 of queries per tick, however many jobs there are.
 """
 
@@ -22,11 +23,13 @@ from operations.models import (
     HistoryCursor,
     JobOutcomeTotal,
     LocationSample,
+    OldestUnsafe,
     Resolution,
     RouteSample,
     RouteTotal,
     SafetySample,
 )
+from operations.selectors import find_oldest_unsafe_package
 from opsdb.choices import JobKind, JobStatus
 from opsdb.models import DataLocation, RawDataFileCopy, RawDataPackageCopy
 from opsdb.planning import PassResult
@@ -99,6 +102,7 @@ def record_history(*, now: datetime) -> PassResult:
     if not LocationSample.objects.filter(resolution=Resolution.FIVE_MINUTES,
                                          start=bucket_start(now, Resolution.FIVE_MINUTES)).exists():
         _write_location_samples(now)
+        _record_oldest_unsafe(now)
         _forget_old(now)
     result.count = len(events)
     if events:
@@ -297,6 +301,12 @@ def _write_location_samples(now: datetime) -> None:
             for location_id in DataLocation.objects.values_list("pk", flat=True) for res in Resolution.values]
     LocationSample.objects.bulk_create(rows, update_conflicts=True, unique_fields=["location", "resolution", "start"],
                                        update_fields=["used_bytes"])
+
+
+def _record_oldest_unsafe(now: datetime) -> None:
+    package = find_oldest_unsafe_package()
+    OldestUnsafe.objects.update_or_create(pk=1, defaults={
+        "raw_package": package, "registered_at": package.created_at if package else None, "checked_at": now})
 
 
 def _forget_old(now: datetime) -> None:

@@ -158,9 +158,11 @@ class DatabaseCollector:
 
     def _safety(self, now):
         oldest = GaugeMetricFamily("opsdb_oldest_unsafe_raw_package_seconds",
-                                   "Age of the oldest raw package not yet safe in an archive (0 when none).")
-        package = selectors.oldest_unsafe_package()
-        oldest.add_metric([], (now - package.created_at).total_seconds() if package else 0)
+                                   "Age of the oldest raw package not yet safe in an archive (0 when none), as the "
+                                   "scheduler found it at most 5 minutes ago; absent before its first check.")
+        found = selectors.oldest_unsafe_package()
+        if found is not None:
+            oldest.add_metric([], (now - found.registered_at).total_seconds() if found.registered_at else 0)
         yield oldest
 
     def _workers(self, now):

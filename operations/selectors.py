@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count, Max, Min, Q
+from django.db.models import Count, Exists, Max, Min, OuterRef
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 
-from operations.models import LocationSample, Resolution
+from operations.models import LocationSample, OldestUnsafe, Resolution
 from opsdb.choices import JobStatus, LocationType
-from opsdb.models import DataLocation, RawDataPackage, Site, WorkerProfile
+from opsdb.models import DataLocation, RawDataPackage, RawDataPackageCopy, Site, WorkerProfile
 from opsdb.registry import job_kinds
 from opsdb.work import JobKindHandler
 from staging.models import LongTermArchiveTransfer
@@ -169,15 +169,21 @@ def locations() -> list[LocationState]:
 
 # --- raw data not yet safe ----------------------------------------------------------------------
 
-def oldest_unsafe_package() -> RawDataPackage | None:
-    """The oldest raw package still on its way to an archive (four index-driven queries).
+def oldest_unsafe_package() -> OldestUnsafe | None:
+    """The oldest raw package not yet safe, as the scheduler's history pass last found it (one query)."""
+    return OldestUnsafe.objects.select_related("raw_package").filter(pk=1).first()
+
+
+def find_oldest_unsafe_package() -> RawDataPackage | None:
+    """The oldest raw package still on its way to an archive (five queries, each over the open jobs).
 
     Not yet safe: waiting at a buffer for a bundle (and not archived anywhere), in a bundle being
     built or moved, or with an archive transfer not yet done.
     """
-    archived = Q(copies__status="PRESENT", copies__location__location_type=LocationType.LONG_TERM_ARCHIVE)
+    archived = RawDataPackageCopy.objects.present().filter(
+        raw_package=OuterRef("pk"), location__location_type=LocationType.LONG_TERM_ARCHIVE)
     candidates = [
-        RawDataPackage.objects.filter(bundled=False).exclude(archived),
+        RawDataPackage.objects.filter(bundled=False).filter(~Exists(archived)),
         RawDataPackage.objects.filter(bundle_membership__transfer_package__in=DataTransferPackage.objects.filter(
             status__in=OPEN)),
         RawDataPackage.objects.filter(bundle_membership__transfer_package__in=DataTransfer.objects.filter(

@@ -200,7 +200,7 @@ def test_history_costs_a_fixed_number_of_queries(line, django_assert_num_queries
         record_history(now=timezone.now())
 
 
-QUERIES_PER_TICK_WITH_EVENTS = 22
+QUERIES_PER_TICK_WITH_EVENTS = 31
 
 
 def test_the_cursor_moves_past_what_was_read(line):
