@@ -158,4 +158,4 @@ def test_the_dashboard_costs_a_fixed_number_of_queries(operator_client, django_a
         assert operator_client.get(URL).status_code == 200
 
 
-QUERIES_PER_PAGE = 43
+QUERIES_PER_PAGE = 33

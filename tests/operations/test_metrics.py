@@ -156,7 +156,7 @@ def test_metrics_cost_a_fixed_number_of_queries(client, django_assert_num_querie
         scrape(client)
 
 
-QUERIES_PER_SCRAPE = 41
+QUERIES_PER_SCRAPE = 26
 
 
 def exported_names(client) -> set[str]:

@@ -214,4 +214,4 @@ def test_stuck_work_costs_a_fixed_number_of_queries(django_assert_num_queries, n
     assert (len(stuck.stalled_sites), len(stuck.blocked_routes), len(stuck.unclaimed)) == (2 * n, n, 1)
 
 
-QUERIES = 25
+QUERIES = 15
