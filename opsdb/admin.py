@@ -25,6 +25,7 @@ from opsdb.choices import CopyStatus, JobStatus
 from opsdb.custody import raw_package_custody, safety_summary
 from opsdb.explain import attach_explanations, explanation_of
 from opsdb.explanation import Explanation, age, clock
+from opsdb.log_links import log_link_html
 from opsdb.models import (
     DataLocation,
     DataTransferLog,
@@ -206,22 +207,26 @@ class DataTransferLogInline(ReadOnlyInlineMixin, GenericTabularInline):
     model = DataTransferLog
     ct_field = "content_type"
     ct_fk_field = "object_id"
-    fields = ("when", "level", "attempt", "worker", "message", "log_path")
+    fields = ("when", "level", "attempt", "worker", "message", "log_file")
     readonly_fields = fields
     verbose_name = "log entry"
     verbose_name_plural = "log entries (newest first)"
 
     def get_queryset(self, request):
-        return super().get_queryset(request).order_by("-created_at", "-pk")
+        return super().get_queryset(request).select_related("content_type").order_by("-created_at", "-pk")
 
     @admin.display(description="when")
     def when(self, obj):
         return exact_time(obj.created_at)
 
+    @admin.display(description="log file")
+    def log_file(self, obj):
+        return log_line_link(obj)
+
 
 JOB_READONLY_FIELDS = (
     "status", "attempts", "attempts_total", "next_attempt_at", "lease_holder", "lease_user", "lease_expires_at",
-    "claimed_at", "heartbeat_at", "bytes_done", "resume_bytes", "resumed_from", "last_error", "log_path",
+    "claimed_at", "heartbeat_at", "bytes_done", "resume_bytes", "resumed_from", "last_error", "log_file",
     "finished_at", "created_at", "updated_at",
 )
 
@@ -458,6 +463,15 @@ class LeasedJobAdmin(LargeTableAdmin):
                      key=lambda name: order.get(name, len(order)))  # model order; computed fields last
         state = ("Job state (changes only through transitions)", {"fields": self.job_state_fields})
         return [(None, {"fields": own}), state]
+
+    def get_exclude(self, request, obj=None):
+        """The log path is shown by ``log_file`` (a link or text to copy), never edited."""
+        return (*(super().get_exclude(request, obj) or ()), "log_path")
+
+    @admin.display(description="log file (last attempt)")
+    def log_file(self, obj):
+        """A link when LOG_URL_TEMPLATE is set, else the path as text to copy; ops-db never opens it."""
+        return log_link_html(obj.log_path, kind=self.model.KIND, id=obj.pk, worker=obj.lease_holder)
 
     @admin.display(description="lease expires", ordering="lease_expires_at")
     def lease_column(self, obj):
@@ -739,16 +753,26 @@ class StateLogAdmin(LargeTableAdmin):
 
 @admin.register(DataTransferLog)
 class DataTransferLogAdmin(LargeTableAdmin):
-    list_display = ("created_at", "level", "job_link", "attempt", "worker", "message", "log_path")
+    list_display = ("created_at", "level", "job_link", "attempt", "worker", "message", "log_file")
     list_filter = ("level", "content_type", ("created_at", DateRangeQuickSelectListFilterBuilder(title="when")))
     search_fields = ("^worker", "^message")
     search_help_text = "Worker name or message, or how either begins (not case-sensitive)."
     list_select_related = ("content_type",)
-    readonly_fields = ("content_type", "object_id", "created_at")
+    readonly_fields = ("content_type", "object_id", "created_at", "log_file")
 
     @admin.display(description="job")
     def job_link(self, obj):
         return generic_link(obj.content_type, obj.object_id)
+
+    @admin.display(description="log file")
+    def log_file(self, obj):
+        return log_line_link(obj)
+
+
+def log_line_link(line: DataTransferLog):
+    """A log line's file as a link or as text to copy (``content_type`` fetched with the line)."""
+    kind = getattr(line.content_type.model_class(), "KIND", "") if line.content_type_id else ""
+    return log_link_html(line.log_path, kind=kind, id=line.object_id, worker=line.worker)
 
 
 def related_or_none(obj, name: str):
