@@ -23,7 +23,7 @@ from simple_history.admin import SimpleHistoryAdmin
 from opsdb.admin_tables import CappedChangeList, LargeTableAdmin
 from opsdb.choices import CopyStatus, JobStatus
 from opsdb.custody import raw_package_custody, safety_summary
-from opsdb.explain import attach_explanations, explanation_of
+from opsdb.explain import attach_explanations, attach_raw_package_explanations, explanation_of
 from opsdb.explanation import Explanation, age, clock
 from opsdb.log_links import log_link_html
 from opsdb.models import (
@@ -574,9 +574,18 @@ def present_locations(copies) -> str:
 CUSTODY_MATCHES = 20
 
 
+class RawPackageChangeList(CappedChangeList):
+    """Raw packages with why those in no bundle yet wait, computed for the page at once."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        self.result_list = attach_raw_package_explanations(self.result_list)
+
+
 @admin.register(RawDataPackage)
 class RawDataPackageAdmin(LargeTableAdmin):
-    list_display = ("name", "observation", "target", "size_display", "present_at", "created_at", "custody_link")
+    list_display = ("name", "observation", "target", "size_display", "present_at", "waiting", "created_at",
+                    "custody_link")
     list_filter = ("observation__instrument", PresentAtLocationFilter)
     search_fields = ("^name", "^observation__obs_id")
     search_help_text = "Package name or observation id, or how either begins (not case-sensitive)."
@@ -599,6 +608,14 @@ class RawDataPackageAdmin(LargeTableAdmin):
     @admin.display(description="present at")
     def present_at(self, obj):
         return present_locations(obj.copies.all())
+
+    def get_changelist(self, request, **kwargs):
+        return RawPackageChangeList
+
+    @admin.display(description="waiting for a bundle")
+    def waiting(self, obj):
+        explanation = getattr(obj, "explanation", None)
+        return explanation_html(explanation) if explanation else "-"
 
     @admin.display(description="custody")
     def custody_link(self, obj):

@@ -19,9 +19,10 @@ def declared_plugins(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
 
 @checks.register()
 def declared_functions(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
-    """settings.CUSTODY_ARCHIVE_SITES and SITE_ROUTE_METHODS name functions that can be imported."""
+    """settings.CUSTODY_ARCHIVE_SITES, SITE_ROUTE_METHODS and RAW_PACKAGE_EXPLAINER name functions that can be
+    imported."""
     problems = []
-    for name in ("CUSTODY_ARCHIVE_SITES", "SITE_ROUTE_METHODS"):
+    for name in ("CUSTODY_ARCHIVE_SITES", "SITE_ROUTE_METHODS", "RAW_PACKAGE_EXPLAINER"):
         try:
             import_string(getattr(settings, name))
         except ImportError as exc:

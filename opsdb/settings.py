@@ -249,6 +249,9 @@ WORKER_SILENT_SECONDS = env_int("WORKER_SILENT_SECONDS", 300, minimum=120)
 # {worker}), e.g. https://logs.example.org/files{path}. Empty: log paths are shown as text to copy.
 # Checked at start-up (opsdb/log_links.py); ops-db itself never opens a log file.
 LOG_URL_TEMPLATE = env_str("LOG_URL_TEMPLATE", "")
+# Why raw packages at a buffer are in no transfer package yet (the bundling rules live in transfers):
+# a function (raw_packages, now) -> {raw package id: Explanation}, declared like the job kinds.
+RAW_PACKAGE_EXPLAINER = "transfers.explain.explain_raw_packages"
 # A waiting job's partial data (what an interrupted attempt left for the next one) is discarded
 # once its last attempt ended this long ago: workers remove the files, the next attempt starts over.
 PARTIAL_MAX_AGE_SECONDS = env_int("PARTIAL_MAX_AGE_SECONDS", 7 * 86400, minimum=1)

@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 from opsdb.api.exceptions import validation_error_body
 from opsdb.api.fields import IntegerField, PrimaryKeyRelatedField
-from opsdb.explain import attach_explanations, explanation_of
+from opsdb.explain import attach_explanations, attach_raw_package_explanations, explanation_of
 from opsdb.explanation import ExplanationCode
 from opsdb.log_links import log_url
 from opsdb.models import (
@@ -131,12 +131,31 @@ class ObservationSerializer(serializers.ModelSerializer):
         fields = ["id", "obs_id", "instrument", "instrument_name", "target_name", "start_time", "end_time"]
 
 
+class RawPackageListSerializer(serializers.ListSerializer):
+    """Raw packages whose explanations (waiting for a bundle) are computed for the page at once."""
+
+    def to_representation(self, data):
+        packages = data.all() if isinstance(data, models.manager.BaseManager) else data
+        return super().to_representation(attach_raw_package_explanations(packages))
+
+
 class RawDataPackageSerializer(serializers.ModelSerializer):
     obs_id = serializers.CharField(source="observation.obs_id", read_only=True)
+    explanation = serializers.SerializerMethodField(
+        help_text="Why it is in no transfer package yet (waiting at a buffer for more data); null otherwise."
+    )
 
     class Meta:
         model = RawDataPackage
-        fields = ["id", "name", "observation", "obs_id", "size", "checksum", "checksum_algorithm", "created_at"]
+        fields = ["id", "name", "observation", "obs_id", "size", "checksum", "checksum_algorithm", "created_at",
+                  "explanation"]
+        list_serializer_class = RawPackageListSerializer
+
+    @extend_schema_field(ExplanationSerializer(allow_null=True))
+    def get_explanation(self, package: RawDataPackage) -> dict | None:
+        if not hasattr(package, "explanation"):
+            attach_raw_package_explanations([package])
+        return ExplanationSerializer(package.explanation).data if package.explanation else None
 
 
 class RawDataFileSerializer(serializers.ModelSerializer):
