@@ -50,7 +50,8 @@ def world(n: int, now=None):
         archive = f.LongTermArchiveTransferFactory(source_location=destination.buffer,
                                                    destination_location=destination.archive)
         t.finish(archive)
-        f.RawDataPackageCopyFactory(raw_package=archive.raw_package, location=destination.archive)
+        f.RawDataPackageCopyFactory(raw_package=archive.raw_package, location=destination.archive,
+                                    checksum_verified=archive.raw_package.checksum)
         user = worker(f"dest{k}-dtn-1", sites=[destination.site])
         ApiToken.objects.create(user=user, prefix="p", digest=f"digest-{k}", last_used_at=now)
     t.waiting(ccat.buffer, size=3 * t.GB)
