@@ -202,7 +202,8 @@ def dashboard_context(now: datetime | None = None) -> dict:
     queues = route_queues()
     recent = route_samples(Resolution.FIVE_MINUTES, now - timedelta(hours=24))
     week = route_samples(Resolution.HOUR, now - timedelta(days=7))
-    site_states = selectors.sites(now)
+    tables = selectors.job_tables(now)
+    site_states = selectors.sites(now, tables=tables)
     location_states = selectors.locations()
     location_labels = {s.location.pk: str(s.location) for s in location_states}
     oldest = selectors.oldest_unsafe_package()
@@ -215,7 +216,8 @@ def dashboard_context(now: datetime | None = None) -> dict:
         "buffer_charts": buffer_charts(now, location_states),
         "safety": safety(now),
         "oldest_unsafe": oldest,
-        "oldest_unsafe_age": human_duration((now - oldest.created_at).total_seconds()) if oldest else None,
+        "oldest_unsafe_age": human_duration((now - oldest.registered_at).total_seconds())
+        if oldest and oldest.registered_at else None,
         "failures": failure_causes(location_labels),
-        "stuck": stuck.stuck_work(now, site_states, routes, queues),
+        "stuck": stuck.stuck_work(now, site_states, routes, queues, tables),
     }

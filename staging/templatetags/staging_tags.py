@@ -3,6 +3,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from opsdb.explanation import age, clock
+from opsdb.log_links import log_url
 from staging.explain import job_status_words, status_words
 
 register = template.Library()
@@ -58,3 +59,16 @@ def why(job) -> str:
         explanation.code, f"{timezone.localtime(explanation.since):%Y-%m-%d %H:%M:%S}", SINCE_WORDS[job.status],
         clock(explanation.since, now), age(explanation.since, now), explanation.message,
     )
+
+
+@register.filter
+def log_link(job) -> str:
+    """The job's log file: a link (LOG_URL_TEMPLATE set), else the path with a button that copies it."""
+    if not job.log_path:
+        return ""
+    url = log_url(job.log_path, kind=job.KIND, id=job.pk, worker=job.lease_holder)
+    if url:
+        return format_html('<a class="log-link" href="{}" target="_blank" rel="noopener noreferrer">{}</a>', url,
+                           job.log_path)
+    return format_html('<code class="log-path">{}</code> <button type="button" class="small link" '
+                       'data-copy-text="{}">Copy</button>', job.log_path, job.log_path)

@@ -157,8 +157,8 @@ def test_metrics_cost_a_fixed_number_of_queries(client, django_assert_num_querie
         scrape(client)
 
 
-# 15 plus 6 per declared job kind (each kind's queues are read on their own)
-QUERIES_PER_SCRAPE = 15 + 6 * len(job_kinds)
+# 11 plus 3 per declared job kind (its pending, active and failed jobs)
+QUERIES_PER_SCRAPE = 11 + 3 * len(job_kinds)
 
 
 def exported_names(client) -> set[str]:

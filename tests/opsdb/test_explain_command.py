@@ -44,7 +44,8 @@ def test_explain_json_is_the_api_shape():
 
 
 @pytest.mark.parametrize(("args", "error"), [
-    (("teleport", "1"), f"No job kind 'teleport': use one of {', '.join(job_kinds.kinds())}."),
+    (("teleport", "1"), f"No job kind 'teleport': use one of {', '.join(job_kinds.kinds())}, or raw."),
+    (("raw", "nope.tar"), "No raw package with id or name 'nope.tar'."),
     (("transfer", "12"), "No transfer job with id '12'."),
     (("transfer", "x1"), "No transfer job with id 'x1'."),
     (("transfer", "١"), "No transfer job with id '١'."),
@@ -55,3 +56,14 @@ def test_explain_bad_input_is_a_clear_error(args, error):
         explain(*args)
 
     assert str(refused.value) == error
+
+
+def test_explain_raw_package_in_no_bundle_point_says_it_waits_for_none():
+    package = f.RawDataPackageFactory(name="obs-1.tar")
+
+    lines = explain("raw", "obs-1.tar").splitlines()
+
+    assert lines == [f"raw package #{package.pk} obs-1.tar",
+                     "Why: it waits for no bundle (it is in one, or at no buffer that bundles); see "
+                     "`manage.py custody obs-1.tar` for its copies and pending work."]
+    assert json.loads(explain("raw", str(package.pk), "--json")) is None
