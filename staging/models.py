@@ -8,7 +8,7 @@ from django.db import models
 from django.db.models import Q
 
 from opsdb.choices import JobKind, JobStatus, LocationType
-from opsdb.leases import LeasedJob
+from opsdb.leases import LeasedJob, partial_data_index
 from opsdb.models import DataLocation, RawDataPackage, validate_location_type
 from staging.choices import StagedPackageState
 
@@ -37,7 +37,7 @@ class LongTermArchiveTransfer(LeasedJob):
     class Meta:
         ordering = ["-created_at"]
         # API lists filtered by status, newest id first
-        indexes = [models.Index(fields=["status", "id"], name="archive_status_id")]
+        indexes = [models.Index(fields=["status", "id"], name="archive_status_id"), partial_data_index("archive")]
         constraints = [
             models.UniqueConstraint(
                 fields=["raw_package", "destination_location"], name="archive_once_per_package_and_archive"
@@ -103,7 +103,7 @@ class StagingJob(LeasedJob):
     class Meta:
         ordering = ["-created_at"]
         # API lists filtered by status, newest id first
-        indexes = [models.Index(fields=["status", "id"], name="staging_status_id")]
+        indexes = [models.Index(fields=["status", "id"], name="staging_status_id"), partial_data_index("staging")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(lifetime__gt=timedelta(0)), name="staging_lifetime_positive",
