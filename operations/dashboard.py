@@ -4,7 +4,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.db.models.functions import Substr
 from django.utils import timezone
 
@@ -82,7 +82,7 @@ class RouteRow:
         return human_duration(queued / rate) if rate else "never at the current rate"
 
 
-def route_rows(now: datetime, routes: list[DataTransferRoute], queues: dict, recent: list[RouteSample]) -> list:
+def route_rows(now: datetime, routes: list[DataTransferRoute], queues: dict, recent: list) -> list:
     hour, day = defaultdict(lambda: Window(seconds=3600)), defaultdict(lambda: Window(seconds=86400))
     for sample in recent:
         key = (sample.route_id, sample.hop)
@@ -100,8 +100,7 @@ def route_rows(now: datetime, routes: list[DataTransferRoute], queues: dict, rec
     return rows
 
 
-def route_charts(now: datetime, routes: list[DataTransferRoute], recent: list[RouteSample],
-                 week: list[RouteSample]) -> list[dict]:
+def route_charts(now: datetime, routes: list[DataTransferRoute], recent: list, week: list) -> list[dict]:
     labels = {r.pk: selectors.route_label(r) for r in routes}
     charts = []
     for samples, start, step, time_format, span in ((recent, now - timedelta(hours=24), 300, "%H:%M", "24 h"),
@@ -124,10 +123,10 @@ def buffer_charts(now: datetime, location_states: list[selectors.LocationState])
     buffers = {s.location.pk: s.location for s in location_states
                if s.location.location_type == LocationType.BUFFER}
     samples = LocationSample.objects.filter(location_id__in=list(buffers)).filter(
-        resolution=Resolution.FIVE_MINUTES, start__gte=now - timedelta(hours=24)) | LocationSample.objects.filter(
-        location_id__in=list(buffers), resolution=Resolution.HOUR, start__gte=now - timedelta(days=7))
+        Q(resolution=Resolution.FIVE_MINUTES, start__gte=now - timedelta(hours=24))
+        | Q(resolution=Resolution.HOUR, start__gte=now - timedelta(days=7)))
     by = {Resolution.FIVE_MINUTES: defaultdict(list), Resolution.HOUR: defaultdict(list)}
-    for s in samples.order_by("start"):
+    for s in samples.order_by("start").values_list("location_id", "resolution", "start", "used_bytes", named=True):
         location = buffers[s.location_id]
         value = s.used_bytes / location.capacity_bytes * 100 if location.capacity_bytes else s.used_bytes
         by[s.resolution][str(location)].append((s.start, value))
@@ -188,15 +187,23 @@ def failure_causes(location_labels: dict[int, str]) -> list[dict]:
     return sorted(groups, key=lambda g: -g["count"])
 
 
+SAMPLE_FIELDS = ("route_id", "hop", "start", "succeeded", "failed_attempts", "bytes_done", "queued_bytes")
+
+
+def route_samples(resolution: str, since: datetime) -> list:
+    """Samples as named tuples: a day of 5-minute samples is a thousand rows, too many to build as models."""
+    return list(RouteSample.objects.filter(resolution=resolution, start__gte=since).order_by("start")
+                .values_list(*SAMPLE_FIELDS, named=True))
+
+
 def dashboard_context(now: datetime | None = None) -> dict:
     now = now or timezone.now()
     routes = selectors.routes()
     queues = route_queues()
-    recent = list(RouteSample.objects.filter(resolution=Resolution.FIVE_MINUTES, start__gte=now - timedelta(hours=24))
-                  .order_by("start"))
-    week = list(RouteSample.objects.filter(resolution=Resolution.HOUR, start__gte=now - timedelta(days=7))
-                .order_by("start"))
-    site_states = selectors.sites(now)
+    recent = route_samples(Resolution.FIVE_MINUTES, now - timedelta(hours=24))
+    week = route_samples(Resolution.HOUR, now - timedelta(days=7))
+    tables = selectors.job_tables(now)
+    site_states = selectors.sites(now, tables=tables)
     location_states = selectors.locations()
     location_labels = {s.location.pk: str(s.location) for s in location_states}
     oldest = selectors.oldest_unsafe_package()
@@ -209,7 +216,8 @@ def dashboard_context(now: datetime | None = None) -> dict:
         "buffer_charts": buffer_charts(now, location_states),
         "safety": safety(now),
         "oldest_unsafe": oldest,
-        "oldest_unsafe_age": human_duration((now - oldest.created_at).total_seconds()) if oldest else None,
+        "oldest_unsafe_age": human_duration((now - oldest.registered_at).total_seconds())
+        if oldest and oldest.registered_at else None,
         "failures": failure_causes(location_labels),
-        "stuck": stuck.stuck_work(now, site_states, routes, queues),
+        "stuck": stuck.stuck_work(now, site_states, routes, queues, tables),
     }

@@ -9,20 +9,16 @@ Shown on the dashboard and, through ``settings.ADMIN_ATTENTION``, in the admin's
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
-from django.db.models import Count, Min, Q
-from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.formats import localize
 from django.utils.timesince import timesince
 
 from operations import selectors
 from operations.history import route_queues
 from opsdb.choices import JobStatus
-from opsdb.registry import job_kinds
 from opsdb.work import JobKindHandler
 from transfers.models import DataTransferRoute
 
@@ -99,20 +95,18 @@ class StuckWork:
 
 
 def _when(moment: datetime) -> str:
-    return localize(timezone.localtime(moment).replace(microsecond=0))
+    """"14:05" today, "2026-11-26 14:05" before."""
+    local, today = timezone.localtime(moment), timezone.localdate()
+    return f"{local:%H:%M}" if local.date() == today else f"{local:%Y-%m-%d %H:%M}"
 
 
-def unclaimed_jobs(now: datetime) -> list[UnclaimedJobs]:
-    """Per kind: jobs due for longer than the threshold whose last claim (if any) is older too (one query each)."""
-    cutoff = now - timedelta(seconds=settings.STUCK_PENDING_SECONDS)
+def unclaimed_jobs(tables: list[selectors.KindTables]) -> list[UnclaimedJobs]:
+    """Per kind: jobs due for longer than the threshold whose last claim (if any) is older too."""
     found = []
-    for handler in job_kinds:
-        row = (handler.model.objects.pending()
-               .annotate(due_since=Coalesce("next_attempt_at", "created_at"))
-               .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=cutoff), due_since__lt=cutoff)
-               .aggregate(n=Count("pk"), since=Min("due_since")))
-        if row["n"]:
-            found.append(UnclaimedJobs(handler, row["n"], row["since"]))
+    for table in tables:
+        jobs, since = table.unclaimed
+        if jobs:
+            found.append(UnclaimedJobs(table.handler, jobs, since))
     return found
 
 
@@ -129,22 +123,24 @@ def blocked_routes(routes: list[DataTransferRoute] | None = None, queues: dict |
     return [BlockedRoute(r, *waiting[r.pk]) for r in candidates]
 
 
-def expired_leases(now: datetime) -> list[ExpiredLeases]:
+def expired_leases(tables: list[selectors.KindTables]) -> list[ExpiredLeases]:
     found = []
-    for handler in job_kinds:
-        row = handler.model.objects.lease_expired(now).aggregate(n=Count("pk"), since=Min("lease_expires_at"))
-        if row["n"]:
-            found.append(ExpiredLeases(handler, row["n"], row["since"]))
+    for table in tables:
+        jobs, since = table.expired
+        if jobs:
+            found.append(ExpiredLeases(table.handler, jobs, since))
     return found
 
 
 def stuck_work(now: datetime | None = None, site_states: list[selectors.SiteState] | None = None,
-               routes: list[DataTransferRoute] | None = None, queues: dict | None = None) -> StuckWork:
-    """Everything stuck; pass what the caller already read (sites, routes, queues) to read it once."""
+               routes: list[DataTransferRoute] | None = None, queues: dict | None = None,
+               tables: list[selectors.KindTables] | None = None) -> StuckWork:
+    """Everything stuck; pass what the caller already read (job tables, sites, routes, queues) to read it once."""
     now = now or timezone.now()
-    site_states = selectors.sites(now) if site_states is None else site_states
-    return StuckWork(now, unclaimed_jobs(now), [s for s in site_states if s.stalled], blocked_routes(routes, queues),
-                     expired_leases(now))
+    tables = selectors.job_tables(now) if tables is None else tables
+    site_states = selectors.sites(now, tables=tables) if site_states is None else site_states
+    return StuckWork(now, unclaimed_jobs(tables), [s for s in site_states if s.stalled],
+                     blocked_routes(routes, queues), expired_leases(tables))
 
 
 def stalled_text(state: selectors.SiteState) -> str:

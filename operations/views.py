@@ -32,5 +32,5 @@ def operator_required(view):
 @operator_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     context = {**admin.site.each_context(request), **dashboard_context(), "title": "Operations dashboard",
-               "refresh_seconds": REFRESH_SECONDS}
+               "refresh_seconds": REFRESH_SECONDS, "is_nav_sidebar_enabled": False}
     return render(request, "operations/dashboard.html", context)

@@ -23,8 +23,9 @@ from simple_history.admin import SimpleHistoryAdmin
 from opsdb.admin_tables import CappedChangeList, LargeTableAdmin
 from opsdb.choices import CopyStatus, JobStatus
 from opsdb.custody import raw_package_custody, safety_summary
-from opsdb.explain import attach_explanations, explanation_of
+from opsdb.explain import attach_explanations, attach_raw_package_explanations, explanation_of
 from opsdb.explanation import Explanation, age, clock
+from opsdb.log_links import log_link_html
 from opsdb.models import (
     DataLocation,
     DataTransferLog,
@@ -206,22 +207,26 @@ class DataTransferLogInline(ReadOnlyInlineMixin, GenericTabularInline):
     model = DataTransferLog
     ct_field = "content_type"
     ct_fk_field = "object_id"
-    fields = ("when", "level", "attempt", "worker", "message", "log_path")
+    fields = ("when", "level", "attempt", "worker", "message", "log_file")
     readonly_fields = fields
     verbose_name = "log entry"
     verbose_name_plural = "log entries (newest first)"
 
     def get_queryset(self, request):
-        return super().get_queryset(request).order_by("-created_at", "-pk")
+        return super().get_queryset(request).select_related("content_type").order_by("-created_at", "-pk")
 
     @admin.display(description="when")
     def when(self, obj):
         return exact_time(obj.created_at)
 
+    @admin.display(description="log file")
+    def log_file(self, obj):
+        return log_line_link(obj)
+
 
 JOB_READONLY_FIELDS = (
     "status", "attempts", "attempts_total", "next_attempt_at", "lease_holder", "lease_user", "lease_expires_at",
-    "claimed_at", "heartbeat_at", "bytes_done", "resume_bytes", "resumed_from", "last_error", "log_path",
+    "claimed_at", "heartbeat_at", "bytes_done", "resume_bytes", "resumed_from", "last_error", "log_file",
     "finished_at", "created_at", "updated_at",
 )
 
@@ -459,6 +464,15 @@ class LeasedJobAdmin(LargeTableAdmin):
         state = ("Job state (changes only through transitions)", {"fields": self.job_state_fields})
         return [(None, {"fields": own}), state]
 
+    def get_exclude(self, request, obj=None):
+        """The log path is shown by ``log_file`` (a link or text to copy), never edited."""
+        return (*(super().get_exclude(request, obj) or ()), "log_path")
+
+    @admin.display(description="log file (last attempt)")
+    def log_file(self, obj):
+        """A link when LOG_URL_TEMPLATE is set, else the path as text to copy; ops-db never opens it."""
+        return log_link_html(obj.log_path, kind=self.model.KIND, id=obj.pk, worker=obj.lease_holder)
+
     @admin.display(description="lease expires", ordering="lease_expires_at")
     def lease_column(self, obj):
         if obj.status != JobStatus.ACTIVE:
@@ -560,9 +574,18 @@ def present_locations(copies) -> str:
 CUSTODY_MATCHES = 20
 
 
+class RawPackageChangeList(CappedChangeList):
+    """Raw packages with why those in no bundle yet wait, computed for the page at once."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        self.result_list = attach_raw_package_explanations(self.result_list)
+
+
 @admin.register(RawDataPackage)
 class RawDataPackageAdmin(LargeTableAdmin):
-    list_display = ("name", "observation", "target", "size_display", "present_at", "created_at", "custody_link")
+    list_display = ("name", "observation", "target", "size_display", "present_at", "waiting", "created_at",
+                    "custody_link")
     list_filter = ("observation__instrument", PresentAtLocationFilter)
     search_fields = ("^name", "^observation__obs_id")
     search_help_text = "Package name or observation id, or how either begins (not case-sensitive)."
@@ -585,6 +608,14 @@ class RawDataPackageAdmin(LargeTableAdmin):
     @admin.display(description="present at")
     def present_at(self, obj):
         return present_locations(obj.copies.all())
+
+    def get_changelist(self, request, **kwargs):
+        return RawPackageChangeList
+
+    @admin.display(description="waiting for a bundle")
+    def waiting(self, obj):
+        explanation = getattr(obj, "explanation", None)
+        return explanation_html(explanation) if explanation else "-"
 
     @admin.display(description="custody")
     def custody_link(self, obj):
@@ -739,16 +770,26 @@ class StateLogAdmin(LargeTableAdmin):
 
 @admin.register(DataTransferLog)
 class DataTransferLogAdmin(LargeTableAdmin):
-    list_display = ("created_at", "level", "job_link", "attempt", "worker", "message", "log_path")
+    list_display = ("created_at", "level", "job_link", "attempt", "worker", "message", "log_file")
     list_filter = ("level", "content_type", ("created_at", DateRangeQuickSelectListFilterBuilder(title="when")))
     search_fields = ("^worker", "^message")
     search_help_text = "Worker name or message, or how either begins (not case-sensitive)."
     list_select_related = ("content_type",)
-    readonly_fields = ("content_type", "object_id", "created_at")
+    readonly_fields = ("content_type", "object_id", "created_at", "log_file")
 
     @admin.display(description="job")
     def job_link(self, obj):
         return generic_link(obj.content_type, obj.object_id)
+
+    @admin.display(description="log file")
+    def log_file(self, obj):
+        return log_line_link(obj)
+
+
+def log_line_link(line: DataTransferLog):
+    """A log line's file as a link or as text to copy (``content_type`` fetched with the line)."""
+    kind = getattr(line.content_type.model_class(), "KIND", "") if line.content_type_id else ""
+    return log_link_html(line.log_path, kind=kind, id=line.object_id, worker=line.worker)
 
 
 def related_or_none(obj, name: str):

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db.models import Max
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from opsdb.choices import DONE_STATUSES, JobStatus
 from opsdb.explanation import (
@@ -36,7 +37,7 @@ from opsdb.explanation import (
     waiting_since,
 )
 from opsdb.leases import LeasedJob
-from opsdb.models import WorkerProfile
+from opsdb.models import RawDataPackage, WorkerProfile
 from opsdb.registry import job_kinds
 
 SEEN_SHOWN = 3  # workers named in a "no worker" message
@@ -182,7 +183,7 @@ def _queued(job: LeasedJob, workers: SiteWorkers | None, now: datetime) -> Expla
         return Explanation(
             ExplanationCode.NO_WORKER,
             f"No worker serving {workers.site_name} has been seen{silent_for} ({workers.seen_words(now)}).{resume}",
-            last or since,
+            max(last, since) if last else since,  # the job waits, and nobody is there to take it
         )
     return Explanation(
         ExplanationCode.QUEUED,
@@ -240,3 +241,24 @@ def explanation_of(job: LeasedJob, *, now: datetime | None = None) -> Explanatio
     if isinstance(attached, Explanation):
         return attached
     return explain_jobs([job], now=now)[0]
+
+
+def explain_raw_packages(raw_packages: Sequence[RawDataPackage], *, now: datetime | None = None
+                         ) -> dict[int, Explanation]:
+    """Why raw packages in no bundle yet wait (``settings.RAW_PACKAGE_EXPLAINER``), by id; a fixed number of queries.
+
+    Packages already in a bundle cost nothing and get no entry: their transfers explain themselves.
+    """
+    if all(package.bundled for package in raw_packages):
+        return {}
+    return import_string(settings.RAW_PACKAGE_EXPLAINER)(raw_packages, now or timezone.now())
+
+
+def attach_raw_package_explanations(raw_packages: Iterable[RawDataPackage], *, now: datetime | None = None
+                                    ) -> list[RawDataPackage]:
+    """Set ``package.explanation`` (an Explanation, or None when it waits for no bundle) on each package."""
+    raw_packages = list(raw_packages)
+    found = explain_raw_packages(raw_packages, now=now)
+    for package in raw_packages:
+        package.explanation = found.get(package.pk)
+    return raw_packages

@@ -24,6 +24,7 @@ class ExplanationCode(models.TextChoices):
     RESUMED = "resumed", "Being done by a worker, resumed from an earlier attempt"
     LEASE_EXPIRED = "lease_expired", "Its worker stopped reporting; its lease ran out"
     RELAY_HOP = "relay_hop", "Arrived at a relay, waiting for the next hop"
+    BUNDLE_FILLING = "bundle_filling", "A raw package waiting for more data to fill its bundle"
     NEEDS_OPERATOR = "needs_operator", "Needs an operator: its attempts are used up"
     DONE = "done", "Finished"
     CANCELLED = "cancelled", "Cancelled"

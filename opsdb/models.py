@@ -316,6 +316,8 @@ class RawDataPackageCopy(PhysicalCopy):
             models.Index(fields=["location"], condition=Q(status=CopyStatus.PRESENT, archive_planned=False),
                          name="rawpackagecopy_to_archive"),
         ]
+        # Fixity audits read a location's PRESENT copies oldest-verified (never verified first) through
+        # the index rawpackagecopy_fixity_due (migration 0011: NULLS FIRST is written per database).
 
     def __str__(self) -> str:
         return f"{self.raw_package} @ {self.location}"

@@ -25,7 +25,7 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("transfers.datatransferunpack", ("view", "change")), ("opsdb.datatransferlog", ("view", "add")),
         ("transfers.datatransferpackagecopy", ("view", "add", "change")),
         ("staging.longtermarchivetransfer", ("view", "change")), ("staging.stagingjob", ("view", "change")),
-        ("staging.stagingjobpackage", ("view", "change")),
+        ("staging.stagingjobpackage", ("view", "change")), ("staging.fixitycheck", ("view", "change")),
     ],
 }
 # Operators manage accounts within their own permissions (opsdb/admin_accounts.py); API tokens are

@@ -30,7 +30,7 @@ class ArchiveHandler(JobKindHandler):
     kind = JobKind.ARCHIVE
     model = LongTermArchiveTransfer
     result_serializer = ArchiveResult
-    result_related = ("raw_package", "destination_location")
+    result_related = ("raw_package", "destination_location", "repair_of")
     attention_label = "Archive transfers waiting for an operator"
     site_field = "source_location__site"
     size_field = "raw_package__size"
@@ -44,7 +44,7 @@ class ArchiveHandler(JobKindHandler):
             raw_package_id=OuterRef("raw_package_id"), location_id=OuterRef("source_location_id")
         ).values("path")[:1]
         return LongTermArchiveTransfer.objects.select_related(
-            "raw_package", "source_location__site", "destination_location__site"
+            "raw_package", "source_location__site", "destination_location__site", "repair_of"
         ).annotate(source_path=Subquery(source_path))
 
     def at_sites(self, queryset: QuerySet, site_ids: Sequence[int]) -> QuerySet:
@@ -67,7 +67,11 @@ class ArchiveHandler(JobKindHandler):
                             "checksum_algorithm": raw.checksum_algorithm},
             "source": {"location": location_payload(job.source_location),
                        "path": getattr(job, "source_path", None) or path},
-            "destination": {"location": location_payload(job.destination_location), "path": path},
+            "destination": {"location": location_payload(job.destination_location),
+                            "path": job.repair_of.path if job.repair_of_id else path},
+            "method": job.method,
+            # A repair replaces a copy an audit found bad: the file there is not to be trusted or kept.
+            "repair": bool(job.repair_of_id),
         }
 
     def apply_result(self, job: LongTermArchiveTransfer, data: dict[str, Any]) -> None:
@@ -76,7 +80,7 @@ class ArchiveHandler(JobKindHandler):
             raise refusal
         raw = job.raw_package
         record_copy(RawDataPackageCopy, raw_package=raw, location=job.destination_location,
-                    path=data.get("path") or raw_package_path(raw), checksum=data["checksum"])
+                    path=self._path(job, data), checksum=data["checksum"])
 
     def apply_results(self, results: Sequence[tuple[LongTermArchiveTransfer, dict[str, Any]]],
                       ) -> dict[int, ValidationError]:
@@ -91,8 +95,7 @@ class ArchiveHandler(JobKindHandler):
                 continue
             raw = job.raw_package
             locations[job.destination_location_id] = job.destination_location
-            entries[job.destination_location_id][raw.pk] = (raw, data.get("path") or raw_package_path(raw),
-                                                            data["checksum"])
+            entries[job.destination_location_id][raw.pk] = (raw, self._path(job, data), data["checksum"])
         try:
             with transaction.atomic():
                 for location_id, copies in entries.items():
@@ -102,6 +105,11 @@ class ArchiveHandler(JobKindHandler):
             good = [(job, data) for job, data in results if job.pk not in refused]
             refused |= super().apply_results(good)
         return refused
+
+    @staticmethod
+    def _path(job: LongTermArchiveTransfer, data: dict[str, Any]) -> str:
+        """Where the copy is: as reported, else the repaired copy's path, else ``raw/<name>``."""
+        return data.get("path") or (job.repair_of.path if job.repair_of_id else raw_package_path(job.raw_package))
 
     @staticmethod
     def _refusal(job: LongTermArchiveTransfer, data: dict[str, Any]) -> ValidationError | None:

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 from django_fsm import TransitionNotAllowed
 
 from opsdb.choices import OPEN_STATUSES, JobStatus
+from opsdb.explain import attach_explanations
 from opsdb.models import RawDataPackage
 from opsdb.numbers import parse_id
 from opsdb.roles import can_stage, is_operator
@@ -181,6 +182,7 @@ def request_staging(request: HttpRequest) -> HttpResponse:
 def request_list(request: HttpRequest) -> HttpResponse:
     jobs = selectors.with_progress(selectors.staging_jobs_visible_to(request.user)).order_by("-created_at", "-pk")
     page = Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
+    page.object_list = attach_explanations(page.object_list)  # for the page at once
     under_way = any(job.status in UNDER_WAY for job in page)
     return render(request, "staging/request_list.html", {
         "page": page, "refresh": refresh_seconds() if under_way else None,
@@ -195,6 +197,7 @@ def _visible_job(request: HttpRequest, pk: int):
 @scientist_required
 def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = _visible_job(request, pk)
+    attach_explanations([job])
     items = selectors.job_items(job)
     paths = selectors.staged_file_paths(job)
     for item in items:

@@ -15,6 +15,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
+from staging.models import FixityCheck
 from tests import factories as f
 from tests.apiclient import ensure_role_groups, token_client, worker
 
@@ -29,9 +30,9 @@ SIGNED_IN = {"scientist", "worker", "operator"}
 CATALOGUE = ["site", "datalocation", "instrument", "observation", "rawdatapackage", "rawdatafile",
              "rawdatapackagecopy", "rawdatafilecopy"]
 OPERATIONS = ["datatransferroute", "datatransferpackage", "datatransferpackagecopy", "datatransfer",
-              "datatransferunpack", "datatransferlog", "longtermarchivetransfer"]
+              "datatransferunpack", "datatransferlog", "longtermarchivetransfer", "fixitycheck"]
 WRITABLE = ["site", "datalocation", "datatransferroute"]
-JOBS = ["datatransferpackage", "datatransfer", "datatransferunpack", "longtermarchivetransfer"]
+JOBS = ["datatransferpackage", "datatransfer", "datatransferunpack", "longtermarchivetransfer", "fixitycheck"]
 
 
 def _policy() -> dict[str, dict[str, set[str]]]:
@@ -126,6 +127,8 @@ def world():
         "datatransfer": f.DataTransferFactory().pk, "datatransferunpack": f.DataTransferUnpackFactory().pk,
         "datatransferlog": f.DataTransferLogFactory().pk, "longtermarchivetransfer": archive_job.pk,
         "stagingjob": f.StagingJobPackageFactory().job.pk, "archive-job": archive_job.pk,
+        "fixitycheck": FixityCheck.objects.create(copy=f.RawDataPackageCopyFactory(), size=1,
+                                                  location=f.DataLocationFactory()).pk,
     }
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 
 from opsdb.choices import LocationType
 from opsdb.planning import Locations
-from transfers.choices import RouteType
+from transfers.choices import RouteState, RouteType
 from transfers.models import DataTransferRoute
 
 
@@ -64,3 +64,18 @@ def _reached(start: Iterable[int], next_sites: Mapping[int, set[int]]) -> set[in
                 reached.add(site)
                 todo.append(site)
     return reached
+
+
+def site_route_methods() -> dict[tuple[int, int], str]:
+    """(origin site id, destination site id) → the method of the active, unpaused site-level route between them.
+
+    What a repair of an archive copy from another site's archive moves by (``staging.fixity``): the
+    DIRECT route of a pair when it has one, else its RELAY route's own method. One query.
+    """
+    methods: dict[tuple[int, int], str] = {}
+    routes = (DataTransferRoute.objects.active().site_level().filter(state=RouteState.ACTIVE)
+              .order_by("route_type").values_list("origin_site_id", "destination_site_id", "route_type", "method"))
+    for origin, destination, route_type, method in routes:
+        if (origin, destination) not in methods or route_type == RouteType.DIRECT:
+            methods[(origin, destination)] = method
+    return methods

@@ -1,19 +1,23 @@
-"""Why a transfer waits, in what only transfers know: its route (paused, at its limit) and relay hops.
+"""Why data waits, in what only transfers know: routes (paused, at their limit), relay hops, bundles.
 
-Called through ``TransferHandler.explain`` by ``opsdb.explain.explain_jobs`` for a list of
-transfers; a fixed number of queries for the whole list. Transfers it says nothing about get the
-shared explanations (backoff, waiting for a worker, running, done).
+``explain_transfers`` is called through ``TransferHandler.explain`` by ``opsdb.explain.explain_jobs``
+for a list of transfers; transfers it says nothing about get the shared explanations (backoff,
+waiting for a worker, running, done). ``explain_raw_packages`` says why raw packages at a buffer
+are in no bundle yet (``settings.RAW_PACKAGE_EXPLAINER``). Both cost a fixed number of queries for
+a whole list.
 """
 
 from collections.abc import Sequence
 from datetime import datetime
 
-from django.db.models import Count, Exists, OuterRef
+from django.db.models import Count, Exists, Min, OuterRef, Sum
 
-from opsdb.choices import JobStatus
-from opsdb.explanation import Explanation, ExplanationCode, clock, quoted_error, waiting_since
+from opsdb.choices import CopyStatus, JobStatus
+from opsdb.explanation import Explanation, ExplanationCode, clock, human_bytes, quoted_error, waiting_since
+from opsdb.models import RawDataPackage, RawDataPackageCopy
 from transfers.choices import RouteState, RouteType
 from transfers.models import DataTransfer, DataTransferRoute
+from transfers.planning import Topology, bundle_policies
 
 ROUTE_RELATED = ("origin_site", "destination_site", "relay_site", "origin_location__site",
                  "destination_location__site")
@@ -136,4 +140,60 @@ def _relay_words(transfer: DataTransfer, route: DataTransferRoute, now: datetime
         f"Arrived at the relay {route.relay_site} at {clock(transfer.finished_at, now)}; waiting for the relay hop "
         f"{hop} ({then}).",
         transfer.finished_at,
+    )
+
+
+def explain_raw_packages(raw_packages: Sequence[RawDataPackage], now: datetime) -> dict[int, Explanation]:
+    """Raw packages in no bundle yet, waiting at a bundling point for more data (by raw package id).
+
+    What the bundling pass would do (``transfers.planning``): the packages waiting at a buffer are
+    sealed into a bundle once they reach the target size, or once the oldest waited the maximum.
+    Four queries (locations, routes, where the packages wait, what waits at those buffers).
+    """
+    unbundled = [p.pk for p in raw_packages if not p.bundled]
+    if not unbundled:
+        return {}
+    topology = Topology.load()
+    policies = bundle_policies(topology)
+    if not policies:
+        return {}
+    at = {}  # raw package id → (location id, arrived): the bundling point of highest priority
+    copies = (RawDataPackageCopy.objects.filter(raw_package_id__in=unbundled, status=CopyStatus.PRESENT,
+                                                location_id__in=list(policies))
+              .filter(raw_package__bundle_membership__isnull=True)
+              .values_list("raw_package_id", "location_id", "created_at"))
+    for raw_id, loc_id, arrived in copies:
+        rank = (-topology.locations[loc_id].priority, loc_id)
+        if raw_id not in at or rank < (-topology.locations[at[raw_id][0]].priority, at[raw_id][0]):
+            at[raw_id] = (loc_id, arrived)
+    if not at:
+        return {}
+    pools = {
+        row["location_id"]: row
+        for row in RawDataPackageCopy.objects.filter(
+            status=CopyStatus.PRESENT, location_id__in={loc for loc, _ in at.values()},
+            raw_package__bundled=False, raw_package__bundle_membership__isnull=True,
+        ).order_by().values("location_id").annotate(size=Sum("raw_package__size"), oldest=Min("created_at"))
+    }
+    found = {}
+    for raw_id, (loc_id, arrived) in at.items():
+        pool = pools.get(loc_id)
+        if pool is not None:
+            found[raw_id] = _bundle_words(topology.locations[loc_id].label, policies[loc_id], pool, arrived, now)
+    return found
+
+
+def _bundle_words(where: str, policy, pool: dict, arrived: datetime, now: datetime) -> Explanation:
+    waiting, target = pool["size"] or 0, policy.target_size
+    sealed_by = pool["oldest"] + policy.max_wait
+    if waiting >= target or sealed_by <= now:
+        then = "the scheduler's next bundling pass seals its bundle"
+    else:
+        then = (f"its bundle is sealed when {human_bytes(target)} are waiting, or at {clock(sealed_by, now)} "
+                "at the latest")
+    return Explanation(
+        ExplanationCode.BUNDLE_FILLING,
+        f"Waiting at {where} for more data to fill a bundle ({human_bytes(waiting)} of {human_bytes(target)} "
+        f"waiting there): {then}.",
+        arrived,
     )

@@ -10,8 +10,9 @@ from rest_framework import serializers
 
 from opsdb.api.exceptions import validation_error_body
 from opsdb.api.fields import IntegerField, PrimaryKeyRelatedField
-from opsdb.explain import attach_explanations, explanation_of
+from opsdb.explain import attach_explanations, attach_raw_package_explanations, explanation_of
 from opsdb.explanation import ExplanationCode
+from opsdb.log_links import log_url
 from opsdb.models import (
     DataLocation,
     DataTransferLog,
@@ -27,7 +28,7 @@ from opsdb.models import (
 # Fields every leased job shows; the lease token is the worker's secret and never leaves the claim.
 JOB_FIELDS = [
     "id", "status", "priority", "attempts", "next_attempt_at", "lease_holder", "lease_expires_at", "claimed_at",
-    "heartbeat_at", "bytes_done", "resume_bytes", "resumed_from", "last_error", "log_path", "finished_at",
+    "heartbeat_at", "bytes_done", "resume_bytes", "resumed_from", "last_error", "log_path", "log_url", "finished_at",
     "created_at", "updated_at", "explanation",
 ]
 
@@ -58,9 +59,16 @@ class JobSerializer(serializers.ModelSerializer):
     class Meta:
         list_serializer_class = ExplainedListSerializer
 
+    log_url = serializers.SerializerMethodField(
+        help_text="A link to the log file at log_path (settings.LOG_URL_TEMPLATE); null when not configured."
+    )
+
     @extend_schema_field(ExplanationSerializer)
     def get_explanation(self, job) -> dict:
         return ExplanationSerializer(explanation_of(job)).data
+
+    def get_log_url(self, job) -> str | None:
+        return log_url(job.log_path, kind=job.KIND, id=job.pk, worker=job.lease_holder) or None
 
 
 class FullCleanMixin:
@@ -123,12 +131,31 @@ class ObservationSerializer(serializers.ModelSerializer):
         fields = ["id", "obs_id", "instrument", "instrument_name", "target_name", "start_time", "end_time"]
 
 
+class RawPackageListSerializer(serializers.ListSerializer):
+    """Raw packages whose explanations (waiting for a bundle) are computed for the page at once."""
+
+    def to_representation(self, data):
+        packages = data.all() if isinstance(data, models.manager.BaseManager) else data
+        return super().to_representation(attach_raw_package_explanations(packages))
+
+
 class RawDataPackageSerializer(serializers.ModelSerializer):
     obs_id = serializers.CharField(source="observation.obs_id", read_only=True)
+    explanation = serializers.SerializerMethodField(
+        help_text="Why it is in no transfer package yet (waiting at a buffer for more data); null otherwise."
+    )
 
     class Meta:
         model = RawDataPackage
-        fields = ["id", "name", "observation", "obs_id", "size", "checksum", "checksum_algorithm", "created_at"]
+        fields = ["id", "name", "observation", "obs_id", "size", "checksum", "checksum_algorithm", "created_at",
+                  "explanation"]
+        list_serializer_class = RawPackageListSerializer
+
+    @extend_schema_field(ExplanationSerializer(allow_null=True))
+    def get_explanation(self, package: RawDataPackage) -> dict | None:
+        if not hasattr(package, "explanation"):
+            attach_raw_package_explanations([package])
+        return ExplanationSerializer(package.explanation).data if package.explanation else None
 
 
 class RawDataFileSerializer(serializers.ModelSerializer):
@@ -164,13 +191,19 @@ class RawDataFileCopySerializer(CopySerializer):
 
 class DataTransferLogSerializer(serializers.ModelSerializer):
     kind = serializers.SerializerMethodField()
+    log_url = serializers.SerializerMethodField()
 
     class Meta:
         model = DataTransferLog
-        fields = ["id", "kind", "object_id", "level", "message", "log_path", "worker", "attempt", "created_at"]
+        fields = ["id", "kind", "object_id", "level", "message", "log_path", "log_url", "worker", "attempt",
+                  "created_at"]
 
     def get_kind(self, log: DataTransferLog) -> str:
         return getattr(log.content_type.model_class(), "KIND", log.content_type.model)
+
+    def get_log_url(self, log: DataTransferLog) -> str | None:
+        """A link to the log file (settings.LOG_URL_TEMPLATE); null when not configured."""
+        return log_url(log.log_path, kind=self.get_kind(log), id=log.object_id, worker=log.worker) or None
 
 
 class CustodyCopySerializer(serializers.Serializer):

@@ -12,7 +12,7 @@ from opsdb.api.serializers import JOB_FIELDS, JobSerializer
 from opsdb.models import DataLocation, RawDataPackage
 from opsdb.numbers import parse_id
 from staging.explain import plain_error, status_words
-from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
+from staging.models import FixityCheck, LongTermArchiveTransfer, StagingJob, StagingJobPackage
 from staging.selectors import absolute_path
 
 
@@ -23,7 +23,18 @@ class LongTermArchiveTransferSerializer(JobSerializer):
     class Meta(JobSerializer.Meta):
         model = LongTermArchiveTransfer
         fields = [*JOB_FIELDS, "raw_package", "raw_package_name", "source_location", "destination_location",
-                  "site_name", "requires_intervention"]
+                  "site_name", "requires_intervention", "repair_of", "method"]
+
+
+class FixityCheckSerializer(JobSerializer):
+    raw_package = serializers.IntegerField(source="copy.raw_package_id", read_only=True)
+    raw_package_name = serializers.CharField(source="copy.raw_package.name", read_only=True)
+    site_name = serializers.CharField(source="location.site.name", read_only=True)
+
+    class Meta(JobSerializer.Meta):
+        model = FixityCheck
+        fields = [*JOB_FIELDS, "copy", "raw_package", "raw_package_name", "location", "site_name", "size", "recheck",
+                  "outcome", "checksum_found"]
 
 
 

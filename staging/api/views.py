@@ -16,11 +16,12 @@ from staging import selectors
 from staging.api import filters
 from staging.api.filters import StagingJobFilter
 from staging.api.serializers import (
+    FixityCheckSerializer,
     LongTermArchiveTransferSerializer,
     StagingJobCreateSerializer,
     StagingJobSerializer,
 )
-from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
+from staging.models import FixityCheck, LongTermArchiveTransfer, StagingJob, StagingJobPackage
 from staging.services import staging_job_cancel, staging_job_create, staging_lifetime
 
 
@@ -28,6 +29,12 @@ class LongTermArchiveTransferViewSet(OperatorJobActionsMixin, JobViewSetMixin, R
     queryset = LongTermArchiveTransfer.objects.select_related("raw_package", "source_location__site")
     serializer_class = LongTermArchiveTransferSerializer
     filterset_class = filters.LongTermArchiveTransferFilter
+
+
+class FixityCheckViewSet(OperatorJobActionsMixin, JobViewSetMixin, ReadOnlyViewSet):
+    queryset = FixityCheck.objects.select_related("copy__raw_package", "location__site")
+    serializer_class = FixityCheckSerializer
+    filterset_class = filters.FixityCheckFilter
 
 
 class CanStage(permissions.BasePermission):

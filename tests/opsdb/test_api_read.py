@@ -26,12 +26,15 @@ def staging_job_with_item():
 # Lists of jobs add the explanations of the pending ones (opsdb/explain.py): their sites, and the
 # workers serving those sites.
 EXPLAINED = 2
+# Raw packages in no bundle yet: the locations and routes that make bundling points (none here, so
+# nothing more; tests/transfers/test_explain_bundles.py pins the full count).
+RAW_EXPLAINED = 2
 ENDPOINTS = {
     "sites": (f.SiteFactory, 3),
     "locations": (f.DataLocationFactory, 3),
     "instruments": (f.InstrumentFactory, 3),
     "observations": (f.ObservationFactory, 3),
-    "raw-packages": (f.RawDataPackageFactory, 3),
+    "raw-packages": (f.RawDataPackageFactory, 3 + RAW_EXPLAINED),
     "raw-files": (f.RawDataFileFactory, 3),
     "raw-package-copies": (f.RawDataPackageCopyFactory, 3),
     "file-copies": (f.RawDataFileCopyFactory, 3),

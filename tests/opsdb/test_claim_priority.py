@@ -52,7 +52,7 @@ def archive_backlog(count: int, *, oldest: timedelta) -> list[int]:
 
 
 def test_the_declared_order_puts_stage_first_and_bulk_work_downstream_first():
-    assert job_kinds.kinds() == ["stage", "archive", "unpack", "transfer", "package"]
+    assert job_kinds.kinds() == ["stage", "archive", "unpack", "transfer", "package", "verify"]
 
 
 def test_a_new_stage_job_is_claimed_before_5000_pending_archive_jobs():

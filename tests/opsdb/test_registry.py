@@ -110,7 +110,7 @@ def test_a_declared_kind_that_cannot_be_built_is_a_problem(path, problem):
     registry = built(*[p for p in settings.JOB_KINDS if p != OK], path)
 
     assert ids(registry) == [problem, "opsdb.E007"]  # and the stage model is left without a handler
-    assert registry.kinds() == ["archive", "unpack", "transfer", "package"]
+    assert registry.kinds() == ["archive", "unpack", "transfer", "package", "verify"]
     assert path in registry.problems[0].msg
 
 

@@ -258,7 +258,7 @@ def test_scheduler_discards_partial_data_older_than_the_setting(settings):
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("kind", ["archive", "stage", "unpack", "transfer", "package"])
+@pytest.mark.parametrize("kind", ["archive", "stage", "unpack", "transfer", "package", "verify"])
 def test_partial_data_pass_reads_only_jobs_with_partial_data(kind):
     """An index over waiting jobs with partial data: the pass does not read every waiting job (10^7 at scale)."""
     model = job_kinds[kind].model
