@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/planner_scale.py                      # 100,000 then 1,000,000 packages
     .venv/bin/python bench/planner_scale.py --sizes 100000       # just one size
-    .venv/bin/python bench/planner_scale.py --sizes 10000000     # 10^7: tick 1's bundles are made with SQL
+    .venv/bin/python bench/planner_scale.py --sizes 10000000     # 10^7: ticks 1 and 4 are made with SQL
+    .venv/bin/python bench/planner_scale.py --idle-only          # idle ticks again on the database left
     BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/opsdb_bench (default) — the database is
     dropped and re-created for every size.
 
@@ -279,6 +280,23 @@ def bench(n: int, url: str, use_tracemalloc: bool, passes_up_to: int, idle_ticks
           f"{time.perf_counter() - started:.0f} s for the ticks)", flush=True)
 
 
+def idle_only(url: str, idle_ticks: int) -> None:
+    """Idle ticks on the history a previous run left (after this code's migrations): no hour-long rebuild at 10^7."""
+    from django.core.management import call_command
+    from django.db import connection
+
+    from opsdb.models import RawDataPackage
+
+    call_command("migrate", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+    n = RawDataPackage.objects.count()
+    idle = [measure_tick(f"tick 5.{i + 1}: nothing new", False) for i in range(idle_ticks)]
+    steady = min(idle[1:]) if len(idle) > 1 else idle[0]
+    print(f"planner_scale: idle pass {steady:.2f} s at {n} packages of history (first idle tick {idle[0]:.2f} s; "
+          f"database of {url} kept from an earlier run)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated package counts")
@@ -286,10 +304,15 @@ def main() -> None:
     parser.add_argument("--passes-up-to", type=int, default=10**6,
                         help="above this many packages, tick 1's bundles are made with SQL")
     parser.add_argument("--idle-ticks", type=int, default=3, help="how many idle ticks to measure (tick 5)")
+    parser.add_argument("--idle-only", action="store_true",
+                        help="keep the database a previous run left (one size), migrate it, measure only idle ticks")
     args = parser.parse_args()
     url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
     setup_django(url)
     print(f"planner benchmark on {url} ({os.cpu_count()} CPUs)")
+    if args.idle_only:
+        idle_only(url, max(1, args.idle_ticks))
+        return
     for n in (int(x) for x in args.sizes.split(",")):
         bench(n, url, args.tracemalloc, args.passes_up_to, max(1, args.idle_ticks))
 
