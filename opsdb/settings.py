@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "opsdb",
     "transfers",
     "staging",
+    "custody",
 ]
 
 MIDDLEWARE = [
@@ -248,6 +249,7 @@ JOB_KINDS = [
     "transfers.work.UnpackHandler",
     "transfers.work.TransferHandler",
     "transfers.work.PackageHandler",
+    "custody.work.DeleteHandler",
 ]
 # Claim fairness: a kind defers to the kinds declared before it for at most this long per place in
 # JOB_KINDS. A job's claim deadline is the time it became due plus position × this step; a worker
@@ -263,6 +265,7 @@ SCHEDULER_PASSES = [
     ("unpacking", "transfers.planning.plan_unpacks"),
     ("archiving", "staging.planning.plan_archive_transfers"),
     ("staging cleanup", "staging.planning.clean_expired_staging"),
+    ("deletion", "custody.planning.plan_deletions"),
     ("partial data", "opsdb.recovery.discard_expired_partial_data"),
     ("route health", "transfers.services.route_health_pass"),
 ]
@@ -279,6 +282,14 @@ ROUTE_SUCCESS_MIN_ATTEMPTS = env_int("ROUTE_SUCCESS_MIN_ATTEMPTS", 10, minimum=1
 ROUTE_COOLDOWN_SECONDS = env_int("ROUTE_COOLDOWN_SECONDS", 30 * 60, minimum=0)
 
 # Staging lifetime for scientists' requests.
+# Custody (docs/custody.md): a buffer copy of a raw package may go once the package is verified in
+# every long-term archive its routes deliver it to and at least this many archives at distinct sites.
+ARCHIVE_MIN_COPIES = env_int("ARCHIVE_MIN_COPIES", 1, minimum=1)
+# Copies one delete job covers at most (all at one location).
+DELETE_JOB_MAX_COPIES = env_int("DELETE_JOB_MAX_COPIES", 500, minimum=1)
+# Deletion pauses itself at a location when this many deletions failed there since the last pass.
+DELETION_PAUSE_AFTER_FAILURES = env_int("DELETION_PAUSE_AFTER_FAILURES", 10, minimum=1)
+
 STAGING_DEFAULT_LIFETIME_DAYS = env_int("STAGING_DEFAULT_LIFETIME_DAYS", 14, minimum=1)
 STAGING_MAX_LIFETIME_DAYS = env_int("STAGING_MAX_LIFETIME_DAYS", 90, minimum=1)
 # At most this many packages in one selection / request (bounds "select all results").
