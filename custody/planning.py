@@ -20,7 +20,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F, Sum
+from django.db.models import F
 from django.db.models.expressions import RawSQL
 
 from custody.models import DeletionItem, DeletionJob, DeletionOutcome
@@ -44,15 +44,20 @@ class CopyKind:
     size_sql: str  # SQL of the copy's size, over the copy table aliased ``c``
     size_join: str
     noun: str
+    nouns: str
+
+    def count(self, n: int) -> str:
+        return f"{n} {self.noun if n == 1 else self.nouns}"
 
 
 KINDS = (
     CopyKind("raw_package_copy", RawDataPackageCopy, "p.size",
-             "JOIN opsdb_rawdatapackage p ON p.id = c.raw_package_id", "raw package copy"),
+             "JOIN opsdb_rawdatapackage p ON p.id = c.raw_package_id", "raw package copy", "raw package copies"),
     CopyKind("transfer_package_copy", DataTransferPackageCopy, "COALESCE(b.size, b.payload_size)",
-             "JOIN transfers_datatransferpackage b ON b.id = c.transfer_package_id", "bundle archive"),
+             "JOIN transfers_datatransferpackage b ON b.id = c.transfer_package_id", "bundle archive",
+             "bundle archives"),
     CopyKind("file_copy", RawDataFileCopy, "f.size",
-             "JOIN opsdb_rawdatafile f ON f.id = c.raw_file_id", "file access record"),
+             "JOIN opsdb_rawdatafile f ON f.id = c.raw_file_id", "file access record", "file access records"),
 )
 
 
@@ -181,10 +186,10 @@ def _say_scheduled(result: PassResult, location: DataLocation, raw: tuple[int, i
                    sites: str) -> None:
     parts = []
     if raw[0]:
-        parts.append(f"{plural(raw[0], 'raw package copy')} ({human_bytes(raw[1])}): archived and verified at "
+        parts.append(f"{KINDS[0].count(raw[0])} ({human_bytes(raw[1])}): archived and verified at "
                      f"every required site ({sites}), no open job reads them")
     if bundles[0]:
-        parts.append(f"{plural(bundles[0], 'bundle archive')} ({human_bytes(bundles[1])}): every hop from here "
+        parts.append(f"{KINDS[1].count(bundles[0])} ({human_bytes(bundles[1])}): every hop from here "
                      "done and every member archived")
     if parts:
         policy = DeletionPolicy(location.deletion_policy).name
@@ -196,14 +201,11 @@ def _say_scheduled(result: PassResult, location: DataLocation, raw: tuple[int, i
 
 def create_jobs(now: datetime, result: PassResult) -> int:
     """Delete jobs for the DELETION_SCHEDULED copies no open job covers, at locations that delete now."""
-    deleting = [loc.pk for loc in DataLocation.objects.filter(active=True, deletion_enabled=True,
-                                                              deletion_paused_reason="")]
-    if not deleting:
+    names = {loc.pk: str(loc) for loc in DataLocation.objects.select_related("site").filter(
+        active=True, deletion_enabled=True, deletion_paused_reason="")}
+    if not names:
         return 0
-    created = 0
-    for kind in KINDS:
-        created += _jobs_for(kind, deleting, now, result)
-    return created
+    return sum(_jobs_for(kind, names, now, result) for kind in KINDS)
 
 
 def _uncovered(kind: CopyKind, location_ids: list[int]) -> str:
@@ -219,8 +221,8 @@ def _uncovered(kind: CopyKind, location_ids: list[int]) -> str:
     )
 
 
-def _jobs_for(kind: CopyKind, location_ids: list[int], now: datetime, result: PassResult) -> int:
-    groups = _groups(kind, location_ids)
+def _jobs_for(kind: CopyKind, names: dict[int, str], now: datetime, result: PassResult) -> int:
+    groups = _groups(kind, list(names))
     if not groups:
         return 0
     limit = settings.DELETE_JOB_MAX_COPIES
@@ -228,17 +230,16 @@ def _jobs_for(kind: CopyKind, location_ids: list[int], now: datetime, result: Pa
     for location_id, failures, count, _ in groups:
         due = now + backoff_delay(failures) if failures else None
         jobs = [DeletionJob(location_id=location_id, next_attempt_at=due, created_at=now,
-                            reason=f"{kind.noun}s scheduled for deletion") for _ in range((count + limit - 1) // limit)]
+                            reason=f"{kind.nouns} scheduled for deletion") for _ in range((count + limit - 1) // limit)]
         planned.append((location_id, failures, jobs))
     DeletionJob.objects.bulk_create([job for _, _, jobs in planned for job in jobs])
     for location_id, failures, jobs in planned:
         _fill(kind, jobs, location_id, failures, limit)
     new_ids = [job.pk for _, _, jobs in planned for job in jobs]
     _set_sizes(new_ids)
-    names = dict((loc.pk, str(loc)) for loc in DataLocation.objects.select_related("site").filter(pk__in=location_ids))
     for location_id, count, size in _totals(groups):
         ids = [job.pk for loc, _, jobs in planned if loc == location_id for job in jobs]
-        result.say(f"{plural(len(ids), 'delete job')} ({plural(count, kind.noun)}, {human_bytes(size)}) at "
+        result.say(f"{plural(len(ids), 'delete job')} ({kind.count(count)}, {human_bytes(size)}) at "
                    f"{names.get(location_id)}: #{ids[0]}{'…#' + str(ids[-1]) if len(ids) > 1 else ''}")
     return len(new_ids)
 
@@ -277,9 +278,8 @@ def _fill(kind: CopyKind, jobs: list[DeletionJob], location_id: int, failures: i
 
 
 def _set_sizes(job_ids: list[int]) -> None:
-    sizes = dict(DeletionItem.objects.filter(job_id__in=job_ids).values("job_id").annotate(total=Sum("size"))
-                 .values_list("job_id", "total"))
-    jobs = DeletionJob.objects.filter(pk__in=job_ids).only("pk", "size")
-    for job in jobs:
-        job.size = sizes.get(job.pk, 0)
-    DeletionJob.objects.bulk_update(jobs, ["size"], batch_size=1000)
+    """Each new job's size: the sum of its items' (one UPDATE)."""
+    jobs, items = DeletionJob._meta.db_table, DeletionItem._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {jobs} SET size = (SELECT COALESCE(SUM(i.size), 0) FROM {items} i "
+                       f"WHERE i.job_id = {jobs}.id) WHERE id IN ({', '.join(str(int(pk)) for pk in job_ids)})")

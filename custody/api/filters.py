@@ -1,6 +1,6 @@
-from custody.models import DeletionJob
 import django_filters as filters
 
+from custody.models import DeletionJob
 from opsdb.api.filters import IdFilter, JobFilterSet
 
 
