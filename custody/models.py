@@ -70,6 +70,10 @@ class DeletionItem(models.Model):
                 name="deletionitem_one_copy",
             ),
             models.CheckConstraint(condition=Q(outcome__in=DeletionOutcome.values), name="deletionitem_outcome_valid"),
+            # A copy waits in one delete job at most: two jobs never delete the same file.
+            *[models.UniqueConstraint(fields=[field], condition=Q(outcome="WAITING", **{f"{field}__isnull": False}),
+                                      name=f"deletionitem_{field}_waiting_once")
+              for field in ("raw_package_copy", "transfer_package_copy", "file_copy")],
         ]
 
     def __str__(self) -> str:

@@ -65,6 +65,7 @@ def plan_deletions(*, now: datetime) -> PassResult:
     """The scheduler's deletion pass (see the module docstring)."""
     result = PassResult("deletion")
     locations = list(DataLocation.objects.select_related("site").filter(active=True))
+    release_cancelled(now, result)
     pause_failing(locations, now, result)
     deleting = [loc for loc in locations if loc.deletes]
     if deleting:
@@ -73,6 +74,22 @@ def plan_deletions(*, now: datetime) -> PassResult:
             result.count += schedule_at(location, required, now, result)
     create_jobs(now, result)
     return result
+
+
+# --- 0. cancelled jobs -----------------------------------------------------------------------------
+
+def release_cancelled(now: datetime, result: PassResult) -> None:
+    """Copies of delete jobs an operator cancelled are kept (PRESENT again); the policy may schedule them anew."""
+    waiting = DeletionItem.objects.filter(job__status=JobStatus.CANCELLED, outcome=DeletionOutcome.WAITING)
+    if not waiting.exists():
+        return
+    kept = 0
+    for kind in KINDS:
+        copies = kind.model.objects.filter(pk__in=waiting.filter(**{f"{kind.name}__isnull": False})
+                                           .values(f"{kind.name}_id"))
+        kept += copies_transition(copies, "keep", description="its delete job was cancelled", now=now)
+    if waiting.update(outcome=DeletionOutcome.KEPT):
+        result.say(f"{plural(kept, 'copy')} of cancelled delete jobs kept")
 
 
 # --- 1. failures ---------------------------------------------------------------------------------
@@ -217,7 +234,7 @@ def _uncovered(kind: CopyKind, location_ids: list[int]) -> str:
     return (
         f"FROM {table} c {kind.size_join} WHERE c.status = 'DELETION_SCHEDULED' AND c.location_id IN ({locs}) "
         f"AND NOT EXISTS (SELECT 1 FROM {items} i JOIN {jobs} j ON j.id = i.job_id "
-        f"WHERE i.{kind.name}_id = c.id AND j.status IN ('PENDING', 'ACTIVE', 'FAILED'))"
+        f"WHERE i.{kind.name}_id = c.id AND i.outcome = 'WAITING' AND j.status IN ('PENDING', 'ACTIVE', 'FAILED'))"
     )
 
 
@@ -266,14 +283,16 @@ def _fill(kind: CopyKind, jobs: list[DeletionJob], location_id: int, failures: i
     """The group's uncovered copies, in id order, ``limit`` to a job (one INSERT … SELECT)."""
     items = DeletionItem._meta.db_table
     chunks = ", ".join(f"({n}, {int(job.pk)})" for n, job in enumerate(jobs))
+    postgres = connection.vendor == "postgresql"
     with connection.cursor() as cursor:
+        # A copy already waiting in another job (the unique constraint) is skipped, never given twice.
         cursor.execute(
             f"WITH j(chunk, job_id) AS (VALUES {chunks}) "
-            f"INSERT INTO {items} (job_id, {kind.name}_id, path, size, outcome, error) "
+            f"INSERT {'' if postgres else 'OR IGNORE '}INTO {items} (job_id, {kind.name}_id, path, size, outcome, error) "
             f"SELECT j.job_id, s.id, s.path, s.size, %s, '' FROM "
             f"(SELECT c.id, c.path, {kind.size_sql} AS size, ROW_NUMBER() OVER (ORDER BY c.id) - 1 AS rn "
             f"{_uncovered(kind, [location_id])} AND c.deletion_failures = %s) s "
-            f"JOIN j ON j.chunk = s.rn / %s",
+            f"JOIN j ON j.chunk = s.rn / %s{' ON CONFLICT DO NOTHING' if postgres else ''}",
             [DeletionOutcome.WAITING, failures, limit])
 
 

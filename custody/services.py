@@ -53,6 +53,8 @@ def deletion_job_start(job: DeletionJob) -> bool:
     if not (location.deletion_enabled and not location.deletion_paused_reason):
         return False
     waiting = DeletionItem.objects.filter(job=job, outcome=DeletionOutcome.WAITING)
+    if not waiting.exists():
+        _revive_failed(job)
     _keep_no_longer_allowed(job, location, waiting)
     for field in COPY_FIELDS:
         copies_transition(_copies(job, field, waiting.values("pk")), "retry_deletion",
@@ -69,6 +71,14 @@ def deletion_job_start(job: DeletionJob) -> bool:
         job.save()
         return False
     return True
+
+
+def _revive_failed(job: DeletionJob) -> None:
+    """An operator retried a FAILED job: its copies still DELETION_FAILED wait in it again."""
+    for field, model in COPY_FIELDS.items():
+        failed = model.objects.filter(status=CopyStatus.DELETION_FAILED).values("pk")
+        DeletionItem.objects.filter(job=job, outcome=DeletionOutcome.FAILED, **{f"{field}_id__in": failed}).update(
+            outcome=DeletionOutcome.WAITING, error="")
 
 
 def _keep_no_longer_allowed(job: DeletionJob, location: DataLocation, waiting) -> None:
@@ -173,6 +183,10 @@ def deletion_job_failed(job: DeletionJob, *, lease_expired: bool = False) -> Non
     for field in COPY_FIELDS:
         moved += copies_transition(_copies(job, field).filter(status=CopyStatus.DELETION_IN_PROGRESS), target,
                                    description=f"delete job #{job.pk}: {why}"[:500])
+    if job.status == JobStatus.FAILED:
+        # Its copies are DELETION_FAILED: an operator retries the job, or the copies one by one.
+        DeletionItem.objects.filter(job=job, outcome=DeletionOutcome.WAITING).update(
+            outcome=DeletionOutcome.FAILED, error=why[:500])
     DataLocation.objects.filter(pk=job.location_id).update(
         deletion_failures_recent=F("deletion_failures_recent") + moved, deletion_last_error=why[:500])
 

@@ -84,4 +84,16 @@ class Migration(migrations.Migration):
             model_name='deletionitem',
             constraint=models.CheckConstraint(condition=models.Q(('outcome__in', ['WAITING', 'DELETED', 'GONE', 'FAILED', 'KEPT'])), name='deletionitem_outcome_valid'),
         ),
+        migrations.AddConstraint(
+            model_name='deletionitem',
+            constraint=models.UniqueConstraint(condition=models.Q(('outcome', 'WAITING'), ('raw_package_copy__isnull', False)), fields=('raw_package_copy',), name='deletionitem_raw_package_copy_waiting_once'),
+        ),
+        migrations.AddConstraint(
+            model_name='deletionitem',
+            constraint=models.UniqueConstraint(condition=models.Q(('outcome', 'WAITING'), ('transfer_package_copy__isnull', False)), fields=('transfer_package_copy',), name='deletionitem_transfer_package_copy_waiting_once'),
+        ),
+        migrations.AddConstraint(
+            model_name='deletionitem',
+            constraint=models.UniqueConstraint(condition=models.Q(('file_copy__isnull', False), ('outcome', 'WAITING')), fields=('file_copy',), name='deletionitem_file_copy_waiting_once'),
+        ),
     ]

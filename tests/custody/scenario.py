@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from django.utils import timezone
 
-from opsdb.choices import DeletionPolicy, JobStatus, LocationType
+from opsdb.choices import DeletionPolicy, JobStatus
 from opsdb.models import DataLocation, RawDataPackageCopy
 from tests import factories as f
 from tests.topology import SiteLocations, direct, site

@@ -2,12 +2,14 @@
 
 import pytest
 from django.utils import timezone
+from django_fsm_log.models import StateLog
 
-from custody.models import DeletionItem, DeletionJob
+from custody.models import DeletionItem, DeletionJob, DeletionOutcome
 from custody.planning import plan_deletions, used_bytes
 from opsdb.choices import CopyStatus, DeletionPolicy, JobStatus
 from opsdb.models import DataLocation, RawDataFileCopy, RawDataPackageCopy
 from opsdb.scheduler import plan_dry_run
+from opsdb.services import job_cancel
 from tests import factories as f
 from tests.custody.scenario import deliver, policy, world
 from transfers.models import DataTransferPackageCopy
@@ -93,10 +95,10 @@ def test_jobs_are_split_at_the_maximum(settings):
     assert sorted(job.size for job in raw_jobs) == [1000, 2000, 2000]
 
 
-# locations · required sites (locations, routes) · per deleting location: site names, raw ids and sizes,
+# locations · items of cancelled jobs · required sites (locations, routes) · per deleting location: site names, raw ids and sizes,
 # raw schedule, bundle sizes, bundle schedule · jobs: deleting locations, per kind: groups, then for the
 # kinds that have some: job insert, item insert, sizes, location names · savepoints of the transitions
-PASS_QUERIES = 26
+PASS_QUERIES = 27
 
 
 @pytest.mark.parametrize("packages", [1, 3, 10])
@@ -207,6 +209,24 @@ def test_dry_run_lists_what_would_be_deleted_and_changes_nothing():
                in line for line in lines), lines
     assert statuses(w.ccat.buffer) == [CopyStatus.PRESENT] * 2
     assert DeletionJob.objects.count() == 0
+
+
+def test_cancelled_job_copies_are_kept_and_scheduled_again():
+    w = world()
+    deliver(w, w.cologne)
+    deliver(w, w.cornell)
+    plan_deletions(now=timezone.now())
+    for job in DeletionJob.objects.all():
+        job_cancel(job=job)
+
+    plan_deletions(now=timezone.now())
+
+    assert set(DeletionItem.objects.filter(job__status=JobStatus.CANCELLED).values_list("outcome", flat=True)) == {
+        DeletionOutcome.KEPT}
+    # Kept, then scheduled anew by the policy in the same pass (the deletion switch is what stops it).
+    assert statuses(w.ccat.buffer) == [CopyStatus.DELETION_SCHEDULED] * 2
+    assert StateLog.objects.filter(transition="keep").count() == 3
+    assert DeletionJob.objects.filter(status=JobStatus.PENDING).count() == 2
 
 
 def test_expired_staging_files_are_scheduled_and_get_a_job():
