@@ -288,7 +288,8 @@ def _fill(kind: CopyKind, jobs: list[DeletionJob], location_id: int, failures: i
         # A copy already waiting in another job (the unique constraint) is skipped, never given twice.
         cursor.execute(
             f"WITH j(chunk, job_id) AS (VALUES {chunks}) "
-            f"INSERT {'' if postgres else 'OR IGNORE '}INTO {items} (job_id, {kind.name}_id, path, size, outcome, error) "
+            f"INSERT {'' if postgres else 'OR IGNORE '}INTO {items} "
+            f"(job_id, {kind.name}_id, path, size, outcome, error) "
             f"SELECT j.job_id, s.id, s.path, s.size, %s, '' FROM "
             f"(SELECT c.id, c.path, {kind.size_sql} AS size, ROW_NUMBER() OVER (ORDER BY c.id) - 1 AS rn "
             f"{_uncovered(kind, [location_id])} AND c.deletion_failures = %s) s "

@@ -95,9 +95,9 @@ def test_jobs_are_split_at_the_maximum(settings):
     assert sorted(job.size for job in raw_jobs) == [1000, 2000, 2000]
 
 
-# locations · items of cancelled jobs · required sites (locations, routes) · per deleting location: site names, raw ids and sizes,
-# raw schedule, bundle sizes, bundle schedule · jobs: deleting locations, per kind: groups, then for the
-# kinds that have some: job insert, item insert, sizes, location names · savepoints of the transitions
+# locations · items of cancelled jobs · required sites (locations, routes) · per deleting location: site
+# names, raw sizes, raw schedule, bundle sizes, bundle schedule · jobs: deleting locations, per kind:
+# groups, then for the kinds that have some: job insert, item insert, sizes · savepoints of the transitions
 PASS_QUERIES = 27
 
 
