@@ -15,6 +15,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
+from custody.models import DeletionJob
 from tests import factories as f
 from tests.apiclient import ensure_role_groups, token_client, worker
 
@@ -29,9 +30,9 @@ SIGNED_IN = {"scientist", "worker", "operator"}
 CATALOGUE = ["site", "datalocation", "instrument", "observation", "rawdatapackage", "rawdatafile",
              "rawdatapackagecopy", "rawdatafilecopy"]
 OPERATIONS = ["datatransferroute", "datatransferpackage", "datatransferpackagecopy", "datatransfer",
-              "datatransferunpack", "datatransferlog", "longtermarchivetransfer"]
+              "datatransferunpack", "datatransferlog", "longtermarchivetransfer", "deletionjob"]
 WRITABLE = ["site", "datalocation", "datatransferroute"]
-JOBS = ["datatransferpackage", "datatransfer", "datatransferunpack", "longtermarchivetransfer"]
+JOBS = ["datatransferpackage", "datatransfer", "datatransferunpack", "longtermarchivetransfer", "deletionjob"]
 
 
 def _policy() -> dict[str, dict[str, set[str]]]:
@@ -121,6 +122,7 @@ def world():
         "datatransfer": f.DataTransferFactory().pk, "datatransferunpack": f.DataTransferUnpackFactory().pk,
         "datatransferlog": f.DataTransferLogFactory().pk, "longtermarchivetransfer": archive_job.pk,
         "stagingjob": f.StagingJobPackageFactory().job.pk, "archive-job": archive_job.pk,
+        "deletionjob": DeletionJob.objects.create(location=archive_job.source_location).pk,
     }
 
 
