@@ -42,6 +42,7 @@ DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/opsdb_bench_scale"
 SMALL = 1000
 TARGET_MS = 300.0
 TARGET_RATIO = 2.0
+BENCH_TOKEN = "opsdb-bench-worker-token"  # a throw-away database's worker: a fixed token is fine
 BUILT_MARK = "opsdb_bench_built"  # a one-row table: the size the database was built for
 
 
@@ -85,6 +86,7 @@ def child_env(url: str) -> dict[str, str]:
         "DATABASE_URL": url, "DEBUG": "0", "SECRET_KEY": env.get("SECRET_KEY", "bench-only-" + "x" * 40),
         "ALLOWED_HOSTS": "testserver", "SECURE_SSL_REDIRECT": "0", "LOG_LEVEL": "WARNING",
         "DJANGO_SETTINGS_MODULE": "opsdb.settings", "DB_CONN_MAX_AGE": "0",
+        "EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
     })
     return env
 
@@ -147,11 +149,11 @@ def build(rows: int) -> None:
 
 def build_topology() -> dict:
     from django.contrib.auth.models import Group, User
-    from rest_framework.authtoken.models import Token
 
     from opsdb import roles
     from opsdb.choices import LocationType
-    from opsdb.models import DataLocation, Instrument, Site, WorkerProfile
+    from opsdb.models import ApiToken, DataLocation, Instrument, Site, WorkerProfile
+    from opsdb.tokens import token_digest
     from transfers.choices import RouteType
     from transfers.models import DataTransferRoute
 
@@ -177,7 +179,8 @@ def build_topology() -> dict:
     worker = User.objects.create_user("bench-worker")
     worker.groups.add(Group.objects.get(name=roles.WORKERS))
     WorkerProfile.objects.create(user=worker)
-    Token.objects.create(user=worker)
+    # Tokens are stored as digests only: the bench's worker has a fixed token the measuring child knows.
+    ApiToken.objects.create(user=worker, name="bench", prefix=BENCH_TOKEN[:8], digest=token_digest(BENCH_TOKEN))
     return {"locs": locs, "instruments": instruments, "direct": direct.pk, "relay": relay.pk,
             "scientist": scientist.pk, "operator": operator.pk}
 
@@ -317,8 +320,9 @@ def build_logs(rows: int, ids: dict) -> None:
     from django.utils import timezone
     from django_fsm_log.models import StateLog
 
+    from opsdb.models import DataTransferLog
     from staging.models import LongTermArchiveTransfer
-    from transfers.models import DataTransfer, DataTransferLog
+    from transfers.models import DataTransfer
 
     now = timezone.now()
     archive = ContentType.objects.get_for_model(LongTermArchiveTransfer).pk
@@ -467,13 +471,11 @@ def timed(fetch) -> tuple[float, int, int]:
 def measure(repeat: int, only: str | None) -> dict:
     from django.contrib.auth.models import User
     from django.test import Client
-    from rest_framework.authtoken.models import Token
 
     client, scientist_client = Client(), Client()
     client.force_login(User.objects.get(username="bench-operator"))
     scientist_client.force_login(User.objects.get(username="bench-scientist"))
-    token = Token.objects.get(user__username="bench-worker").key
-    headers = {"HTTP_AUTHORIZATION": f"Token {token}"}
+    headers = {"HTTP_AUTHORIZATION": f"Token {BENCH_TOKEN}"}
     results = {}
     for label, method, target in pages(client, scientist_client, headers):
         if only and not re.search(only, label):

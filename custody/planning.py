@@ -131,7 +131,7 @@ def schedule_at(location: DataLocation, required: dict[int, set[int]], now: date
 
 
 def required_site_names(location: DataLocation, required: dict[int, set[int]]) -> set[str]:
-    names = dict(DataLocation.objects.filter(site_id__in=required.get(location.pk, ()))
+    names = dict(DataLocation.objects.filter(site_id__in=required.get(location.site_id, ()))
                  .values_list("site_id", "site__name").distinct())
     return set(names.values())
 

@@ -2,13 +2,12 @@
 
 A **raw package copy** at a SOURCE or BUFFER location may go only when all of this holds:
 
-1. the package is *safe*: it has a verified PRESENT copy (status PRESENT, checksum verified,
-   ``verified_at`` set) in a LONG_TERM_ARCHIVE location at **every** site its routes deliver it
-   to, and such copies at no fewer than ``ARCHIVE_MIN_COPIES`` distinct sites. "Its routes" are
-   those from where its bundle was built (for a package not yet bundled: from where the copy is):
-   the destination sites of the active site-level routes of that site, the sites of the
-   destination locations of active CUSTOM routes from that location, and the site itself —
-   each counted when it has an active LONG_TERM_ARCHIVE location (``required_archive_sites``);
+1. the package is *safe*: it has a safe archive copy (PRESENT in a LONG_TERM_ARCHIVE location,
+   its own checksum verified) at **every** site its routes deliver it to, and such copies at no
+   fewer than ``ARCHIVE_MIN_COPIES`` distinct sites. The sites its routes deliver it to are the
+   project's one definition (``settings.CUSTODY_ARCHIVE_SITES``, ``transfers.destinations``):
+   from each site where it has a copy outside the archives, every site the active routes reach,
+   that site included, that has an active long-term archive;
 2. no open job (PENDING, ACTIVE, or FAILED and so waiting for an operator's retry) reads it:
    the build of its bundle at that location, an archive transfer from that location, a staging
    job reading it there;
@@ -21,26 +20,25 @@ open, and every member raw package is safe (1.) — so a relay's copy stays unti
 left and the data it carries is archived wherever its routes deliver it.
 
 Both are one SELECT of copy ids each (``deletable_raw_copies_sql`` / ``deletable_bundle_copies_sql``),
-with the required sites as a small VALUES list computed from the routes (a handful of rows). The
+with the required sites as a small VALUES list of (site of a copy, archive site) pairs computed
+from the routes (a handful of rows). The
 database guard (``opsdb/migrations/0010_copy_lifecycle.py``) backs rule 1 whatever the code path:
 the last verified PRESENT copy of a raw package cannot be deleted.
 """
 
-from collections import defaultdict
 from collections.abc import Sequence
 
 from django.conf import settings
 
+from opsdb import custody
 from opsdb.choices import CopyStatus, JobStatus, LocationType
 from opsdb.models import DataLocation, RawDataPackage, RawDataPackageCopy
 from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
-from transfers.choices import RouteType
 from transfers.models import (
     DataTransfer,
     DataTransferPackage,
     DataTransferPackageCopy,
     DataTransferPackageMember,
-    DataTransferRoute,
     DataTransferUnpack,
 )
 
@@ -49,23 +47,18 @@ DELETABLE_TYPES = (LocationType.SOURCE, LocationType.BUFFER)
 
 
 def required_archive_sites() -> dict[int, set[int]]:
-    """Per SOURCE/BUFFER location id: the sites whose archive must hold a package from there (two queries)."""
-    locations = list(DataLocation.objects.values_list("pk", "site_id", "location_type", "active"))
-    archive_sites = {site for _, site, kind, active in locations if kind == LocationType.LONG_TERM_ARCHIVE and active}
-    site_of = {pk: site for pk, site, _, _ in locations}
-    by_site: dict[int, set[int]] = defaultdict(set)
-    by_location: dict[int, set[int]] = defaultdict(set)
-    for route in DataTransferRoute.objects.active():
-        if route.route_type == RouteType.CUSTOM:
-            by_location[route.origin_location_id].add(site_of.get(route.destination_location_id))
-        else:
-            by_site[route.origin_site_id].add(route.destination_site_id)
-    required = {}
-    for pk, site, kind, _ in locations:
-        if kind in DELETABLE_TYPES:
-            wanted = {site} | by_site[site] | by_location[pk]
-            required[pk] = wanted & archive_sites
-    return required
+    """Per site id: the sites whose archive must hold a package that has a copy there (three queries).
+
+    The project's one definition (``settings.CUSTODY_ARCHIVE_SITES``, used by "where is my data"
+    too), asked once per site: a package's required archives are the union over the sites of its
+    copies outside the archives.
+    """
+    one_location = {}
+    for pk, site_id in (DataLocation.objects.exclude(location_type=LocationType.LONG_TERM_ARCHIVE)
+                        .order_by("pk").values_list("pk", "site_id")):
+        one_location.setdefault(site_id, pk)
+    by_site = custody.required_archive_sites({site: [loc] for site, loc in one_location.items()})
+    return {site: set(sites) for site, sites in by_site.items()}
 
 
 def _tables() -> dict[str, str]:
@@ -78,25 +71,30 @@ def _tables() -> dict[str, str]:
 
 
 def _required_values(required: dict[int, set[int]]) -> str:
-    """The required (origin location, archive site) pairs as a VALUES list; (0, 0) matches nothing."""
+    """The required (site of a copy, archive site) pairs as a VALUES list; (0, 0) matches nothing."""
     pairs = sorted((loc, site) for loc, sites in required.items() for site in sites) or [(0, 0)]
     return ", ".join(f"({int(loc)}, {int(site)})" for loc, site in pairs)
 
 
-def _safe(package: str, origin: str, t: dict[str, str]) -> str:
-    """SQL: the package ``package`` (an id expression) from ``origin`` (a location id expression) is safe.
+def _safe(package: str, t: dict[str, str]) -> str:
+    """SQL: the package ``package`` (an id expression) is safe.
 
-    Inside an f-string, so the minimum number of archive sites is inlined (an integer setting).
+    A safe archive copy is PRESENT in a LONG_TERM_ARCHIVE location with the package's own checksum
+    verified (``opsdb.custody.is_safe_copy``). Inside an f-string, so the minimum number of archive
+    sites is inlined (an integer setting).
     """
-    verified_archive = (
+    safe_archive = (
         f"FROM {t['copy']} a JOIN {t['loc']} al ON al.id = a.location_id "
-        f"WHERE a.raw_package_id = {package} AND al.location_type = 'LONG_TERM_ARCHIVE' "
-        "AND a.status = 'PRESENT' AND a.checksum_verified <> '' AND a.verified_at IS NOT NULL"
+        f"WHERE a.raw_package_id = {package} AND al.location_type = 'LONG_TERM_ARCHIVE' AND a.status = 'PRESENT' "
+        f"AND a.checksum_verified <> '' AND LOWER(a.checksum_verified) = "
+        f"LOWER((SELECT sp.checksum FROM {t['pkg']} sp WHERE sp.id = {package}))"
     )
     return (
-        f"(SELECT COUNT(DISTINCT al.site_id) {verified_archive}) >= {int(settings.ARCHIVE_MIN_COPIES)} "
-        f"AND NOT EXISTS (SELECT 1 FROM required r WHERE r.origin_location_id = {origin} "
-        f"AND NOT EXISTS (SELECT 1 {verified_archive} AND al.site_id = r.site_id))"
+        f"(SELECT COUNT(DISTINCT al.site_id) {safe_archive}) >= {int(settings.ARCHIVE_MIN_COPIES)} "
+        f"AND NOT EXISTS (SELECT 1 FROM {t['copy']} o JOIN {t['loc']} ol ON ol.id = o.location_id "
+        f"JOIN required r ON r.origin_site_id = ol.site_id WHERE o.raw_package_id = {package} "
+        f"AND ol.location_type <> 'LONG_TERM_ARCHIVE' "
+        f"AND NOT EXISTS (SELECT 1 {safe_archive} AND al.site_id = r.site_id))"
     )
 
 
@@ -127,7 +125,7 @@ def deletable_raw_copies_sql(location_ids: Sequence[int], required: dict[int, se
     values = _required_values(required)
     ids = f"AND c.id IN ({_ints(copy_ids)})" if copy_ids is not None else ""
     sql = (
-        f"WITH required(origin_location_id, site_id) AS (VALUES {values}) "
+        f"WITH required(origin_site_id, site_id) AS (VALUES {values}) "
         f"SELECT c.id, p.size, (SELECT MIN(a.verified_at) FROM {t['copy']} a JOIN {t['loc']} al "
         f"ON al.id = a.location_id WHERE a.raw_package_id = c.raw_package_id "
         f"AND al.location_type = 'LONG_TERM_ARCHIVE' AND a.status = 'PRESENT') AS archived_at "
@@ -137,7 +135,7 @@ def deletable_raw_copies_sql(location_ids: Sequence[int], required: dict[int, se
         f"LEFT JOIN {t['bundle']} b ON b.id = m.transfer_package_id "
         f"WHERE c.status = {_status(status)} AND c.location_id IN ({_ints(location_ids)}) {ids} "
         f"AND l.location_type IN ('SOURCE', 'BUFFER') "
-        f"AND {_safe('c.raw_package_id', 'COALESCE(b.origin_location_id, c.location_id)', t)} "
+        f"AND {_safe('c.raw_package_id', t)} "
         f"AND NOT (b.id IS NOT NULL AND b.origin_location_id = c.location_id AND {_open('b.status')}) "
         f"AND NOT EXISTS (SELECT 1 FROM {t['archive']} at WHERE at.raw_package_id = c.raw_package_id "
         f"AND at.source_location_id = c.location_id AND {_open('at.status')}) "
@@ -157,7 +155,7 @@ def deletable_bundle_copies_sql(location_ids: Sequence[int], required: dict[int,
     values = _required_values(required)
     ids = f"AND d.id IN ({_ints(copy_ids)})" if copy_ids is not None else ""
     sql = (
-        f"WITH required(origin_location_id, site_id) AS (VALUES {values}) "
+        f"WITH required(origin_site_id, site_id) AS (VALUES {values}) "
         f"SELECT d.id, COALESCE(b.size, b.payload_size) AS size, d.created_at AS archived_at "
         f"FROM {t['bcopy']} d JOIN {t['loc']} l ON l.id = d.location_id "
         f"JOIN {t['bundle']} b ON b.id = d.transfer_package_id "
@@ -165,7 +163,7 @@ def deletable_bundle_copies_sql(location_ids: Sequence[int], required: dict[int,
         f"AND l.location_type IN ('SOURCE', 'BUFFER') AND b.status = 'COMPLETED' "
         f"AND {_no_open_hop('b.id', 'd.location_id', t)} "
         f"AND NOT EXISTS (SELECT 1 FROM {t['member']} m WHERE m.transfer_package_id = b.id "
-        f"AND NOT ({_safe('m.raw_package_id', 'b.origin_location_id', t)}))"
+        f"AND NOT ({_safe('m.raw_package_id', t)}))"
     )
     return sql
 

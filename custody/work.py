@@ -42,6 +42,8 @@ class DeleteHandler(JobKindHandler):
     result_serializer = DeleteResult
     result_related = ("location__site",)
     attention_label = "Delete jobs waiting for an operator (their copies are DELETION_FAILED)"
+    site_field = "location__site"
+    size_field = "size"
 
     def queryset(self) -> QuerySet:
         return DeletionJob.objects.select_related("location__site")

@@ -11,6 +11,7 @@ from django.contrib.contenttypes.admin import GenericTabularInline
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.db.models import Count, Exists, OuterRef, Prefetch
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -19,8 +20,12 @@ from django_fsm_log.models import StateLog
 from rangefilter.filters import DateRangeQuickSelectListFilterBuilder
 from simple_history.admin import SimpleHistoryAdmin
 
-from opsdb.admin_tables import LargeTableAdmin
+from opsdb.admin_tables import CappedChangeList, LargeTableAdmin
 from opsdb.choices import CopyStatus, DeletionPolicy, JobStatus
+from opsdb.custody import raw_package_custody, safety_summary
+from opsdb.explain import attach_explanations, attach_raw_package_explanations, explanation_of
+from opsdb.explanation import Explanation, age, clock
+from opsdb.log_links import log_link_html
 from opsdb.models import (
     DataLocation,
     DataTransferLog,
@@ -202,22 +207,26 @@ class DataTransferLogInline(ReadOnlyInlineMixin, GenericTabularInline):
     model = DataTransferLog
     ct_field = "content_type"
     ct_fk_field = "object_id"
-    fields = ("when", "level", "attempt", "worker", "message", "log_path")
+    fields = ("when", "level", "attempt", "worker", "message", "log_file")
     readonly_fields = fields
     verbose_name = "log entry"
     verbose_name_plural = "log entries (newest first)"
 
     def get_queryset(self, request):
-        return super().get_queryset(request).order_by("-created_at", "-pk")
+        return super().get_queryset(request).select_related("content_type").order_by("-created_at", "-pk")
 
     @admin.display(description="when")
     def when(self, obj):
         return exact_time(obj.created_at)
 
+    @admin.display(description="log file")
+    def log_file(self, obj):
+        return log_line_link(obj)
+
 
 JOB_READONLY_FIELDS = (
     "status", "attempts", "attempts_total", "next_attempt_at", "lease_holder", "lease_user", "lease_expires_at",
-    "claimed_at", "heartbeat_at", "bytes_done", "resume_bytes", "resumed_from", "last_error", "log_path",
+    "claimed_at", "heartbeat_at", "bytes_done", "resume_bytes", "resumed_from", "last_error", "log_file",
     "finished_at", "created_at", "updated_at",
 )
 
@@ -286,6 +295,24 @@ def shorten(text: str, length: int) -> str:
     return text if len(text) <= length else text[: length - 1] + "…"
 
 
+class ExplainedChangeList(CappedChangeList):
+    """A job changelist whose rows carry their explanations, computed for the page at once."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        self.result_list = attach_explanations(self.result_list)
+
+
+def explanation_html(explanation: Explanation, *, now=None):
+    """The explanation's sentence, its code and since when (a tooltip with the exact time)."""
+    since = ""
+    if explanation.since is not None:
+        since = format_html(' <small class="quiet" title="{}">since {} ({})</small>', exact_time(explanation.since),
+                            clock(explanation.since, now), age(explanation.since, now))
+    return format_html('<span class="job-explanation" data-code="{}">{}</span>{}', explanation.code,
+                       explanation.message, since)
+
+
 class LeasedJobAdmin(LargeTableAdmin):
     """Admin for a leased job: state read-only, retry/cancel as actions and buttons via the services.
 
@@ -307,6 +334,19 @@ class LeasedJobAdmin(LargeTableAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def get_changelist(self, request, **kwargs):
+        return ExplainedChangeList
+
+    def get_list_display(self, request):
+        """The "why" column right after the status."""
+        columns = [c for c in super().get_list_display(request) if c != "explanation_column"]
+        at = columns.index("status") + 1 if "status" in columns else len(columns)
+        return [*columns[:at], "explanation_column", *columns[at:]]
+
+    @admin.display(description="why")
+    def explanation_column(self, obj):
+        return explanation_html(explanation_of(obj))
 
     def get_list_filter(self, request):
         """The kind's own status choices in place of the plain status filter, and the last-error filter."""
@@ -390,6 +430,8 @@ class LeasedJobAdmin(LargeTableAdmin):
         return HttpResponseRedirect(reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[job.pk]))
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["job_explanation"] = explanation_html(explanation_of(obj))
         if obj is not None and self.has_change_permission(request, obj):
             meta = self.model._meta
             context["job_transitions"] = [
@@ -421,6 +463,15 @@ class LeasedJobAdmin(LargeTableAdmin):
                      key=lambda name: order.get(name, len(order)))  # model order; computed fields last
         state = ("Job state (changes only through transitions)", {"fields": self.job_state_fields})
         return [(None, {"fields": own}), state]
+
+    def get_exclude(self, request, obj=None):
+        """The log path is shown by ``log_file`` (a link or text to copy), never edited."""
+        return (*(super().get_exclude(request, obj) or ()), "log_path")
+
+    @admin.display(description="log file (last attempt)")
+    def log_file(self, obj):
+        """A link when LOG_URL_TEMPLATE is set, else the path as text to copy; ops-db never opens it."""
+        return log_link_html(obj.log_path, kind=self.model.KIND, id=obj.pk, worker=obj.lease_holder)
 
     @admin.display(description="lease expires", ordering="lease_expires_at")
     def lease_column(self, obj):
@@ -553,9 +604,21 @@ def present_locations(copies) -> str:
     return ", ".join(names) or "-"
 
 
+CUSTODY_MATCHES = 20
+
+
+class RawPackageChangeList(CappedChangeList):
+    """Raw packages with why those in no bundle yet wait, computed for the page at once."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        self.result_list = attach_raw_package_explanations(self.result_list)
+
+
 @admin.register(RawDataPackage)
 class RawDataPackageAdmin(LargeTableAdmin):
-    list_display = ("name", "observation", "target", "size_display", "present_at", "created_at")
+    list_display = ("name", "observation", "target", "size_display", "present_at", "waiting", "created_at",
+                    "custody_link")
     list_filter = ("observation__instrument", PresentAtLocationFilter)
     search_fields = ("^name", "^observation__obs_id")
     search_help_text = "Package name or observation id, or how either begins (not case-sensitive)."
@@ -578,6 +641,62 @@ class RawDataPackageAdmin(LargeTableAdmin):
     @admin.display(description="present at")
     def present_at(self, obj):
         return present_locations(obj.copies.all())
+
+    def get_changelist(self, request, **kwargs):
+        return RawPackageChangeList
+
+    @admin.display(description="waiting for a bundle")
+    def waiting(self, obj):
+        explanation = getattr(obj, "explanation", None)
+        return explanation_html(explanation) if explanation else "-"
+
+    @admin.display(description="custody")
+    def custody_link(self, obj):
+        url = reverse("admin:opsdb_rawdatapackage_custody", args=[obj.pk])
+        return format_html('<a href="{}">where is it?</a>', url)
+
+    def get_urls(self):
+        urls = [
+            path("custody/", self.admin_site.admin_view(self.custody_search_view),
+                 name="opsdb_rawdatapackage_custody_search"),
+            path("<path:object_id>/custody/", self.admin_site.admin_view(self.custody_view),
+                 name="opsdb_rawdatapackage_custody"),
+        ]
+        return urls + super().get_urls()
+
+    def custody_search_view(self, request):
+        """Find a package by name: an exact name opens its custody page, a prefix lists the first matches."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        term = request.GET.get("q", "").strip()[:255]
+        matches, exact = [], None
+        if term:
+            exact = RawDataPackage.objects.filter(name=term).values_list("pk", flat=True).first()
+            if exact is not None:
+                return HttpResponseRedirect(reverse("admin:opsdb_rawdatapackage_custody", args=[exact]))
+            matches = list(RawDataPackage.objects.filter(name__istartswith=term).order_by("name")
+                           .values("pk", "name", "created_at")[: CUSTODY_MATCHES + 1])
+        context = {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "title": "Where is my data?",
+            "term": term, "matches": matches[:CUSTODY_MATCHES], "more": len(matches) > CUSTODY_MATCHES,
+        }
+        return TemplateResponse(request, "admin/opsdb/rawdatapackage/custody_search.html", context)
+
+    def custody_view(self, request, object_id):
+        """Every copy of one package, how safe it is, and the work pending on it."""
+        package = self.get_object(request, unquote(object_id))
+        if package is None or not self.has_view_permission(request, package):
+            raise Http404(f"No raw data package with id {object_id!r}.")
+        custody = raw_package_custody(package)
+        work = [(w, reverse(f"admin:{job_kinds[w.kind].model._meta.app_label}_"
+                            f"{job_kinds[w.kind].model._meta.model_name}_change", args=[w.id]))
+                for w in custody.pending_work]
+        context = {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "original": package,
+            "title": f"Where is {package.name}?", "custody": custody, "summary": safety_summary(custody),
+            "work": work,
+        }
+        return TemplateResponse(request, "admin/opsdb/rawdatapackage/custody.html", context)
 
 
 @admin.register(RawDataFile)
@@ -684,16 +803,26 @@ class StateLogAdmin(LargeTableAdmin):
 
 @admin.register(DataTransferLog)
 class DataTransferLogAdmin(LargeTableAdmin):
-    list_display = ("created_at", "level", "job_link", "attempt", "worker", "message", "log_path")
+    list_display = ("created_at", "level", "job_link", "attempt", "worker", "message", "log_file")
     list_filter = ("level", "content_type", ("created_at", DateRangeQuickSelectListFilterBuilder(title="when")))
     search_fields = ("^worker", "^message")
     search_help_text = "Worker name or message, or how either begins (not case-sensitive)."
     list_select_related = ("content_type",)
-    readonly_fields = ("content_type", "object_id", "created_at")
+    readonly_fields = ("content_type", "object_id", "created_at", "log_file")
 
     @admin.display(description="job")
     def job_link(self, obj):
         return generic_link(obj.content_type, obj.object_id)
+
+    @admin.display(description="log file")
+    def log_file(self, obj):
+        return log_line_link(obj)
+
+
+def log_line_link(line: DataTransferLog):
+    """A log line's file as a link or as text to copy (``content_type`` fetched with the line)."""
+    kind = getattr(line.content_type.model_class(), "KIND", "") if line.content_type_id else ""
+    return log_link_html(line.log_path, kind=kind, id=line.object_id, worker=line.worker)
 
 
 def related_or_none(obj, name: str):

@@ -1,5 +1,6 @@
 """Start-up checks for production (DEBUG=0) that Django's own ``check --deploy`` does not make.
 
+- ``LOG_URL_TEMPLATE`` must make http(s) links (``opsdb.checks``; also when DEBUG is on).
 - The static files must have been collected: with the manifest storage every page that links a
   stylesheet fails ("Missing staticfiles manifest entry") until ``manage.py collectstatic`` ran.
 
@@ -11,6 +12,8 @@ from django.conf import settings
 from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage
 from django.core.checks import Error, register
 from django.core.exceptions import ImproperlyConfigured
+
+from opsdb.checks import log_url_template
 
 STATIC_NOT_COLLECTED = "opsdb.E101"  # E001–E007: the job-kind registry (opsdb/checks.py)
 
@@ -32,9 +35,9 @@ def static_files_collected(app_configs=None, **kwargs) -> list[Error]:
 
 
 def refuse_unsafe_start() -> None:
-    """Raise ImproperlyConfigured when a production server would serve broken pages (see the checks above)."""
-    if settings.DEBUG:
-        return
-    errors = static_files_collected()
+    """Raise ImproperlyConfigured when a server would serve broken pages or links (see the checks above)."""
+    errors = log_url_template()
+    if not settings.DEBUG:
+        errors += static_files_collected()
     if errors:
         raise ImproperlyConfigured("; ".join(f"{e.msg} {e.hint}" for e in errors))

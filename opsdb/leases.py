@@ -206,8 +206,20 @@ class LeasedJob(ConcurrentTransitionMixin, models.Model):
     @transition(field=status, source=JobStatus.ACTIVE, target=RETURN_VALUE(JobStatus.PENDING, JobStatus.FAILED))
     def expire(self, *, by=None, description=None):
         """ACTIVE → PENDING or FAILED: the lease ran out without a report; counts as a failed attempt."""
-        holder = self.lease_holder or "worker"
-        return self._record_failure(f"lease held by {holder} expired without a report", timezone.now())
+        return self.record_expiry(timezone.now())
+
+    def record_expiry(self, now: datetime) -> str:
+        """What a lease running out does to the job; the target status (PENDING or FAILED).
+
+        Shared by the ``expire`` transition and the set-based pass (``opsdb.recovery``).
+        """
+        target = self._record_failure(f"lease held by {self.lease_holder or 'worker'} expired without a report", now)
+        self.lease_token = ""  # a late report from the old holder must be refused
+        return target
+
+    def expiry_description(self) -> str:
+        """The state log's description of an expiry (and the start of the job log's line)."""
+        return f"lease of {self.lease_holder or 'worker'} expired"
 
     @fsm_log_by
     @fsm_log_description

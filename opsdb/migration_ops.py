@@ -102,3 +102,41 @@ def last_copy_guard() -> migrations.RunPython:
             schema_editor.execute(sql[1])
 
     return migrations.RunPython(create, drop, elidable=False)
+
+
+def sqlite_objects_kept(*tables: str) -> tuple[migrations.RunPython, migrations.RunPython]:
+    """Two operations to put around operations that make SQLite rebuild ``tables`` (nothing elsewhere).
+
+    SQLite alters a table by rebuilding it, which drops the triggers and hand-made indexes on it, and
+    a rename fails on other tables' triggers that read it. The first operation saves every trigger
+    and index on ``tables`` and every trigger that reads one of them, and drops those triggers; the
+    second creates again whatever is missing, as it was.
+    """
+    saved: list[tuple[str, str]] = []
+
+    def save(apps, schema_editor):
+        if schema_editor.connection.vendor != "sqlite":
+            return
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
+                           "WHERE type IN ('trigger', 'index') AND sql IS NOT NULL")
+            rows = cursor.fetchall()
+        for kind, name, table, sql in rows:
+            if table in tables or (kind == "trigger" and any(t in sql for t in tables)):
+                saved.append((name, sql))
+                if kind == "trigger":
+                    schema_editor.execute(f'DROP TRIGGER IF EXISTS "{name}"')
+
+    def restore(apps, schema_editor):
+        if schema_editor.connection.vendor != "sqlite":
+            return
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute("SELECT name FROM sqlite_master")
+            existing = {row[0] for row in cursor.fetchall()}
+        for name, sql in saved:
+            if name not in existing:
+                schema_editor.execute(sql)
+        saved.clear()
+
+    return (migrations.RunPython(save, restore, elidable=False),
+            migrations.RunPython(restore, save, elidable=False))

@@ -355,6 +355,8 @@ class RawDataPackageCopy(PhysicalCopy):
             models.Index(fields=["location"], condition=Q(status=CopyStatus.PRESENT, archive_planned=False),
                          name="rawpackagecopy_to_archive"),
         ]
+        # Fixity audits read a location's PRESENT copies oldest-verified (never verified first) through
+        # the index rawpackagecopy_fixity_due (migration 0011: NULLS FIRST is written per database).
 
     def __str__(self) -> str:
         return f"{self.raw_package} @ {self.location}"
@@ -438,6 +440,7 @@ class ApiToken(models.Model):
 
 # The job log: every kind's short lines (its name is historical: it began with transfers).
 LOG_MESSAGE_MAX_LENGTH = 500
+REASON_MAX_LENGTH = 500  # an operator's reason for a transition (retry, cancel, pause, resume)
 
 
 class DataTransferLog(models.Model):

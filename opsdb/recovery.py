@@ -42,10 +42,7 @@ def _expire_model(model: type[LeasedJob], now: datetime, result: PassResult) -> 
     jobs = list(queryset)
     if not jobs:
         return 0
-    outcome = {}
-    for job in jobs:
-        outcome[job.pk] = (job.status, job._record_failure(_error(job), now), job.lease_holder)
-        job.lease_token = ""  # a late report from the old holder must be refused
+    outcome = {job.pk: (job.status, job.record_expiry(now), job.expiry_description()) for job in jobs}
     fields = FAILURE_FIELDS + (["requires_intervention"] if hasattr(model, "requires_intervention") else [])
     model.objects.bulk_update(jobs, fields)
     for state in (JobStatus.PENDING, JobStatus.FAILED):
@@ -59,27 +56,26 @@ def _expire_model(model: type[LeasedJob], now: datetime, result: PassResult) -> 
     return len(jobs)
 
 
-def _error(job: LeasedJob) -> str:
-    return f"lease held by {job.lease_holder or 'worker'} expired without a report"
-
-
 def _write_logs(model: type[LeasedJob], jobs: list[LeasedJob], outcome: dict[int, tuple[str, str, str]],
                 now: datetime) -> None:
-    """One StateLog row (transition ``expire``) and one DataTransferLog line per job, in two inserts."""
+    """One StateLog row (transition ``expire``) and one DataTransferLog line per job, in two inserts.
+
+    ``outcome``: job id → (status before, status after, description of the expiry).
+    """
     content_type = ContentType.objects.get_for_model(model)
     StateLog.objects.bulk_create([
         StateLog(
             timestamp=now, source_state=outcome[job.pk][0], state=outcome[job.pk][1], transition="expire",
             content_type=content_type, object_id=job.pk,
-            description=f"lease of {outcome[job.pk][2] or 'worker'} expired",
+            description=outcome[job.pk][2],
         )
         for job in jobs
     ])
     DataTransferLog.objects.bulk_create([
         DataTransferLog(
             content_type=content_type, object_id=job.pk, level=LogLevel.WARNING, created_at=now,
-            message=short_log_message(f"lease of {outcome[job.pk][2] or 'worker'} expired: {job.last_error}"),
-            worker=outcome[job.pk][2], attempt=job.attempts_total,
+            message=short_log_message(f"{outcome[job.pk][2]}: {job.last_error}"),
+            worker=job.lease_holder, attempt=job.attempts_total,
         )
         for job in jobs
     ])

@@ -87,6 +87,9 @@ class JobKindRegistry:
         if not handler.attention_label:
             return checks.Error(f"{path} has no attention_label (the admin's panel of jobs waiting for an operator).",
                                 id="opsdb.E002")
+        if not handler.site_field:
+            return checks.Error(f"{path} has no site_field (the lookup from a job to its site, for explanations).",
+                                id="opsdb.E002")
         if getattr(model, "KIND", None) != kind:
             return checks.Error(f"{path} handles {kind!r} but its model {model.__name__}.KIND is "
                                 f"{getattr(model, 'KIND', None)!r}.", id="opsdb.E005")

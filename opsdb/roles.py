@@ -25,13 +25,54 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("transfers.datatransferunpack", ("view", "change")), ("opsdb.datatransferlog", ("view", "add")),
         ("transfers.datatransferpackagecopy", ("view", "add", "change")),
         ("staging.longtermarchivetransfer", ("view", "change")), ("staging.stagingjob", ("view", "change")),
-        ("staging.stagingjobpackage", ("view", "change")),
+        ("staging.stagingjobpackage", ("view", "change")), ("staging.fixitycheck", ("view", "change")),
         ("custody.deletionjob", ("view", "change")), ("custody.deletionitem", ("view",)),
     ],
 }
 # Operators manage accounts within their own permissions (opsdb/admin_accounts.py); API tokens are
 # opsdb.apitoken, a domain model they hold every permission on.
 OPERATOR_EXTRA = [("auth.user", ("view", "add", "change")), ("django_fsm_log.statelog", ("view",))]
+ROLE_GROUPS = (OPERATORS, SCIENTISTS, WORKERS)
+
+
+# --- who is what: one cache per request's user object ------------------------------------------
+
+def group_names(user) -> set[str]:
+    """The role groups ``user`` is in, read once per user object (one query per request at most).
+
+    Token authentication fills the cache from its own (cached) read; see ``remember_roles``.
+    """
+    if not user or not user.is_authenticated:
+        return set()
+    cache = getattr(user, "_opsdb_groups", None)
+    if cache is None:
+        cache = set(user.groups.filter(name__in=ROLE_GROUPS).values_list("name", flat=True))
+        user._opsdb_groups = cache
+    return cache
+
+
+def remember_roles(user, *, groups: set[str], site_ids: list[int] | None) -> None:
+    """Keep what token authentication already knows about ``user`` for the rest of this request.
+
+    ``groups``: the role groups (``ROLE_GROUPS``) the user is in; ``site_ids``: the sites it is
+    restricted to (None: every site). The user object lives for one request only, so nothing set
+    here outlives the request.
+    """
+    user._opsdb_groups = set(groups)
+    user._opsdb_site_ids = site_ids
+
+
+def is_operator(user) -> bool:
+    return bool(user and user.is_authenticated and user.is_superuser) or OPERATORS in group_names(user)
+
+
+def is_worker(user) -> bool:
+    return WORKERS in group_names(user)
+
+
+def can_stage(user) -> bool:
+    """Scientists and operators may browse the catalogue and request staging."""
+    return is_operator(user) or SCIENTISTS in group_names(user)
 
 
 def sync_role_groups(apps) -> None:

@@ -1,7 +1,7 @@
 """The scheduler: runs the planning passes in order, as the single leader among schedulers.
 
 Passes (each in its own transaction, idempotent, set-based), declared in ``settings.SCHEDULER_PASSES``:
-  leases → bundling → routing → unpacking → archiving → staging cleanup → route health
+  leases → bundling → routing → unpacking → archiving → staging cleanup → route health → operations history
 Lease recovery runs first so a job whose lease ran out is claimable again in the same tick;
 jobs whose backoff ran out need nothing: ``due()`` makes them claimable.
 

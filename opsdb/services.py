@@ -129,8 +129,18 @@ def claimed_by_request(*, querysets: dict[str, QuerySet], worker: str, user, req
     nobody until the lease expires. The key is the worker's name and request id, for the same
     account. One query over every kind (``querysets``: kind → its jobs).
     """
+    held = held_by_request(querysets=querysets, worker=worker, user=user, request_id=request_id, now=now, limit=1)
+    return held[0] if held else None
+
+
+def held_by_request(*, querysets: dict[str, QuerySet], worker: str, user, request_id: str,
+                    now: datetime | None = None, limit: int = 1) -> list[tuple[str, int]]:
+    """(kind, id) of up to ``limit`` jobs whose leases a claim with this ``request_id`` took and still holds.
+
+    A batch claim (``max_jobs``) gives all its jobs the same request id: its repeat gets them all.
+    """
     if not request_id or not querysets:
-        return None
+        return []
     now = now or timezone.now()
     held = [
         queryset.filter(status=JobStatus.ACTIVE, lease_holder=worker, lease_user=user, claim_request_id=request_id,
@@ -138,7 +148,7 @@ def claimed_by_request(*, querysets: dict[str, QuerySet], worker: str, user, req
         for kind, queryset in querysets.items()
     ]
     first, *rest = held
-    return next(iter(first.union(*rest, all=True) if rest else first), None)
+    return list((first.union(*rest, all=True) if rest else first)[:limit])
 
 
 CLAIM_ORDER = ("-priority", "created_at", "pk")  # within a kind: higher priority, then the oldest
@@ -158,6 +168,17 @@ def claim_for_worker(*, handlers: Sequence[JobKindHandler], worker: str, user=No
     never for ever. With one kind there is nothing to rank.
     """
     now = now or timezone.now()
+    for handler, queryset in claim_candidates(handlers=handlers, site_ids=site_ids, methods=methods, now=now):
+        job = claim_next(queryset=queryset, worker=worker, user=user, lease_seconds=lease_seconds, now=now,
+                         guard=handler.claim_guard, request_id=request_id)
+        if job is not None:
+            return handler, job
+    return None
+
+
+def claim_candidates(*, handlers: Sequence[JobKindHandler], site_ids: Sequence[int] | None,
+                     methods: Sequence[str] | None, now: datetime) -> list[tuple[JobKindHandler, QuerySet]]:
+    """Each kind's claimable jobs for this claimer, kinds in the order they are tried (``claim_for_worker``)."""
     candidates = []
     for handler in handlers:
         # Job rows only: joining the payload's tables into the locking query would make PostgreSQL
@@ -168,12 +189,7 @@ def claim_for_worker(*, handlers: Sequence[JobKindHandler], worker: str, user=No
         if methods:
             queryset = handler.for_methods(queryset, methods)
         candidates.append((handler, handler.claimable(queryset)))
-    for handler, queryset in _by_claim_deadline(candidates, now) if len(candidates) > 1 else candidates:
-        job = claim_next(queryset=queryset, worker=worker, user=user, lease_seconds=lease_seconds, now=now,
-                         guard=handler.claim_guard, request_id=request_id)
-        if job is not None:
-            return handler, job
-    return None
+    return _by_claim_deadline(candidates, now) if len(candidates) > 1 else candidates
 
 
 def _by_claim_deadline(candidates: list[tuple[JobKindHandler, QuerySet]],
@@ -314,12 +330,10 @@ def job_expire(*, job: LeasedJob, now: datetime | None = None) -> bool:
         now or timezone.now()
     ):
         return False
-    worker = job.lease_holder
-    job.expire(description=f"lease of {worker} expired")
-    job.lease_token = ""  # a late report from the old holder must be refused
+    worker, description = job.lease_holder, job.expiry_description()
+    job.expire(description=description)
     job.save()
-    write_job_log(job=job, level=LogLevel.WARNING, message=f"lease of {worker} expired: {job.last_error}",
-                  worker=worker)
+    write_job_log(job=job, level=LogLevel.WARNING, message=f"{description}: {job.last_error}", worker=worker)
     after_failed_attempt(job, lease_expired=True)
     return True
 

@@ -41,9 +41,11 @@ INSTALLED_APPS = [
     "transfers",
     "staging",
     "custody",
+    "operations",
 ]
 
 MIDDLEWARE = [
+    "operations.metrics.RequestMetricsMiddleware",  # request counts and latency for /metrics: times the whole stack
     "django.middleware.security.SecurityMiddleware",
     "opsdb.views.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -225,8 +227,11 @@ SPECTACULAR_SETTINGS = {
 # token (its user, groups, sites) before reading it again; a change made in another process
 # (revoking a token, removing a worker from a site) takes effect here within this time.
 API_TOKEN_CACHE_SECONDS = env_int("API_TOKEN_CACHE_SECONDS", 30, minimum=0)
+# A token's last use (when its worker was last seen) is written at most this often per server process.
+API_TOKEN_LAST_USED_SECONDS = env_int("API_TOKEN_LAST_USED_SECONDS", 60, minimum=1)
 
-DJANGO_FSM_LOG_STORAGE_METHOD = "django_fsm_log.backends.SimpleBackend"
+# django-fsm-log's simple backend, plus one insert for the transitions of a batch (opsdb/statelogs.py).
+DJANGO_FSM_LOG_STORAGE_METHOD = "opsdb.statelogs.BatchingBackend"
 
 # Leased jobs (opsdb/leases.py, opsdb/services.py).
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 5, minimum=1)
@@ -235,6 +240,19 @@ JOB_BACKOFF_MAX_SECONDS = env_float("JOB_BACKOFF_MAX_SECONDS", 3600.0, minimum=0
 JOB_BACKOFF_JITTER = env_float("JOB_BACKOFF_JITTER", 0.2, minimum=0)
 JOB_DEFAULT_LEASE_SECONDS = env_int("JOB_DEFAULT_LEASE_SECONDS", 600, minimum=1)
 JOB_MAX_LEASE_SECONDS = env_int("JOB_MAX_LEASE_SECONDS", 86400, minimum=1)
+# Batches of the work protocol: at most this many jobs in one claim (``max_jobs``) or one batch report.
+WORK_BATCH_MAX_JOBS = env_int("WORK_BATCH_MAX_JOBS", 100, minimum=1)
+# A site's workers count as silent when none was seen (an API request with its token) for this
+# long: a job waiting there says so (opsdb/explain.py). Tokens record their use at most once a
+# minute, so below 120 s a working worker could look silent.
+WORKER_SILENT_SECONDS = env_int("WORKER_SILENT_SECONDS", 300, minimum=120)
+# Where the detailed log files of jobs can be read: a URL with {path} (and optionally {kind}, {id},
+# {worker}), e.g. https://logs.example.org/files{path}. Empty: log paths are shown as text to copy.
+# Checked at start-up (opsdb/log_links.py); ops-db itself never opens a log file.
+LOG_URL_TEMPLATE = env_str("LOG_URL_TEMPLATE", "")
+# Why raw packages at a buffer are in no transfer package yet (the bundling rules live in transfers):
+# a function (raw_packages, now) -> {raw package id: Explanation}, declared like the job kinds.
+RAW_PACKAGE_EXPLAINER = "transfers.explain.explain_raw_packages"
 # A waiting job's partial data (what an interrupted attempt left for the next one) is discarded
 # once its last attempt ended this long ago: workers remove the files, the next attempt starts over.
 PARTIAL_MAX_AGE_SECONDS = env_int("PARTIAL_MAX_AGE_SECONDS", 7 * 86400, minimum=1)
@@ -250,6 +268,7 @@ JOB_KINDS = [
     "transfers.work.TransferHandler",
     "transfers.work.PackageHandler",
     "custody.work.DeleteHandler",
+    "staging.verify_work.VerifyHandler",
 ]
 # Claim fairness: a kind defers to the kinds declared before it for at most this long per place in
 # JOB_KINDS. A job's claim deadline is the time it became due plus position × this step; a worker
@@ -264,11 +283,31 @@ SCHEDULER_PASSES = [
     ("routing", "transfers.planning.plan_transfers"),
     ("unpacking", "transfers.planning.plan_unpacks"),
     ("archiving", "staging.planning.plan_archive_transfers"),
+    ("fixity", "staging.fixity.plan_fixity"),
     ("staging cleanup", "staging.planning.clean_expired_staging"),
     ("deletion", "custody.planning.plan_deletions"),
     ("partial data", "opsdb.recovery.discard_expired_partial_data"),
     ("route health", "transfers.services.route_health_pass"),
+    ("operations history", "operations.history.record_history"),
 ]
+
+# Custody ("where is my data", opsdb/custody.py): a raw package is safe once every archive its
+# routes deliver it to holds a verified copy, and at least this many sites do.
+ARCHIVE_MIN_COPIES = env_int("ARCHIVE_MIN_COPIES", 1, minimum=1)
+# The function that says which sites' archives a package must reach (project wiring: it reads the routes).
+CUSTODY_ARCHIVE_SITES = "transfers.destinations.required_archive_sites"
+
+# Fixity audits (staging/fixity.py): every long-term archive copy re-read at least once per cycle,
+# oldest-verified first, at most this many bytes of checks per archive location a day. When more
+# than the ratio of one day's checks at a location fail (and at least the minimum number), automatic
+# repair stops there until an operator releases it (a mass failure is more likely a mount problem).
+FIXITY_CYCLE_DAYS = env_int("FIXITY_CYCLE_DAYS", 365, minimum=1)
+FIXITY_BYTES_PER_DAY = env_int("FIXITY_BYTES_PER_DAY", 2 * 10**12, minimum=1)
+FIXITY_HOLD_RATIO = env_float("FIXITY_HOLD_RATIO", 0.01, minimum=0)
+FIXITY_HOLD_MIN_FAILURES = env_int("FIXITY_HOLD_MIN_FAILURES", 2, minimum=1)
+FIXITY_MAX_CHECKS_PER_PASS = env_int("FIXITY_MAX_CHECKS_PER_PASS", 10_000, minimum=1)
+# The method of the active route between two sites, for repairs from another site's archive.
+SITE_ROUTE_METHODS = "transfers.destinations.site_route_methods"
 
 # Bundling (see transfers/planning.py): route settings override these.
 BUNDLE_TARGET_SIZE_BYTES = env_int("BUNDLE_TARGET_SIZE_BYTES", 10 * 10**12, minimum=1)
@@ -282,9 +321,8 @@ ROUTE_SUCCESS_MIN_ATTEMPTS = env_int("ROUTE_SUCCESS_MIN_ATTEMPTS", 10, minimum=1
 ROUTE_COOLDOWN_SECONDS = env_int("ROUTE_COOLDOWN_SECONDS", 30 * 60, minimum=0)
 
 # Staging lifetime for scientists' requests.
-# Custody (docs/custody.md): a buffer copy of a raw package may go once the package is verified in
-# every long-term archive its routes deliver it to and at least this many archives at distinct sites.
-ARCHIVE_MIN_COPIES = env_int("ARCHIVE_MIN_COPIES", 1, minimum=1)
+# Deletion (docs/custody.md): a buffer copy of a raw package may go once the package is safe
+# (ARCHIVE_MIN_COPIES, CUSTODY_ARCHIVE_SITES above) and no open job reads it.
 # Copies one delete job covers at most (all at one location).
 DELETE_JOB_MAX_COPIES = env_int("DELETE_JOB_MAX_COPIES", 500, minimum=1)
 # Deletion pauses itself at a location when this many deletions failed there since the last pass.
@@ -296,6 +334,16 @@ STAGING_MAX_LIFETIME_DAYS = env_int("STAGING_MAX_LIFETIME_DAYS", 90, minimum=1)
 STAGING_SELECTION_MAX = env_int("STAGING_SELECTION_MAX", 500, minimum=1)
 # Pages of requests with work under way reload themselves this often.
 STAGING_PAGE_REFRESH_SECONDS = env_int("STAGING_PAGE_REFRESH_SECONDS", 5, minimum=1)
+
+# The operations view (operations/): when work counts as stuck, and who may read /metrics.
+# A site's work is stalled when no worker serving it was seen (API request or heartbeat) for this long.
+WORKER_SILENT_SECONDS = env_int("WORKER_SILENT_SECONDS", 600, minimum=1)
+# A due job that nobody claimed for this long is stuck.
+STUCK_PENDING_SECONDS = env_int("STUCK_PENDING_SECONDS", 3600, minimum=1)
+# /metrics answers loopback clients, and others that send "Authorization: Bearer <this token>".
+METRICS_BEARER_TOKEN = env_str("METRICS_BEARER_TOKEN")
+# Needs attention in the admin: the callables that add their rows to the panel (opsdb/templatetags).
+ADMIN_ATTENTION = ["operations.stuck.attention_items"]
 
 LOGGING = {
     "version": 1,

@@ -9,7 +9,8 @@ process for at most ``API_TOKEN_CACHE_SECONDS``. Revoking or rotating a token, a
 user, its groups, a worker's sites, deleting a group or a site, empties the cache of the process
 that made the change at once (signals, and again when the transaction commits); other processes
 see the change when their entry expires, at most ``API_TOKEN_CACHE_SECONDS`` later.
-``last_used_at`` is written at most once a minute per process and token, not on every request.
+``last_used_at`` is written at most once per ``API_TOKEN_LAST_USED_SECONDS`` (a minute) per process and
+token, not on every request.
 """
 
 import hashlib
@@ -71,8 +72,7 @@ def api_tokens_revoke_all(*, user: User) -> int:
 
 # --- authentication through the in-process cache ----------------------------------------------
 
-ROLE_GROUPS = (roles.OPERATORS, roles.WORKERS)  # the groups opsdb.api.permissions asks about
-LAST_USED_INTERVAL_SECONDS = 60
+ROLE_GROUPS = roles.ROLE_GROUPS
 MAX_CACHED_TOKENS = 10_000
 USER_FIELDS = [f.attname for f in User._meta.concrete_fields]
 
@@ -137,7 +137,8 @@ def _load(digest: str) -> CachedToken | None:
 
 def _record_use(entry: CachedToken) -> None:
     now = timezone.now()
-    if entry.last_used_at is not None and (now - entry.last_used_at).total_seconds() < LAST_USED_INTERVAL_SECONDS:
+    last = entry.last_used_at
+    if last is not None and (now - last).total_seconds() < settings.API_TOKEN_LAST_USED_SECONDS:
         return
     entry.last_used_at = now
     ApiToken.objects.filter(pk=entry.token_id).update(last_used_at=now)

@@ -1,9 +1,10 @@
-"""Top-level URLs: admin, health check, API and the scientists' pages."""
+"""Top-level URLs: admin, operations dashboard and metrics, health check, API and the scientists' pages."""
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from operations.metrics import metrics_view
 from opsdb import views
 
 urlpatterns = [
@@ -11,6 +12,8 @@ urlpatterns = [
     path("admin/logout/", views.SignOutView.as_view(next_page="admin:login"), name="admin-logout"),
     path("admin/", admin.site.urls),
     path("health/", views.health, name="health"),
+    path("metrics", metrics_view, name="metrics"),
+    path("ops/", include("operations.urls")),
     path("api/v1/", include("opsdb.api.urls")),
     path("api/v1/", include("transfers.api.urls")),
     path("api/v1/", include("staging.api.urls")),

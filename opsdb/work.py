@@ -11,13 +11,17 @@ services.
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, ClassVar
 
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from opsdb.choices import CopyStatus, JobStatus
 from opsdb.copies import restore_logs
+from opsdb.explanation import Explanation
 from opsdb.leases import LeasedJob
 
 
@@ -26,7 +30,8 @@ class JobKindHandler(ABC):
 
     Class attributes: ``kind`` (a ``JobKind`` value, the URL segment ``/api/v1/work/<kind>/``),
     ``model`` (the concrete ``LeasedJob`` model whose ``KIND`` is ``kind``), ``attention_label``, and
-    optionally ``result_serializer``, ``result_related`` and ``attention_filter``.
+    ``site_field`` (the relation to the site the job is at, as ``site_of`` follows it), and
+    optionally ``size_field``, ``result_serializer``, ``result_related`` and ``attention_filter``.
     """
 
     kind: ClassVar[str]
@@ -42,6 +47,10 @@ class JobKindHandler(ABC):
     # and the model filter that finds them (also the admin list's filter the panel links to).
     attention_label: ClassVar[str] = ""
     attention_filter: ClassVar[dict[str, Any]] = {"status": JobStatus.FAILED}
+    # Lookups from the job to its site (e.g. ``origin_location__site``) and to the bytes it moves
+    # (``size_of`` in one query for a list: "resumed at 37.2 TB of 50.0 TB"); empty: not known.
+    site_field: ClassVar[str] = ""
+    size_field: ClassVar[str] = ""
 
     # -- which jobs a claimer may get -----------------------------------------------------------
     @abstractmethod
@@ -62,6 +71,17 @@ class JobKindHandler(ABC):
         For limits that the ``claimable`` filter alone cannot keep under concurrent claims.
         """
         return True
+
+    def touching_raw_packages(self, queryset: QuerySet, package_ids: Sequence[int]) -> QuerySet:
+        """Only jobs that read or write these raw packages ("where is my data": the work pending on them).
+
+        A kind whose jobs never touch a raw package keeps this default.
+        """
+        return queryset.none()
+
+    def visible_to(self, queryset: QuerySet, user) -> QuerySet:
+        """Only the jobs ``user`` may read, besides model permissions and site restrictions (e.g. their own)."""
+        return queryset
 
     # -- what a worker is told ----------------------------------------------------------------------
     def queryset(self) -> QuerySet:
@@ -88,9 +108,41 @@ class JobKindHandler(ABC):
         Runs inside ``opsdb.services.job_complete``, the job row locked, before ACTIVE → done.
         """
 
+    def apply_results(self, results: Sequence[tuple[LeasedJob, dict[str, Any]]]) -> dict[int, ValidationError]:
+        """``apply_result`` for the jobs of a batch report; returns the refused ones: job id → ValidationError.
+
+        Runs inside ``opsdb.batches.jobs_report``, the jobs locked. A refused job must leave nothing
+        behind while the others' results stand. The default applies one job at a time, each in a
+        savepoint; a kind with many small jobs overrides it with set-based writes.
+        """
+        refused = {}
+        for job, data in results:
+            try:
+                with transaction.atomic():
+                    self.apply_result(job, data)
+            except ValidationError as exc:
+                refused[job.pk] = exc
+            except IntegrityError as exc:  # a database constraint refused this job's result
+                refused[job.pk] = ValidationError(str(exc).splitlines()[0])
+        return refused
+
+    @property
+    def guards_claims(self) -> bool:
+        """Whether the kind checks each claim under the job's lock (``claim_guard``): batches claim it one by one."""
+        return type(self).claim_guard is not JobKindHandler.claim_guard
+
     def size_of(self, job: LeasedJob) -> int | None:
         """Bytes the job moves in all (for "resumed at 37.2 TB of 50.0 TB"); None when not known."""
         return None
+
+    def explain(self, jobs: Sequence[LeasedJob], now: datetime) -> dict[int, Explanation]:
+        """Explanations only this kind can give (a paused route, a relay hop), by job id.
+
+        ``jobs`` are of any status; the ones left out get the shared explanations of
+        ``opsdb.explain`` (done, needs an operator, running, backoff, waiting for a worker). A
+        fixed number of queries for the whole list, never one per job.
+        """
+        return {}
 
     def record_progress(self, job: LeasedJob, items_done: Sequence[str]) -> None:
         """Heartbeat ``items_done`` (names of finished items, e.g. staged packages); most kinds ignore it."""

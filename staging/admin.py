@@ -3,11 +3,12 @@
 from django.contrib import admin
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 from django.utils.html import format_html
 
 from opsdb.admin import LeasedJobAdmin, LocationListFilter, ReadOnlyInlineMixin, human_size
 from opsdb.admin_tables import LargeTableAdmin
-from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
+from staging.models import FixityCheck, FixityHold, LongTermArchiveTransfer, StagingJob, StagingJobPackage
 
 
 @admin.register(LongTermArchiveTransfer)
@@ -15,18 +16,19 @@ class LongTermArchiveTransferAdmin(LeasedJobAdmin):
     """Archive transfers; the ones waiting for an operator are filtered by requires_intervention."""
 
     list_display = (
-        "raw_package", "source_location", "destination_location", "status", "intervention", "attempts_column",
-        "error_column", "next_attempt_at", "lease_column", "created_at",
+        "raw_package", "source_location", "destination_location", "status", "intervention", "repair_of",
+        "attempts_column", "error_column", "next_attempt_at", "lease_column", "created_at",
     )
     list_filter = (
-        "status", "requires_intervention", "source_location__site", ("source_location", LocationListFilter),
+        "status", "requires_intervention", ("repair_of", admin.EmptyFieldListFilter), "source_location__site",
+        ("source_location", LocationListFilter),
         ("destination_location", LocationListFilter),
     )
     search_fields = ("^raw_package__name",)
     search_help_text = "Package name, or how it begins (not case-sensitive)."
     autocomplete_fields = ("raw_package", "source_location", "destination_location")
-    list_select_related = ("raw_package", "source_location__site", "destination_location__site")
-    created_with = ("raw_package", "source_location", "destination_location")
+    list_select_related = ("raw_package", "source_location__site", "destination_location__site", "repair_of")
+    created_with = ("raw_package", "source_location", "destination_location", "repair_of", "method")
     readonly_fields = (*LeasedJobAdmin.readonly_fields, "intervention")
     job_state_fields = ("status", "intervention", *LeasedJobAdmin.job_state_fields[1:])
 
@@ -95,3 +97,37 @@ class StagingJobPackageAdmin(LargeTableAdmin):
     @admin.display(description="bytes staged", ordering="bytes_staged")
     def staged(self, obj):
         return human_size(obj.bytes_staged)
+
+
+@admin.register(FixityCheck)
+class FixityCheckAdmin(LeasedJobAdmin):
+    """Fixity checks (job kind ``verify``): what each re-read of an archive copy found."""
+
+    list_display = ("copy", "location", "recheck", "status", "outcome", "attempts_column", "error_column",
+                    "lease_column", "finished_at", "created_at")
+    list_filter = ("status", "outcome", "recheck", ("location", LocationListFilter))
+    search_fields = ("^copy__raw_package__name",)
+    search_help_text = "Package name, or how it begins (not case-sensitive)."
+    list_select_related = ("copy__raw_package", "copy__location__site", "location__site")
+    created_with = ("copy", "location", "size", "recheck")
+    readonly_fields = (*LeasedJobAdmin.readonly_fields, "outcome", "checksum_found")
+
+
+@admin.register(FixityHold)
+class FixityHoldAdmin(admin.ModelAdmin):
+    """Where automatic repair stopped after many failed checks; an operator releases a hold."""
+
+    list_display = ("location", "created_at", "checks", "failures", "reason", "released_at", "released_by")
+    list_filter = (("released_at", admin.EmptyFieldListFilter), ("location", LocationListFilter))
+    list_select_related = ("location__site",)
+    readonly_fields = ("location", "reason", "checks", "failures", "created_at", "released_at", "released_by")
+    actions = ("release",)
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Release the selected holds (automatic repair resumes there)", permissions=["change"])
+    def release(self, request, queryset):
+        count = queryset.filter(released_at__isnull=True).update(released_at=timezone.now(),
+                                                                 released_by=request.user.get_username())
+        self.message_user(request, f"{count} hold(s) released; automatic repair resumes at the next pass.")

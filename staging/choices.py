@@ -8,3 +8,11 @@ class StagedPackageState(models.TextChoices):
     STAGED = "STAGED", "Staged"
     REUSED = "REUSED", "Already staged (reused)"
     FAILED = "FAILED", "Failed"
+
+
+class FixityOutcome(models.TextChoices):
+    """What a fixity check found."""
+
+    GOOD = "GOOD", "Checksum matches"
+    MISMATCH = "MISMATCH", "Checksum differs"
+    MISSING = "MISSING", "File missing"

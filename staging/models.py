@@ -6,15 +6,20 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
-from opsdb.choices import JobKind, JobStatus, LocationType
+from opsdb.choices import JobKind, JobStatus, LocationType, TransferMethod
 from opsdb.leases import LeasedJob
-from opsdb.models import DataLocation, RawDataPackage, validate_location_type
-from staging.choices import StagedPackageState
+from opsdb.models import DataLocation, RawDataPackage, RawDataPackageCopy, validate_location_type
+from staging.choices import FixityOutcome, StagedPackageState
+
+# Where an archive transfer may read: a buffer (raw data arriving), or a processing area (data
+# products registered there, "results come home").
+ARCHIVE_SOURCE_TYPES = (LocationType.BUFFER, LocationType.PROCESSING)
 
 
 class LongTermArchiveTransfer(LeasedJob):
-    """Copies a raw data package from a site's buffer into the same site's long-term archive.
+    """Copies a raw data package from a site's buffer (or processing area) into the same site's long-term archive.
 
     Automatic and fire-and-forget; after 3 failed attempts it waits for an operator
     (``requires_intervention``).
@@ -29,6 +34,13 @@ class LongTermArchiveTransfer(LeasedJob):
         DataLocation, on_delete=models.PROTECT, related_name="archive_transfers_in"
     )
     requires_intervention = models.BooleanField(default=False, db_index=True)
+    # A repair: the archive copy an audit found bad, brought back from another verified copy (which
+    # may be at another site: then by the method of the route between the sites).
+    repair_of = models.ForeignKey(
+        RawDataPackageCopy, null=True, blank=True, on_delete=models.PROTECT, related_name="repairs",
+        help_text="The archive copy this transfer repairs (found MISMATCH or MISSING by an audit).",
+    )
+    method = models.CharField(max_length=10, choices=TransferMethod.choices, default=TransferMethod.COPY)
 
     class Meta:
         ordering = ["-created_at"]
@@ -36,14 +48,19 @@ class LongTermArchiveTransfer(LeasedJob):
         indexes = [models.Index(fields=["status", "id"], name="archive_status_id")]
         constraints = [
             models.UniqueConstraint(
-                fields=["raw_package", "destination_location"], name="archive_once_per_package_and_archive"
+                fields=["raw_package", "destination_location"], condition=Q(repair_of__isnull=True),
+                name="archive_once_per_package_and_archive",
+            ),
+            models.UniqueConstraint(
+                fields=["repair_of"], condition=Q(status__in=(JobStatus.PENDING, JobStatus.ACTIVE, JobStatus.FAILED)),
+                name="archive_one_open_repair_per_copy",
             ),
             models.CheckConstraint(
                 condition=~Q(source_location=models.F("destination_location")),
                 name="archive_source_differs_from_destination",
             ),
         ]
-        # Same-site and BUFFER → LONG_TERM_ARCHIVE span tables: enforced by triggers (migration 0002).
+        # Same-site and BUFFER/PROCESSING → LONG_TERM_ARCHIVE span tables: enforced by triggers (0002, 0007).
 
     def __str__(self) -> str:
         return f"archive {self.raw_package} → {self.destination_location}"
@@ -60,7 +77,15 @@ class LongTermArchiveTransfer(LeasedJob):
 
     def clean(self) -> None:
         super().clean()
-        validate_location_type(self._get_or_none("source_location"), LocationType.BUFFER, "source_location")
+        if self.repair_of_id:
+            validate_location_type(self._get_or_none("destination_location"), LocationType.LONG_TERM_ARCHIVE,
+                                   "destination_location")
+            return
+        source = self._get_or_none("source_location")
+        if source is not None and source.location_type not in ARCHIVE_SOURCE_TYPES:
+            raise ValidationError({"source_location": f"{source} is a {source.get_location_type_display().lower()} "
+                                                      "location; archive transfers read from a buffer or a "
+                                                      "processing location."})
         validate_location_type(
             self._get_or_none("destination_location"), LocationType.LONG_TERM_ARCHIVE, "destination_location"
         )
@@ -138,3 +163,69 @@ class StagingJobPackage(models.Model):
     def __str__(self) -> str:
         return f"{self.raw_package} in {self.job}"
 
+
+
+class FixityCheck(LeasedJob):
+    """Re-reads one long-term archive copy of a raw package and compares its checksum (job kind ``verify``).
+
+    A good result refreshes the copy's ``verified_at``; a mismatch or a missing file takes the copy out
+    of service (MISMATCH / MISSING) and asks for a second look (``recheck``); a second bad result
+    confirms it, and the scheduler's fixity pass repairs it (staging/fixity.py).
+    """
+
+    KIND = JobKind.VERIFY
+    DONE = JobStatus.COMPLETED
+
+    copy = models.ForeignKey(RawDataPackageCopy, on_delete=models.CASCADE, related_name="fixity_checks")
+    # The copy's location and the package's size when the check was made: the daily budget and the
+    # failure ratio are counted per location without joining the copies.
+    location = models.ForeignKey(DataLocation, on_delete=models.PROTECT, related_name="fixity_checks")
+    size = models.BigIntegerField(help_text="Bytes to re-read.")
+    recheck = models.BooleanField(default=False, help_text="The second look at a copy a first check found bad.")
+    outcome = models.CharField(max_length=10, choices=FixityOutcome.choices, blank=True)
+    checksum_found = models.CharField(max_length=128, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["status", "id"], name="fixity_status_id"),
+            models.Index(fields=["location", "finished_at"], name="fixity_location_finished"),
+            models.Index(fields=["location", "created_at"], name="fixity_location_created"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["copy"], condition=Q(status__in=(JobStatus.PENDING, JobStatus.ACTIVE, JobStatus.FAILED)),
+                name="fixity_one_open_check_per_copy",
+            ),
+            models.CheckConstraint(condition=Q(size__gte=0), name="fixity_size_not_negative"),
+            models.CheckConstraint(condition=Q(outcome__in=["", *FixityOutcome.values]), name="fixity_outcome_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"verify copy #{self.copy_id} at {self.location_id}"
+
+
+class FixityHold(models.Model):
+    """Automatic repair stopped at a location: too many of one day's checks failed there.
+
+    A mass failure is more likely a mount or storage problem than rot, so nothing is copied over
+    the copies until an operator has looked and released the hold (the admin's action).
+    """
+
+    location = models.ForeignKey(DataLocation, on_delete=models.PROTECT, related_name="fixity_holds")
+    reason = models.CharField(max_length=500)
+    checks = models.PositiveIntegerField(help_text="Checks finished in the day that tripped the hold.")
+    failures = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+    released_at = models.DateTimeField(null=True, blank=True)
+    released_by = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["location"], condition=Q(released_at__isnull=True),
+                                    name="fixity_one_open_hold_per_location"),
+        ]
+
+    def __str__(self) -> str:
+        return f"repair held at {self.location_id} since {self.created_at:%Y-%m-%d %H:%M}"

@@ -1,6 +1,7 @@
 """Planning passes for archive and retrieval inside a site: archive transfers and staging cleanup.
 
-- Archiving: a raw package PRESENT at a BUFFER location of a site with an active LONG_TERM_ARCHIVE
+- Archiving: a raw package PRESENT at a BUFFER location — or at a PROCESSING location: data
+  products registered there come home — of a site with an active LONG_TERM_ARCHIVE
   location gets one LongTermArchiveTransfer to that site's archive of highest priority — unless it
   already has an archive transfer (any state, any archive of that site: an operator's cancel is
   respected) or is already PRESENT in an archive of that site (e.g. a CUSTOM route delivered its
@@ -21,11 +22,11 @@ from opsdb.choices import CopyStatus, JobStatus, LocationType
 from opsdb.copies import copies_transition
 from opsdb.models import DataLocation, RawDataFileCopy, RawDataPackageCopy
 from opsdb.planning import Locations, PassResult, insert_from_select, plural
-from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
+from staging.models import ARCHIVE_SOURCE_TYPES, LongTermArchiveTransfer, StagingJob, StagingJobPackage
 
 
 def plan_archive_transfers(*, now: datetime) -> PassResult:
-    """An archive transfer for every raw package in a buffer of a site that has a long-term archive.
+    """An archive transfer for every raw package in a buffer (or processing area) of a site with a long-term archive.
 
     One INSERT … SELECT: the candidates never travel to Python (a site receiving a year of data
     gets a million archive transfers in one statement).
@@ -40,7 +41,7 @@ def plan_archive_transfers(*, now: datetime) -> PassResult:
     if not archives:
         return result
     buffers = [loc.id for loc in topology.locations.values()
-               if loc.site_id in archives and loc.location_type == LocationType.BUFFER]
+               if loc.site_id in archives and loc.location_type in ARCHIVE_SOURCE_TYPES]
     if not buffers:
         return result
     from_sql, params = _unarchived_buffer_copies_sql(archives, buffers)
@@ -82,10 +83,11 @@ def _mark_archive_planned(buffers: list[int]) -> int:
 
 
 def _unarchived_buffer_copies_sql(archives: dict[int, int], buffers: list[int]) -> tuple[str, list]:
-    """FROM … of buffer copies with no archive transfer and no archived copy at their site.
+    """FROM … of buffer (and processing) copies with no archive transfer and no archived copy at their site.
 
-    A package in two buffers of one site is archived once (grouped by package and site). Copies
-    flagged ``archive_planned`` are known to have one and are not read (a partial index).
+    A package in two buffers of one site (or a buffer and a processing area) is archived once
+    (grouped by package and site). Copies flagged ``archive_planned`` are known to have one and are
+    not read (a partial index).
     """
     copy = RawDataPackageCopy._meta.db_table
     location = DataLocation._meta.db_table
@@ -95,7 +97,7 @@ def _unarchived_buffer_copies_sql(archives: dict[int, int], buffers: list[int]) 
         FROM {copy} c
         JOIN {location} l ON l.id = c.location_id
         JOIN ({pairs}) a ON a.site_id = l.site_id
-        WHERE c.status = %s AND l.location_type = %s AND NOT c.archive_planned
+        WHERE c.status = %s AND l.location_type IN (%s, %s) AND NOT c.archive_planned
           AND c.location_id IN ({", ".join(["%s"] * len(buffers))})
           AND NOT EXISTS (
             SELECT 1 FROM {archive_job} t JOIN {location} tl ON tl.id = t.destination_location_id
@@ -106,7 +108,8 @@ def _unarchived_buffer_copies_sql(archives: dict[int, int], buffers: list[int]) 
               AND al.location_type = %s)
         GROUP BY c.raw_package_id, l.site_id"""
     params = [v for pair in archives.items() for v in pair]
-    params += [CopyStatus.PRESENT, LocationType.BUFFER, *buffers, CopyStatus.PRESENT, LocationType.LONG_TERM_ARCHIVE]
+    params += [CopyStatus.PRESENT, *ARCHIVE_SOURCE_TYPES, *buffers, CopyStatus.PRESENT,
+               LocationType.LONG_TERM_ARCHIVE]
     return sql, params
 
 

@@ -9,31 +9,11 @@ from django.utils import timezone
 
 from opsdb.choices import CopyStatus, LocationType
 from opsdb.models import DataLocation, RawDataFile, RawDataFileCopy, RawDataPackage, RawDataPackageCopy
-from opsdb.roles import OPERATORS, SCIENTISTS, WORKERS
+from opsdb.roles import is_operator
 from staging.choices import StagedPackageState
 from staging.models import StagingJob, StagingJobPackage
 
 DONE_ITEM_STATES = (StagedPackageState.STAGED, StagedPackageState.REUSED)
-
-
-def _group_names(user: AbstractBaseUser) -> set[str]:
-    # Cached on the user object: one query per request however often a page asks.
-    if not hasattr(user, "_opsdb_group_names"):
-        user._opsdb_group_names = set(user.groups.values_list("name", flat=True)) if user.is_authenticated else set()
-    return user._opsdb_group_names
-
-
-def is_operator(user: AbstractBaseUser) -> bool:
-    return bool(user.is_authenticated and (user.is_superuser or OPERATORS in _group_names(user)))
-
-
-def is_worker(user: AbstractBaseUser) -> bool:
-    return bool(user.is_authenticated and WORKERS in _group_names(user))
-
-
-def can_stage(user: AbstractBaseUser) -> bool:
-    """Scientists and operators may browse the catalogue and request staging."""
-    return is_operator(user) or (user.is_authenticated and SCIENTISTS in _group_names(user))
 
 
 def staging_jobs_visible_to(user: AbstractBaseUser) -> QuerySet[StagingJob]:

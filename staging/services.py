@@ -19,11 +19,12 @@ from django_fsm import TransitionNotAllowed
 
 from opsdb.choices import CopyStatus, JobStatus, LocationType
 from opsdb.models import DataLocation, RawDataFileCopy, RawDataPackage
+from opsdb.roles import is_operator
 from opsdb.services import job_cancel, job_claim, job_complete, lock_job, write_job_log
 from staging.choices import StagedPackageState
 from staging.explain import plain_error
 from staging.models import StagingJob, StagingJobPackage
-from staging.selectors import StagingPlan, absolute_path, is_operator, items_to_stage, staged_dir, staging_plan
+from staging.selectors import StagingPlan, absolute_path, items_to_stage, staged_dir, staging_plan
 
 # Name under which ops-db itself "claims" a request whose packages are all already staged.
 REUSE_WORKER = "ops-db (already staged)"
@@ -132,11 +133,7 @@ def staging_job_record_staged(*, job: StagingJob, packages: list[dict] | None) -
     now = timezone.now()
     expires_at = now + job.lifetime
     _record_file_copies(job, items, reports, now, expires_at)
-    for item in items:
-        item.state, item.bytes_staged, item.staged_at, item.error = (
-            StagedPackageState.STAGED, item.raw_package.size, item.staged_at or now, ""
-        )
-    StagingJobPackage.objects.bulk_update(items, ["state", "bytes_staged", "staged_at", "error"])
+    _mark_items_staged(items, now)
     job.expires_at = expires_at
     extend_file_expiry(job=job, until=expires_at)
     notify_on_commit(job)
@@ -324,11 +321,18 @@ def staging_items_mark_staged(*, job: StagingJob, names: Iterable[str]) -> int:
     now = timezone.now()
     changed = [item for item in items if item.state in (StagedPackageState.PENDING, StagedPackageState.FAILED)]
     for item in changed:
-        item.state, item.bytes_staged, item.staged_at, item.error = (
-            StagedPackageState.STAGED, item.raw_package.size, now, ""
-        )
-    StagingJobPackage.objects.bulk_update(changed, ["state", "bytes_staged", "staged_at", "error"])
+        item.staged_at = None  # staged now, whatever an earlier attempt recorded
+    _mark_items_staged(changed, now)
     return len(changed)
+
+
+def _mark_items_staged(items: list[StagingJobPackage], now) -> None:
+    """Items STAGED with their whole size; one that was staged earlier keeps its time. One UPDATE."""
+    for item in items:
+        item.state, item.bytes_staged, item.staged_at, item.error = (
+            StagedPackageState.STAGED, item.raw_package.size, item.staged_at or now, ""
+        )
+    StagingJobPackage.objects.bulk_update(items, ["state", "bytes_staged", "staged_at", "error"])
 
 
 def staging_job_notify(job: StagingJob) -> bool:

@@ -17,8 +17,10 @@ from django.views.decorators.http import require_POST
 from django_fsm import TransitionNotAllowed
 
 from opsdb.choices import OPEN_STATUSES, JobStatus
+from opsdb.explain import attach_explanations
 from opsdb.models import RawDataPackage
 from opsdb.numbers import parse_id
+from opsdb.roles import can_stage, is_operator
 from staging import selectors
 from staging.explain import job_status_words, plain_error
 from staging.forms import SearchForm, StagingRequestForm
@@ -48,7 +50,7 @@ def scientist_required(view):
     @login_required
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs):
-        if not selectors.can_stage(request.user):
+        if not can_stage(request.user):
             raise PermissionDenied("Only scientists and operators can use these pages.")
         return view(request, *args, **kwargs)
 
@@ -180,10 +182,11 @@ def request_staging(request: HttpRequest) -> HttpResponse:
 def request_list(request: HttpRequest) -> HttpResponse:
     jobs = selectors.with_progress(selectors.staging_jobs_visible_to(request.user)).order_by("-created_at", "-pk")
     page = Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
+    page.object_list = attach_explanations(page.object_list)  # for the page at once
     under_way = any(job.status in UNDER_WAY for job in page)
     return render(request, "staging/request_list.html", {
         "page": page, "refresh": refresh_seconds() if under_way else None,
-        "show_owner": selectors.is_operator(request.user),
+        "show_owner": is_operator(request.user),
     })
 
 
@@ -194,6 +197,7 @@ def _visible_job(request: HttpRequest, pk: int):
 @scientist_required
 def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = _visible_job(request, pk)
+    attach_explanations([job])
     items = selectors.job_items(job)
     paths = selectors.staged_file_paths(job)
     for item in items:

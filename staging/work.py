@@ -12,6 +12,7 @@ from rest_framework import serializers
 
 from opsdb.api.fields import RelativePathField
 from opsdb.choices import JobKind
+from opsdb.roles import is_operator, is_worker
 from opsdb.work import JobKindHandler, location_payload, raw_package_path
 from staging.models import StagingJob, StagingJobPackage
 from staging.selectors import items_to_stage, items_to_stage_prefetch, staged_dir
@@ -44,6 +45,7 @@ class StageHandler(JobKindHandler):
     # The shape of the ``complete`` body (for the API's 400s and schema); the service checks the rest.
     result_serializer = StageResult
     attention_label = "Failed staging jobs"
+    site_field = "destination_location__site"
 
     def queryset(self) -> QuerySet:
         return StagingJob.objects.select_related("owner", "destination_location__site").prefetch_related(
@@ -52,6 +54,14 @@ class StageHandler(JobKindHandler):
 
     def at_sites(self, queryset: QuerySet, site_ids: Sequence[int]) -> QuerySet:
         return queryset.filter(destination_location__site_id__in=site_ids)
+
+    def touching_raw_packages(self, queryset: QuerySet, package_ids: Sequence[int]) -> QuerySet:
+        return queryset.filter(items__raw_package_id__in=package_ids).distinct().select_related(
+            "destination_location__site")
+
+    def visible_to(self, queryset: QuerySet, user) -> QuerySet:
+        """A scientist sees their own requests, nobody else's."""
+        return queryset if is_operator(user) or is_worker(user) else queryset.filter(owner=user)
 
     def site_of(self, job: StagingJob):
         return job.destination_location.site

@@ -16,6 +16,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
 from custody.models import DeletionJob
+from staging.models import FixityCheck
 from tests import factories as f
 from tests.apiclient import ensure_role_groups, token_client, worker
 
@@ -30,9 +31,10 @@ SIGNED_IN = {"scientist", "worker", "operator"}
 CATALOGUE = ["site", "datalocation", "instrument", "observation", "rawdatapackage", "rawdatafile",
              "rawdatapackagecopy", "rawdatafilecopy"]
 OPERATIONS = ["datatransferroute", "datatransferpackage", "datatransferpackagecopy", "datatransfer",
-              "datatransferunpack", "datatransferlog", "longtermarchivetransfer", "deletionjob"]
+              "datatransferunpack", "datatransferlog", "longtermarchivetransfer", "fixitycheck", "deletionjob"]
 WRITABLE = ["site", "datalocation", "datatransferroute"]
-JOBS = ["datatransferpackage", "datatransfer", "datatransferunpack", "longtermarchivetransfer", "deletionjob"]
+JOBS = ["datatransferpackage", "datatransfer", "datatransferunpack", "longtermarchivetransfer", "fixitycheck",
+        "deletionjob"]
 
 
 def _policy() -> dict[str, dict[str, set[str]]]:
@@ -48,6 +50,7 @@ def _policy() -> dict[str, dict[str, set[str]]]:
     for model in JOBS:
         policy[f"{model}-cancel"] = {"POST": {"operator"}}
         policy[f"{model}-retry"] = {"POST": {"operator"}}
+    policy["rawdatapackage-custody"] = {"GET": policy["rawdatapackage-detail"]["GET"]}  # like the package itself
     policy["datatransferroute-pause"] = {"POST": {"operator"}}
     policy["datatransferroute-resume"] = {"POST": {"operator"}}
     policy.update({
@@ -56,7 +59,7 @@ def _policy() -> dict[str, dict[str, set[str]]]:
         "stagingjob-cancel": {"POST": {"scientist", "operator"}},
         "ingest-raw-package": {"POST": {"worker", "operator"}},
         **{f"work-{action}": {"POST": {"worker", "operator"}}
-           for action in ("claim", "heartbeat", "complete", "fail", "log", "partials")},
+           for action in ("claim", "heartbeat", "complete", "fail", "log", "partials", "report")},
         "api-schema": {"GET": SIGNED_IN},
         "api-docs": {"GET": SIGNED_IN},
         "health": {"GET": EVERYONE, "POST": EVERYONE},
@@ -73,6 +76,10 @@ def _policy() -> dict[str, dict[str, set[str]]]:
         "request-extend": {"POST": {"scientist", "operator"}},
         "request-release": {"POST": {"scientist", "operator"}},
         "admin:index": {"GET": {"operator"}},
+        "dashboard": {"GET": {"operator"}},  # the operations dashboard at /ops/
+        # The test client calls from 127.0.0.1: loopback may scrape; other addresses need the bearer
+        # token (tests/operations/test_metrics.py).
+        "metrics": {"GET": EVERYONE},
     })
     return policy
 
@@ -123,6 +130,8 @@ def world():
         "datatransferlog": f.DataTransferLogFactory().pk, "longtermarchivetransfer": archive_job.pk,
         "stagingjob": f.StagingJobPackageFactory().job.pk, "archive-job": archive_job.pk,
         "deletionjob": DeletionJob.objects.create(location=archive_job.source_location).pk,
+        "fixitycheck": FixityCheck.objects.create(copy=f.RawDataPackageCopyFactory(), size=1,
+                                                  location=f.DataLocationFactory()).pk,
     }
 
 

@@ -14,7 +14,7 @@ from simple_history.models import HistoricalRecords
 
 from opsdb.choices import ChecksumAlgorithm, JobKind, JobStatus, LocationType, TransferMethod
 from opsdb.leases import LeasedJob
-from opsdb.models import DataLocation, PhysicalCopy, RawDataPackage, Site
+from opsdb.models import REASON_MAX_LENGTH, DataLocation, PhysicalCopy, RawDataPackage, Site
 from transfers.choices import PAUSED_STATES, RouteState, RouteType
 from transfers.routing import validate_route
 
@@ -80,7 +80,7 @@ class DataTransferRoute(FSMModelMixin, models.Model):
         "between the same sites. Untick to keep them on this route (held until it resumes).",
     )
     state = FSMField(default=RouteState.ACTIVE, choices=RouteState.choices, protected=True, db_index=True)
-    state_reason = models.CharField("reason", max_length=500, blank=True, default="")
+    state_reason = models.CharField("reason", max_length=REASON_MAX_LENGTH, blank=True, default="")
     state_since = models.DateTimeField("state since", null=True, blank=True)
     state_by = models.CharField("state set by", max_length=200, blank=True, default="")
     consecutive_failures = models.PositiveIntegerField(
@@ -187,7 +187,7 @@ class DataTransferRoute(FSMModelMixin, models.Model):
         return self.state in PAUSED_STATES
 
     def _enter(self, *, reason: str, by_name: str, now: datetime) -> None:
-        self.state_reason = reason[:500]
+        self.state_reason = reason[:REASON_MAX_LENGTH]
         self.state_by = by_name[:200]
         self.state_since = now
         self.probe_transfer = None

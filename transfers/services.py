@@ -35,7 +35,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from opsdb.choices import JobStatus, LogLevel
-from opsdb.models import DataTransferLog
+from opsdb.models import REASON_MAX_LENGTH, DataTransferLog
 from opsdb.planning import PassResult, plural
 from transfers.choices import RouteState
 from transfers.models import (
@@ -50,7 +50,6 @@ from transfers.models import (
 
 log = logging.getLogger("opsdb.routes")
 
-REASON_MAX_LENGTH = 500
 
 
 def _lock(route_id: int) -> DataTransferRoute:
@@ -260,7 +259,7 @@ def transfer_package_split(*, transfer_package: DataTransferPackage,
     halves = tuple(_bundle_of(transfer_package, part, suffix)
                    for part, suffix in ((members[:half], "a"), (members[half:], "b")))
     names = " and ".join(h.name for h in halves)
-    transfer_package.cancel(description=f"split into {names}: {reason}"[:500])
+    transfer_package.cancel(description=f"split into {names}: {reason}"[:REASON_MAX_LENGTH])
     transfer_package.save()
     from opsdb.services import write_job_log
 

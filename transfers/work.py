@@ -5,6 +5,7 @@ Completing a job records facts only (sizes, checksums, physical copies); the fol
 """
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -14,9 +15,11 @@ from rest_framework import serializers
 
 from opsdb.api.fields import ChecksumField, IntegerField, RelativePathField
 from opsdb.choices import ChecksumAlgorithm, JobKind, JobStatus
+from opsdb.explanation import Explanation
 from opsdb.models import RawDataPackageCopy
 from opsdb.work import JobKindHandler, location_payload, raw_package_path, record_copies, record_copy
 from transfers.choices import RouteState
+from transfers.explain import explain_transfers
 from transfers.models import (
     DataTransfer,
     DataTransferPackage,
@@ -57,6 +60,8 @@ class PackageHandler(JobKindHandler):
     model = DataTransferPackage
     result_serializer = PackageResult
     attention_label = "Failed transfer package builds"
+    site_field = "origin_location__site"
+    size_field = "payload_size"
     result_related = ("origin_location",)
 
     def queryset(self) -> QuerySet:
@@ -64,6 +69,9 @@ class PackageHandler(JobKindHandler):
 
     def at_sites(self, queryset: QuerySet, site_ids: Sequence[int]) -> QuerySet:
         return queryset.filter(origin_location__site_id__in=site_ids)
+
+    def touching_raw_packages(self, queryset: QuerySet, package_ids: Sequence[int]) -> QuerySet:
+        return queryset.filter(members__raw_package_id__in=package_ids).select_related("origin_location__site")
 
     def site_of(self, job: DataTransferPackage):
         return job.origin_location.site
@@ -105,6 +113,8 @@ class TransferHandler(JobKindHandler):
     model = DataTransfer
     result_serializer = TransferResult
     attention_label = "Failed transfers"
+    site_field = "origin_location__site"
+    size_field = "transfer_package__size"
     result_related = ("transfer_package", "destination_location")
 
     def queryset(self) -> QuerySet:
@@ -114,6 +124,10 @@ class TransferHandler(JobKindHandler):
 
     def at_sites(self, queryset: QuerySet, site_ids: Sequence[int]) -> QuerySet:
         return queryset.filter(origin_location__site_id__in=site_ids)
+
+    def touching_raw_packages(self, queryset: QuerySet, package_ids: Sequence[int]) -> QuerySet:
+        return queryset.filter(transfer_package__members__raw_package_id__in=package_ids).select_related(
+            "origin_location__site")
 
     def for_methods(self, queryset: QuerySet, methods: Sequence[str]) -> QuerySet:
         return queryset.filter(method__in=methods)
@@ -158,6 +172,10 @@ class TransferHandler(JobKindHandler):
 
     def site_of(self, job: DataTransfer):
         return job.origin_location.site
+
+    def explain(self, jobs: Sequence[DataTransfer], now: datetime) -> dict[int, Explanation]:
+        """A paused route or one at its limit holds pending transfers; a relay waits for the next hop."""
+        return explain_transfers(jobs, now)
 
     def size_of(self, job: DataTransfer) -> int | None:
         return job.transfer_package.size
@@ -204,6 +222,8 @@ class UnpackHandler(JobKindHandler):
     model = DataTransferUnpack
     result_serializer = UnpackResult
     attention_label = "Failed unpacks"
+    site_field = "transfer__destination_location__site"
+    size_field = "transfer__transfer_package__size"
     result_related = ("transfer__transfer_package", "transfer__destination_location")
 
     def queryset(self) -> QuerySet:
@@ -213,6 +233,10 @@ class UnpackHandler(JobKindHandler):
 
     def at_sites(self, queryset: QuerySet, site_ids: Sequence[int]) -> QuerySet:
         return queryset.filter(transfer__destination_location__site_id__in=site_ids)
+
+    def touching_raw_packages(self, queryset: QuerySet, package_ids: Sequence[int]) -> QuerySet:
+        return queryset.filter(transfer__transfer_package__members__raw_package_id__in=package_ids).select_related(
+            "transfer__destination_location__site")
 
     def claimable(self, queryset: QuerySet) -> QuerySet:
         """Only once the archive has arrived (the scheduler creates unpacks then; this guards the rule)."""

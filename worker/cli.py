@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "method whose program is installed or whose command is configured)")
     parser.add_argument("--concurrency", type=int, default=env("OPSDB_WORKER_CONCURRENCY", "1"),
                         help="claim loops (threads) (OPSDB_WORKER_CONCURRENCY)")
+    parser.add_argument("--batch", type=int, default=env("OPSDB_WORKER_BATCH", "1"),
+                        help="claim up to N jobs at once, run them in turn, report them in one request "
+                             "(for many small jobs; OPSDB_WORKER_BATCH)")
     parser.add_argument("--lease-seconds", type=int, default=env("OPSDB_WORKER_LEASE_SECONDS", "600"),
                         help="lease asked for per job; heartbeats every third of it (OPSDB_WORKER_LEASE_SECONDS)")
     parser.add_argument("--log-dir", default=env("OPSDB_WORKER_LOG_DIR", "var/worker-logs"),
@@ -124,7 +127,7 @@ def config_from(args: argparse.Namespace) -> WorkerConfig:
     if not args.token:
         raise ConfigError("--token (or OPSDB_TOKEN) is required")
     for option, value, minimum in (("--concurrency", args.concurrency, 1), ("--lease-seconds", args.lease_seconds, 3),
-                                   ("--http-retries", args.http_retries, 1)):
+                                   ("--http-retries", args.http_retries, 1), ("--batch", args.batch, 1)):
         if value < minimum:
             raise ConfigError(f"{option} must be at least {minimum}, got {value}")
     if args.poll_interval < 0 or args.grace_seconds < 0:
@@ -138,7 +141,7 @@ def config_from(args: argparse.Namespace) -> WorkerConfig:
         kinds=csv_list(args.kinds, KINDS, "--kinds"), methods=methods, concurrency=args.concurrency,
         lease_seconds=args.lease_seconds, log_dir=Path(args.log_dir), poll_interval=args.poll_interval,
         once=args.once, grace_seconds=args.grace_seconds, commands=commands, checksum_command=args.checksum_command,
-        state_dir=Path(args.state_dir), housekeeping_interval=args.housekeeping_interval,
+        state_dir=Path(args.state_dir), housekeeping_interval=args.housekeeping_interval, batch=args.batch,
     )
 
 
@@ -146,6 +149,7 @@ def startup_line(config: WorkerConfig) -> str:
     commands = "; ".join(f"{m}: {t}" for m, t in sorted(config.commands.items())) or "defaults"
     return (f"opsdb-worker {config.name}: api {config.api_url}, sites {','.join(config.sites) or 'any'}, "
             f"kinds {','.join(config.kinds)}, methods {','.join(config.methods)}, concurrency {config.concurrency}, "
+            f"batch {config.batch}, "
             f"lease {config.lease_seconds}s, logs in {config.log_dir.resolve()}, commands {commands}"
             f"{', once' if config.once else ''}")
 

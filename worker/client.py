@@ -120,6 +120,17 @@ class ApiClient:
         (ApiUnavailable) may still have taken a job: this thread's next claim repeats its id, and the
         server gives that job back rather than leave it claimed by nobody until its lease expires.
         """
+        return self._claim(worker=worker, kinds=kinds, sites=sites, methods=methods, lease_seconds=lease_seconds)
+
+    def claim_batch(self, *, worker: str, max_jobs: int, kinds: Sequence[str] = (), sites: Sequence[str] = (),
+                    methods: Sequence[str] = (), lease_seconds: int | None = None) -> list[dict[str, Any]]:
+        """Up to ``max_jobs`` jobs (``[]`` when there is nothing to do), as ``claim`` does for one."""
+        answer = self._claim(worker=worker, kinds=kinds, sites=sites, methods=methods, lease_seconds=lease_seconds,
+                             max_jobs=max_jobs)
+        return [] if answer is None else list(answer["jobs"])
+
+    def _claim(self, *, worker: str, kinds: Sequence[str], sites: Sequence[str], methods: Sequence[str],
+               lease_seconds: int | None, max_jobs: int | None = None) -> dict[str, Any] | None:
         request_id = getattr(self._local, "unanswered_claim", None) or uuid.uuid4().hex
         self._local.unanswered_claim = request_id
         payload: dict[str, Any] = {"worker": worker, "request_id": request_id}
@@ -128,6 +139,8 @@ class ApiClient:
                 payload[key] = list(value)
         if lease_seconds:
             payload["lease_seconds"] = lease_seconds
+        if max_jobs is not None:
+            payload["max_jobs"] = max_jobs
         response = self.post("api/v1/work/claim/", payload)
         self._local.unanswered_claim = None
         if response.status_code == 204:
@@ -135,6 +148,16 @@ class ApiClient:
         if response.status_code != 200:
             raise ApiError(response.status_code, _body(response), "POST", "api/v1/work/claim/")
         return response.json()
+
+    def report(self, reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Report on many jobs at once (``{"kind", "id", "outcome", "lease_token", ...}`` each); one answer each.
+
+        Safe to repeat after a lost answer: the server changes nothing for reports it already applied.
+        """
+        response = self.post("api/v1/work/report/", {"reports": reports})
+        if response.status_code != 200:
+            raise ApiError(response.status_code, _body(response), "POST", "api/v1/work/report/")
+        return list(response.json()["results"])
 
     def heartbeat(self, kind: str, job_id: int, lease_token: str, **extra: Any) -> dict[str, Any]:
         payload = {"lease_token": lease_token, **{k: v for k, v in extra.items() if v is not None}}

@@ -468,9 +468,20 @@ def do_archive(job: Job, ctx: JobContext) -> Result:
     Restartable: a copy already in place with the right checksum is kept; an interrupted copy resumes.
     """
     package, source, destination = job["raw_package"], job["source"], job["destination"]
+    method = job.get("method") or "copy"
+    if method != "copy":  # a repair from another site's archive: by the route's method
+        ctx.log(f"{'repair' if job.get('repair') else 'archive'} {package['name']} by {method}")
+        shim = {**job, "transfer_package": package}
+        if destination["location"].get("storage_type", "DISK") == "DISK":
+            checksum, _ = _command_to_local(shim, ctx)
+        else:
+            checksum, _ = _command_to_remote(shim, ctx)
+        return {"checksum": checksum, "path": destination["path"]}
     source_path = local_path(source["location"], source["path"])
     target = local_path(destination["location"], destination["path"])
     _require_file(source_path, f"raw package {package['name']}")
+    if job.get("repair"):
+        ctx.log(f"repairing {target} (an audit found it bad) from {source_path}")
     if _already_there(target, package):
         ctx.log(f"{target} is already in place and verified: kept")
         return {"checksum": package["checksum"].lower(), "path": destination["path"]}
@@ -484,6 +495,29 @@ def _already_there(target: Path, record: dict[str, Any]) -> bool:
     if not target.is_file() or (record.get("size") is not None and target.stat().st_size != record["size"]):
         return False
     return storage.file_checksum(target, algorithm_of(record)) == record["checksum"].lower()
+
+
+# -- verify ----------------------------------------------------------------------------------
+def do_verify(job: Job, ctx: JobContext) -> Result:
+    """Re-read an archive copy and report the checksum found (or that the file is missing).
+
+    A missing file is a result, not a failure; a missing location (its base path is not there:
+    an unmounted disk?) is a failure to retry, never reported as every file missing.
+    """
+    package, copy = job["raw_package"], job["copy"]
+    location = copy["location"]
+    path = local_path(location, copy["path"])
+    if not Path(location["base_path"]).is_dir():
+        raise JobError(f"location {location['site']}:{location['name']} base path {location['base_path']} is not "
+                       "there (not mounted?)", retryable=True)
+    if not path.is_file():
+        ctx.log(f"{path} is missing")
+        return {"missing": True}
+    ctx.log(f"{'rechecking' if job.get('recheck') else 'checking'} {path} ({algorithm_of(package)})")
+    checksum = storage.file_checksum(path, algorithm_of(package), progress=ctx.add_bytes)
+    expected = package["checksum"].lower()
+    ctx.log(f"read {checksum}: {'matches' if checksum == expected else 'DIFFERS from ' + expected}")
+    return {"checksum": checksum}
 
 
 # -- stage -----------------------------------------------------------------------------------
@@ -604,6 +638,7 @@ HANDLERS: dict[str, Handler] = {
     "archive": do_archive,
     "stage": do_stage,
     "delete": do_delete,
+    "verify": do_verify,
 }
 KINDS = tuple(HANDLERS)
 

@@ -15,7 +15,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ class WorkerConfig:
     checksum_command: str = ""
     state_dir: Path = Path("var/worker-state")
     housekeeping_interval: float = 600.0
+    batch: int = 1  # >1: claim up to this many jobs at once, run them in turn, report them in one request
 
 
 @dataclass
@@ -60,6 +63,20 @@ class Outcome:
     log_path: str = ""
     seconds: float = 0.0
     job_status: str = ""  # the job's status in ops-db's answer to the report, when there was one
+
+
+@dataclass
+class Deferred:
+    """A report held back to go with the others of its batch (``outcome``: complete or fail)."""
+
+    ctx: JobContext
+    kind: str
+    job_id: int
+    token: str
+    log_path: str
+    outcome: str
+    body: dict[str, Any]
+    detail: str  # the outcome's detail once ops-db took the report
 
 
 class Runner:
@@ -125,20 +142,26 @@ class Runner:
 
     # -- claim loop ------------------------------------------------------------------------
     def loop(self, number: int) -> None:
-        """Claim and run jobs until stopping; with ``once``, at most one job."""
+        """Claim and run jobs until stopping; with ``once``, at most one claim (one job, or one batch)."""
         while not self.stopping.is_set():
-            job = self._claim()
-            if job is not None:
-                self.run_job(job)
+            jobs = self._claim()
+            if len(jobs) == 1 and self.config.batch == 1:
+                self.run_job(jobs[0])
+            elif jobs:
+                self.run_batch(jobs)
             if self.config.once:
                 return
-            if job is None:
+            if not jobs:
                 self._idle()
 
-    def _claim(self) -> Job | None:
+    def _claim(self) -> list[Job]:
+        claim = {"worker": self.config.name, "kinds": self.config.kinds, "sites": self.config.sites,
+                 "methods": self.config.methods, "lease_seconds": self.config.lease_seconds}
         try:
-            return self.client.claim(worker=self.config.name, kinds=self.config.kinds, sites=self.config.sites,
-                                     methods=self.config.methods, lease_seconds=self.config.lease_seconds)
+            if self.config.batch > 1:
+                return self.client.claim_batch(max_jobs=self.config.batch, **claim)
+            job = self.client.claim(**claim)
+            return [] if job is None else [job]
         except ApiUnavailable as exc:
             self._echo(f"{self.config.name}: cannot claim: {exc}")
         except ApiError as exc:
@@ -146,9 +169,9 @@ class Runner:
             # the configuration is wrong, and asking again every few seconds will not fix it.
             self._echo(f"{self.config.name}: claim refused, stopping: {exc}")
             self.stopping.set()
-        except ValueError as exc:  # not JSON: a proxy's error page, a wrong URL
-            self._echo(f"{self.config.name}: claim answer unreadable: {exc}")
-        return None
+        except (ValueError, KeyError, TypeError) as exc:  # not JSON: a proxy's error page, a wrong URL
+            self._echo(f"{self.config.name}: claim answer unreadable: {exc!r}")
+        return []
 
     def _idle(self) -> None:
         wait = self.config.poll_interval * random.uniform(0.8, 1.2)
@@ -157,37 +180,111 @@ class Runner:
     # -- one job ---------------------------------------------------------------------------
     def run_job(self, job: Job) -> Outcome:
         """Run one claimed job under a heartbeat and report it; never raises."""
-        kind, job_id, token = job["kind"], job["id"], job["lease_token"]
-        log_path = self._log_path(job)
         started = time.monotonic()
-        with open(log_path, "a", encoding="utf-8") as log_file:
-            ctx = JobContext(job=job, log_file=log_file, commands=self.config.commands,
-                             checksum_command=self.config.checksum_command, journal=self.journal)
-            ctx.log(f"{self.config.name} claimed {kind} #{job_id} attempt {job.get('attempt')} "
-                    f"(lease until {job.get('lease_expires_at')})")
-            with self._lock:
-                self._running[id(ctx)] = ctx
-                if self._abort_reason:  # the claim answer arrived after the grace period ran out
-                    ctx.abort(self._abort_reason)
-            heartbeat = Heartbeat(self.client, ctx, lease_seconds=self.config.lease_seconds)
-            heartbeat.start()
-            try:
-                outcome = self._execute(ctx, heartbeat, kind, job_id, token, str(log_path))
-            finally:
-                heartbeat.stop()
-                with self._lock:
-                    self._running.pop(id(ctx), None)
+        with open(self._log_path(job), "a", encoding="utf-8") as log_file:
+            ctx = self._context(job, log_file)
+            outcome = self._attempt(ctx)
             self._drop_unusable_partials(ctx, outcome)
+        return self._finish(job, outcome, started)
+
+    def run_batch(self, jobs: list[Job]) -> list[Outcome]:
+        """Run the jobs of a batch claim in turn, each under its heartbeat, then report them in one request.
+
+        A job whose lease ran out while it waited its turn is not started (another worker may have it).
+        """
+        started = time.monotonic()
+        with ExitStack() as files:
+            attempts = []
+            for job in jobs:
+                ctx = self._context(job, files.enter_context(open(self._log_path(job), "a", encoding="utf-8")))
+                if _lease_over(job):
+                    ctx.log("not started: its lease ran out while it waited its turn in the batch")
+                    attempts.append((ctx, Outcome(job["kind"], job["id"], "lease-lost", "lease ran out before start",
+                                                  str(self._log_path(job)))))
+                else:
+                    attempts.append((ctx, self._attempt(ctx, defer=True)))
+            answers = self._send_batch([a for _, a in attempts if isinstance(a, Deferred)])
+            outcomes = []
+            for ctx, attempt in attempts:
+                outcome = self._settle(attempt, answers.get(attempt.job_id)) if isinstance(attempt, Deferred) \
+                    else attempt
+                self._drop_unusable_partials(ctx, outcome)
+                outcomes.append(outcome)
+        return [self._finish(job, outcome, started) for job, outcome in zip(jobs, outcomes, strict=True)]
+
+    def _context(self, job: Job, log_file) -> JobContext:
+        ctx = JobContext(job=job, log_file=log_file, commands=self.config.commands,
+                         checksum_command=self.config.checksum_command, journal=self.journal)
+        ctx.log(f"{self.config.name} claimed {job['kind']} #{job['id']} attempt {job.get('attempt')} "
+                f"(lease until {job.get('lease_expires_at')})")
+        return ctx
+
+    def _attempt(self, ctx: JobContext, *, defer: bool = False) -> Outcome | Deferred:
+        """Do the job under a heartbeat; report it (``defer``: return the report to send with the batch)."""
+        job = ctx.job
+        with self._lock:
+            self._running[id(ctx)] = ctx
+            if self._abort_reason:  # the claim answer arrived after the grace period ran out
+                ctx.abort(self._abort_reason)
+        heartbeat = Heartbeat(self.client, ctx, lease_seconds=self.config.lease_seconds)
+        heartbeat.start()
+        try:
+            return self._execute(ctx, heartbeat, job["kind"], job["id"], job["lease_token"],
+                                 str(self._log_path(job)), defer=defer)
+        finally:
+            heartbeat.stop()
+            with self._lock:
+                self._running.pop(id(ctx), None)
+
+    def _finish(self, job: Job, outcome: Outcome, started: float) -> Outcome:
         outcome.seconds = time.monotonic() - started
         self.outcomes.append(outcome)
         self._echo(_job_line(self.config.name, job, outcome))
         return outcome
 
+    def _send_batch(self, deferred: list[Deferred]) -> dict[int, dict[str, Any]]:
+        """One batch report for the deferred reports; job id → ops-db's answer ({} when it could not be sent)."""
+        if not deferred:
+            return {}
+        items = [{"kind": d.kind, "id": d.job_id, "outcome": d.outcome, "lease_token": d.token, **d.body}
+                 for d in deferred]
+        try:
+            answers = self.client.report(items)
+        except (ApiError, ApiUnavailable, ValueError, KeyError, TypeError) as exc:
+            self._echo(f"{self.config.name}: could not report a batch of {len(items)} job(s): {exc}")
+            for d in deferred:
+                d.ctx.log(f"could not report {d.outcome}: {exc}")
+            return {}
+        return {answer["id"]: answer for answer in answers if isinstance(answer, dict) and "id" in answer}
+
+    def _settle(self, d: Deferred, answer: dict[str, Any] | None) -> Outcome:
+        """The outcome of a job reported in a batch, from ops-db's answer to its item."""
+        code = answer.get("code") if answer else None
+        if code is None:
+            return Outcome(d.kind, d.job_id, "unreported", "the batch report got no answer", d.log_path)
+        if code == 409:
+            d.ctx.log(f"{d.outcome} refused, lease lost: {answer}")
+            return Outcome(d.kind, d.job_id, "lease-lost", f"lease lost before {d.outcome}", d.log_path)
+        if code != 200 and d.outcome == "complete":
+            # The server refused the result (e.g. 400): say so with fail rather than leave it claimed.
+            d.ctx.log(f"complete refused: {answer}")
+            refusal = answer.get("errors") or answer.get("detail")
+            return self._report_fail(d.ctx, d.kind, d.job_id, d.token, d.log_path,
+                                     f"result refused by ops-db: {refusal}", retryable=True)
+        if code != 200:
+            d.ctx.log(f"could not report the failure: {answer}")
+            return Outcome(d.kind, d.job_id, "unreported", f"{d.detail} (report refused: {answer})", d.log_path)
+        d.ctx.log(f"reported {d.outcome} in a batch: {answer}")
+        if d.outcome == "complete":
+            return Outcome(d.kind, d.job_id, "completed", d.detail, d.log_path)
+        return Outcome(d.kind, d.job_id, "failed", f"{d.detail} → {answer.get('status', '?')}", d.log_path,
+                       job_status=str(answer.get("status", "")))
+
     def _log_path(self, job: Job) -> Path:
         return (self.config.log_dir / f"{job['kind']}-{job['id']}-attempt{job.get('attempt', 0)}.log").resolve()
 
     def _execute(self, ctx: JobContext, heartbeat: Heartbeat, kind: str, job_id: int, token: str,
-                 log_path: str) -> Outcome:
+                 log_path: str, *, defer: bool = False) -> Outcome | Deferred:
         handler = HANDLERS.get(kind)
         try:
             if handler is None:
@@ -198,12 +295,16 @@ class Runner:
                 raise JobAborted(ctx.cancel_reason)
         except JobAborted as exc:
             heartbeat.finish()
-            return self._report_abort(ctx, kind, job_id, token, log_path, str(exc))
+            return self._report_abort(ctx, kind, job_id, token, log_path, str(exc), defer=defer)
         except Exception as exc:  # noqa: BLE001 - any failure of the job is reported, not raised
             heartbeat.finish()
             ctx.log(f"FAILED: {type(exc).__name__}: {exc}")
             return self._report_fail(ctx, kind, job_id, token, log_path, str(exc) or type(exc).__name__,
-                                     retryable=is_retryable(exc))
+                                     retryable=is_retryable(exc), defer=defer)
+        if defer:
+            ctx.log(f"to report complete with the batch: {result}")
+            return Deferred(ctx, kind, job_id, token, log_path, "complete", {**result, "log_path": log_path},
+                            _summary(result))
         return self._report_complete(ctx, kind, job_id, token, log_path, result)
 
     def _report_complete(self, ctx: JobContext, kind: str, job_id: int, token: str, log_path: str,
@@ -225,14 +326,17 @@ class Runner:
         return Outcome(kind, job_id, "completed", _summary(result), log_path)
 
     def _report_abort(self, ctx: JobContext, kind: str, job_id: int, token: str, log_path: str,
-                      reason: str) -> Outcome:
+                      reason: str, *, defer: bool = False) -> Outcome | Deferred:
         ctx.log(f"ABORTED: {reason}")
         if ctx.lease_lost:
             return Outcome(kind, job_id, "lease-lost", reason, log_path)
-        return self._report_fail(ctx, kind, job_id, token, log_path, reason, retryable=True)
+        return self._report_fail(ctx, kind, job_id, token, log_path, reason, retryable=True, defer=defer)
 
     def _report_fail(self, ctx: JobContext, kind: str, job_id: int, token: str, log_path: str, error: str,
-                     *, retryable: bool) -> Outcome:
+                     *, retryable: bool, defer: bool = False) -> Outcome | Deferred:
+        if defer:
+            body = {"error": error[:ERROR_REPORT_LENGTH], "log_path": log_path, "retryable": retryable}
+            return Deferred(ctx, kind, job_id, token, log_path, "fail", body, error)
         try:
             answer = self.client.fail(kind, job_id, token, error=error[:ERROR_REPORT_LENGTH], log_path=log_path,
                                       retryable=retryable)
@@ -360,6 +464,15 @@ class Heartbeat:
         except (ApiError, ApiUnavailable) as exc:
             # The lease may still be valid; the next beat tries again, and 409 is the real signal.
             self.ctx.log(f"heartbeat failed: {exc}")
+
+
+def _lease_over(job: Job) -> bool:
+    """Whether the job's lease (``lease_expires_at`` of the claim answer) has run out already."""
+    try:
+        expires = datetime.fromisoformat(str(job.get("lease_expires_at")))
+    except ValueError:
+        return False
+    return expires.tzinfo is not None and expires <= datetime.now(UTC)
 
 
 def _summary(result: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('opsdb', '0011_custody_policies'),
+        ('opsdb', '0012_custody_policies'),
         ('transfers', '0011_datatransferpackagecopy_deletion_failures'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

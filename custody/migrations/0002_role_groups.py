@@ -10,6 +10,6 @@ def sync_roles(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("custody", "0001_initial"), ("opsdb", "0011_custody_policies")]
+    dependencies = [("custody", "0001_initial"), ("opsdb", "0012_custody_policies")]
 
     operations = [migrations.RunPython(sync_roles, migrations.RunPython.noop)]

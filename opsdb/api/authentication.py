@@ -9,7 +9,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 
-from opsdb.api.permissions import remember_roles
+from opsdb.roles import remember_roles
 from opsdb.tokens import cached_token
 
 

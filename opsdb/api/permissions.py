@@ -9,37 +9,7 @@
 from django.contrib.auth.models import AnonymousUser
 from rest_framework import permissions
 
-from opsdb import roles
-
-
-def in_group(user, name: str) -> bool:
-    """Whether ``user`` is in the role group ``name`` (operators or workers); read once per request."""
-    if not user or not user.is_authenticated:
-        return False
-    cache = getattr(user, "_opsdb_groups", None)
-    if cache is None:
-        cache = set(user.groups.values_list("name", flat=True))
-        user._opsdb_groups = cache
-    return name in cache
-
-
-def remember_roles(user, *, groups: set[str], site_ids: list[int] | None) -> None:
-    """Keep what token authentication already knows about ``user`` for the rest of this request.
-
-    ``groups``: which of the groups ``in_group`` is asked about (operators, workers) the user is in;
-    ``site_ids``: the sites it is restricted to (None: every site). The user object lives for one
-    request only, so nothing set here outlives the request.
-    """
-    user._opsdb_groups = groups
-    user._opsdb_site_ids = site_ids
-
-
-def is_operator(user) -> bool:
-    return bool(user and user.is_authenticated and user.is_superuser) or in_group(user, roles.OPERATORS)
-
-
-def is_worker(user) -> bool:
-    return in_group(user, roles.WORKERS)
+from opsdb.roles import is_operator, is_worker
 
 
 def allowed_site_ids(user) -> list[int] | None:

@@ -23,6 +23,7 @@ urlpatterns = [
     path("ingest/raw-packages/", ingest.RawPackageIngestView.as_view(), name="ingest-raw-package"),
     path("work/claim/", work.ClaimView.as_view(), name="work-claim"),
     path("work/partials/", work.PartialsView.as_view(), name="work-partials"),
+    path("work/report/", work.ReportView.as_view(), name="work-report"),
     path("work/<str:kind>/<int:pk>/heartbeat/", work.HeartbeatView.as_view(), name="work-heartbeat"),
     path("work/<str:kind>/<int:pk>/complete/", work.CompleteView.as_view(), name="work-complete"),
     path("work/<str:kind>/<int:pk>/fail/", work.FailView.as_view(), name="work-fail"),

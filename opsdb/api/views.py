@@ -12,7 +12,9 @@ from rest_framework.response import Response
 from opsdb import services
 from opsdb.api import filters, serializers
 from opsdb.api.permissions import IsOperator, ModelRolePermissions, allowed_site_ids
+from opsdb.custody import raw_package_custody
 from opsdb.models import (
+    REASON_MAX_LENGTH,
     DataLocation,
     DataTransferLog,
     Instrument,
@@ -56,7 +58,20 @@ class JobViewSetMixin:
         return job_kinds.for_model(queryset.model).at_sites(queryset, site_ids)
 
 
-REASON = inline_serializer("TransitionReason", {"reason": drf_serializers.CharField(required=False, max_length=500)})
+REASON = inline_serializer(
+    "TransitionReason", {"reason": drf_serializers.CharField(required=False, max_length=REASON_MAX_LENGTH)}
+)
+
+
+def request_reason(request, *, default: str | None = "") -> str | Response:
+    """The request's ``reason``: a text of at most REASON_MAX_LENGTH characters, else a 400 answer.
+
+    ``default`` is what a missing reason means (None: a reason is required).
+    """
+    reason = request.data.get("reason", default) if isinstance(request.data, dict) else None
+    if not isinstance(reason, str) or len(reason) > REASON_MAX_LENGTH:
+        return Response({"reason": [f"Give a short text (at most {REASON_MAX_LENGTH} characters)."]}, status=400)
+    return reason
 
 
 class OperatorJobActionsMixin:
@@ -64,9 +79,9 @@ class OperatorJobActionsMixin:
 
     def _transition(self, request, service):
         job = self.get_object()
-        reason = request.data.get("reason", "") if isinstance(request.data, dict) else ""
-        if not isinstance(reason, str) or len(reason) > 500:
-            return Response({"reason": ["Give a short text (at most 500 characters)."]}, status=400)
+        reason = request_reason(request)
+        if isinstance(reason, Response):
+            return reason
         service(job=job, by=request.user, reason=reason)
         return Response(self.get_serializer(self.get_queryset().get(pk=job.pk)).data)
 
@@ -114,6 +129,28 @@ class RawDataPackageViewSet(ReadOnlyViewSet):
     serializer_class = serializers.RawDataPackageSerializer
     filterset_class = filters.RawDataPackageFilter
     ordering_fields = ["id", "name", "size", "created_at"]
+
+    @extend_schema(
+        responses={200: serializers.CustodySerializer}, filters=False,
+        description="Where is this package: every copy (location, status, path, verified checksum and time), "
+        "the number of safe archive copies, the archives it must reach, its time to safety, and the work "
+        "pending on it (the jobs the caller may see).",
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def custody(self, request, pk=None):
+        package = self.get_object()
+        custody = raw_package_custody(package, visible=lambda handler, jobs: visible_jobs(request.user, handler, jobs))
+        return Response(serializers.CustodySerializer(custody).data)
+
+
+def visible_jobs(user, handler, jobs):
+    """The jobs of one kind ``user`` may read, as its read endpoint shows them; None: none of that kind."""
+    model = handler.model
+    if not user.has_perm(f"{model._meta.app_label}.view_{model._meta.model_name}"):
+        return None
+    jobs = handler.visible_to(jobs, user)
+    site_ids = allowed_site_ids(user)
+    return jobs if site_ids is None else handler.at_sites(jobs, site_ids)
 
 
 class RawDataFileViewSet(ReadOnlyViewSet):

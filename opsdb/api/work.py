@@ -17,7 +17,8 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from opsdb import services
+from opsdb import batches, services
+from opsdb.api.exceptions import validation_error_body
 from opsdb.api.fields import IntegerField, LogPathField
 from opsdb.api.parsers import JSONParser
 from opsdb.api.permissions import IsWorker, allowed_site_ids
@@ -53,9 +54,19 @@ class Claim(serializers.Serializer):
         "answer: a repeat gets the job (and lease) the first one took, while the lease is held.",
     )
 
+    max_jobs = IntegerField(
+        min_value=1, required=False,
+        help_text="Claim up to this many jobs at once (at most WORK_BATCH_MAX_JOBS, default 100): the answer is "
+        '{"jobs": [...]} instead of one job. Without it, one job.')
+
     def validate_lease_seconds(self, value: int) -> int:
         if value > max_lease_seconds():
             raise serializers.ValidationError(f"At most {max_lease_seconds()} seconds.")
+        return value
+
+    def validate_max_jobs(self, value: int) -> int:
+        if value > settings.WORK_BATCH_MAX_JOBS:
+            raise serializers.ValidationError(f"At most {settings.WORK_BATCH_MAX_JOBS} jobs per claim.")
         return value
 
     def validate_kinds(self, kinds: list[str]) -> list[str]:
@@ -82,6 +93,12 @@ class ClaimedJob(serializers.Serializer):
     attempt = IntegerField(help_text="1 for the first try.")
     max_attempts = IntegerField()
     site = serializers.CharField(help_text="The site the job is at.")
+
+
+class ClaimedJobs(serializers.Serializer):
+    """The answer to a claim with ``max_jobs``: 1 to ``max_jobs`` jobs, each with its own lease."""
+
+    jobs = ClaimedJob(many=True)
 
 
 class LeaseReport(serializers.Serializer):
@@ -164,9 +181,12 @@ class WorkView(APIView):
 class ClaimView(WorkView):
     @extend_schema(
         operation_id="work_claim", request=Claim,
-        responses={200: ClaimedJob, 204: OpenApiResponse(description="No job to do."),
+        responses={200: PolymorphicProxySerializer(component_name="ClaimAnswer", serializers=[ClaimedJob, ClaimedJobs],
+                                                   resource_type_field_name=None),
+                   204: OpenApiResponse(description="No job to do."),
                    **{k: v for k, v in ERRORS.items() if k != 404 and k != 409}},
-        description="Claim one job. The answer carries everything needed to do it; see docs/worker-protocol.md.",
+        description="Claim one job, or with max_jobs up to that many ({\"jobs\": [...]}). The answer carries "
+        "everything needed to do each job; see docs/worker-protocol.md.",
     )
     def post(self, request):
         data = validated(Claim, request)
@@ -174,6 +194,8 @@ class ClaimView(WorkView):
         request_id = data.get("request_id", "")
         wanted = data.get("kinds")
         handlers = [h for h in job_kinds if wanted is None or h.kind in wanted]
+        if "max_jobs" in data:
+            return self.claim_batch(request, data, handlers, site_ids)
         again = services.claimed_by_request(
             querysets={h.kind: h.model.objects.all() for h in handlers}, worker=data["worker"], user=request.user,
             request_id=request_id)
@@ -190,6 +212,24 @@ class ClaimView(WorkView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @staticmethod
+    def claim_batch(request, data: dict, handlers: list, site_ids: list[int] | None) -> Response:
+        """Up to ``max_jobs`` jobs; a repeat of the claim (same ``request_id``) gets the jobs it took, still held."""
+        request_id = data.get("request_id", "")
+        held = services.held_by_request(
+            querysets={h.kind: h.model.objects.all() for h in handlers}, worker=data["worker"], user=request.user,
+            request_id=request_id, limit=data["max_jobs"])
+        if held:
+            claimed = [(job_kinds[kind], pk) for kind, pk in held]
+        else:
+            claimed = [(handler, job.pk) for handler, job in batches.claim_jobs(
+                handlers=handlers, worker=data["worker"], max_jobs=data["max_jobs"], user=request.user,
+                site_ids=site_ids, methods=data.get("methods"), lease_seconds=data.get("lease_seconds"),
+                request_id=request_id)]
+        if not claimed:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response({"jobs": payloads(claimed)})
+
+    @staticmethod
     def site_ids(user, requested: list[int] | None) -> list[int] | None:
         allowed = allowed_site_ids(user)
         if allowed is None:
@@ -201,6 +241,17 @@ class ClaimView(WorkView):
             names = ", ".join(Site.objects.filter(pk__in=outside).order_by("name").values_list("name", flat=True))
             raise PermissionDenied(f"This worker may not work at: {names}.")
         return requested
+
+
+def payloads(claimed: list[tuple]) -> list[dict]:
+    """The payloads of claimed jobs ((handler, id), in claim order): one read (and its prefetches) per kind."""
+    ids: dict[str, list[int]] = {}
+    for handler, pk in claimed:
+        ids.setdefault(handler.kind, []).append(pk)
+    jobs = {}
+    for kind, pks in ids.items():
+        jobs.update({(kind, job.pk): job for job in job_kinds[kind].queryset().filter(pk__in=pks)})
+    return [job_payload(handler, jobs[handler.kind, pk]) for handler, pk in claimed]
 
 
 class JobView(WorkView):
@@ -365,3 +416,107 @@ class PartialsView(WorkView):
         if site_ids is not None:
             queryset = handler.at_sites(queryset, site_ids)
         return queryset
+
+
+class ReportItem(serializers.Serializer):
+    """Which job an item of a batch report is about, and how it went; the rest is the single report's body."""
+
+    kind = serializers.ChoiceField(choices=JobKind.choices)
+    id = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+    outcome = serializers.ChoiceField(choices=[batches.COMPLETE, batches.FAIL])
+
+
+class ReportItemSchema(ReportItem):
+    """One item: ``complete`` with the kind's result fields (as in work/<kind>/<id>/complete/), or ``fail``."""
+
+    lease_token = LEASE_TOKEN
+    log_path = LogPathField()
+    error = serializers.CharField(required=False, help_text="fail: what went wrong (as in work/<kind>/<id>/fail/).")
+    retryable = serializers.BooleanField(required=False, help_text="fail: as in work/<kind>/<id>/fail/.")
+
+
+class BatchReport(serializers.Serializer):
+    reports = serializers.ListField(
+        allow_empty=False, help_text="1 to WORK_BATCH_MAX_JOBS (default 100) items, each answered on its own.")
+
+
+class BatchReportSchema(serializers.Serializer):
+    reports = ReportItemSchema(many=True)
+
+
+class ReportAnswer(serializers.Serializer):
+    index = IntegerField(help_text="The item's position in the request.")
+    kind = serializers.CharField(allow_null=True)
+    id = IntegerField(allow_null=True)
+    code = IntegerField(help_text="200 done (or a repeat that changed nothing), 400 bad item, 404 no such job at "
+                                  "the worker's sites, 409 lease not held.")
+    status = serializers.CharField(required=False, help_text="The job's status (200, 409).")
+    attempts = IntegerField(required=False)
+    next_attempt_at = serializers.DateTimeField(allow_null=True, required=False)
+    finished_at = serializers.DateTimeField(allow_null=True, required=False)
+    detail = serializers.CharField(required=False)
+    errors = serializers.DictField(required=False, help_text="400: the item's field errors.")
+
+
+class BatchReportAnswer(serializers.Serializer):
+    results = ReportAnswer(many=True)
+
+
+class ReportView(WorkView):
+    @extend_schema(
+        operation_id="work_report", request=BatchReportSchema,
+        responses={200: BatchReportAnswer, 400: ERRORS[400], 401: ERRORS[401], 403: ERRORS[403]},
+        description="Report on many leased jobs at once (complete or fail). Each item is answered on its own, in "
+        "order: a bad item (400), an unknown job (404) or a lost lease (409) changes nothing and does not hold up "
+        "the others. Sending the same batch again changes nothing more. See docs/worker-protocol.md.",
+    )
+    def post(self, request):
+        items = validated(BatchReport, request)["reports"]
+        if len(items) > settings.WORK_BATCH_MAX_JOBS:
+            raise DRFValidationError({"reports": [f"At most {settings.WORK_BATCH_MAX_JOBS} reports per request."]})
+        parsed = [parse_report(item) for item in items]
+        reports = [report for report in parsed if isinstance(report, batches.Report)]
+        answers = iter(batches.jobs_report(reports=reports, by=request.user,
+                                           site_ids=allowed_site_ids(request.user)) if reports else ())
+        results = []
+        for index, report in enumerate(parsed):
+            if isinstance(report, batches.Report):
+                results.append(report_answer(index, report, next(answers)))
+            else:
+                results.append({"index": index, **report})
+        return Response({"results": results})
+
+
+def parse_report(item) -> batches.Report | dict:
+    """An item of a batch report as a ``batches.Report``, or its 400 answer (``kind``, ``id``, ``code``, ``errors``)."""
+    if not isinstance(item, dict):
+        return {"kind": None, "id": None, "code": 400, "errors": {"non_field_errors": ["Send a JSON object."]}}
+    head = ReportItem(data=item)
+    if not head.is_valid():
+        return {"kind": None, "id": None, "code": 400, "errors": head.errors}
+    kind, pk, outcome = head.validated_data["kind"], head.validated_data["id"], head.validated_data["outcome"]
+    handler = job_kinds.get(kind)
+    if handler is None:
+        return {"kind": kind, "id": pk, "code": 400, "errors": {"kind": [f"No such job kind is served here: {kind}."]}}
+    body = (complete_serializer(handler) if outcome == batches.COMPLETE else FailReport)(data=item)
+    if not body.is_valid():
+        return {"kind": kind, "id": pk, "code": 400, "errors": body.errors}
+    data = body.validated_data
+    common = {"kind": kind, "pk": pk, "action": outcome, "lease_token": data["lease_token"],
+              "log_path": data.get("log_path", "")}
+    if outcome == batches.FAIL:
+        return batches.Report(**common, error=data["error"], retryable=data["retryable"])
+    result = {k: v for k, v in (data if handler.result_serializer else item).items()
+              if k not in ("lease_token", "log_path", "kind", "id", "outcome")}
+    return batches.Report(**common, result=result)
+
+
+def report_answer(index: int, report: batches.Report, answer: batches.Answer) -> dict:
+    head = {"index": index, "kind": report.kind, "id": report.pk, "code": answer.code}
+    if answer.code == status.HTTP_200_OK:
+        return {**head, **job_state(report.kind, answer.job)}
+    if answer.code == status.HTTP_400_BAD_REQUEST:
+        return {**head, "errors": validation_error_body(answer.refusal)}
+    if answer.code == status.HTTP_409_CONFLICT:
+        return {**head, "detail": answer.detail, "status": answer.job.status}
+    return {**head, "detail": answer.detail}

@@ -2,10 +2,13 @@
 
 from django import template
 from django.apps import apps
+from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from opsdb.choices import CopyStatus, JobStatus
+from opsdb.models import RawDataPackageCopy
 from opsdb.registry import job_kinds
 
 register = template.Library()
@@ -54,10 +57,33 @@ def custody_attention() -> list[dict]:
     return items
 
 
+def bad_archive_copies() -> dict:
+    """Archive copies an audit found bad (MISMATCH / MISSING): out of service until repaired or re-checked."""
+    statuses = (CopyStatus.MISMATCH, CopyStatus.MISSING)
+    url = reverse("admin:opsdb_rawdatapackagecopy_changelist")
+    return {"label": "Archive copies found bad by an audit",
+            "count": RawDataPackageCopy.objects.filter(status__in=statuses).count(),
+            "url": f"{url}?status__in={','.join(statuses)}"}
+
+
+def fixity_holds() -> dict:
+    """Locations where automatic repair stopped after many failed checks, with the reason (one query)."""
+    model = apps.get_model("staging.FixityHold")
+    holds = list(model.objects.filter(released_at__isnull=True).select_related("location__site")
+                 .order_by("created_at")[:PAUSED_ROUTES_SHOWN])
+    details = [{"text": f"{hold.location}: since {timezone.localtime(hold.created_at):%Y-%m-%d %H:%M} — {hold.reason}",
+                "url": reverse("admin:staging_fixityhold_change", args=[hold.pk])} for hold in holds]
+    url = reverse("admin:staging_fixityhold_changelist")
+    return {"label": "Locations where automatic repair is held (release after checking the storage)",
+            "count": len(holds), "details": details, "url": f"{url}?released_at__isnull=True"}
+
+
 @register.simple_tag
 def ops_attention() -> list[dict]:
-    """Paused routes, jobs waiting for an operator per kind and leases run out, each linked to its list."""
-    items = [paused_routes(), *custody_attention()]
+    """Paused routes, bad archive copies, held repairs, jobs waiting for an operator per kind and leases
+    run out, each linked to its list; then the rows of the callables ``settings.ADMIN_ATTENTION`` names
+    (stuck work, from the operations view)."""
+    items = [paused_routes(), bad_archive_copies(), fixity_holds(), *custody_attention()]
     now = timezone.now()
     for handler in job_kinds:
         model = handler.model
@@ -71,4 +97,6 @@ def ops_attention() -> list[dict]:
         if expired:
             items.append({"label": f"{meta.verbose_name_plural.capitalize()} with an expired lease",
                           "count": expired, "url": f"{url}?status__exact={JobStatus.ACTIVE}"})
+    for path in settings.ADMIN_ATTENTION:
+        items.extend(import_string(path)())
     return items

@@ -8,22 +8,33 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from opsdb.api.fields import IntegerField
-from opsdb.api.serializers import JOB_FIELDS
+from opsdb.api.serializers import JOB_FIELDS, JobSerializer
 from opsdb.models import DataLocation, RawDataPackage
 from opsdb.numbers import parse_id
 from staging.explain import plain_error, status_words
-from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
+from staging.models import FixityCheck, LongTermArchiveTransfer, StagingJob, StagingJobPackage
 from staging.selectors import absolute_path
 
 
-class LongTermArchiveTransferSerializer(serializers.ModelSerializer):
+class LongTermArchiveTransferSerializer(JobSerializer):
     raw_package_name = serializers.CharField(source="raw_package.name", read_only=True)
     site_name = serializers.CharField(source="source_location.site.name", read_only=True)
 
-    class Meta:
+    class Meta(JobSerializer.Meta):
         model = LongTermArchiveTransfer
         fields = [*JOB_FIELDS, "raw_package", "raw_package_name", "source_location", "destination_location",
-                  "site_name", "requires_intervention"]
+                  "site_name", "requires_intervention", "repair_of", "method"]
+
+
+class FixityCheckSerializer(JobSerializer):
+    raw_package = serializers.IntegerField(source="copy.raw_package_id", read_only=True)
+    raw_package_name = serializers.CharField(source="copy.raw_package.name", read_only=True)
+    site_name = serializers.CharField(source="location.site.name", read_only=True)
+
+    class Meta(JobSerializer.Meta):
+        model = FixityCheck
+        fields = [*JOB_FIELDS, "copy", "raw_package", "raw_package_name", "location", "site_name", "size", "recheck",
+                  "outcome", "checksum_found"]
 
 
 
@@ -40,7 +51,7 @@ class StagingJobPackageSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class StagingJobSerializer(serializers.ModelSerializer):
+class StagingJobSerializer(JobSerializer):
     """A staging request as its owner sees it: state in words, progress, packages."""
 
     owner = serializers.CharField(source="owner.get_username", read_only=True)
@@ -53,10 +64,10 @@ class StagingJobSerializer(serializers.ModelSerializer):
     progress = serializers.SerializerMethodField()
     packages = StagingJobPackageSerializer(source="items", many=True, read_only=True)
 
-    class Meta:
+    class Meta(JobSerializer.Meta):
         model = StagingJob
         fields = [
-            "id", "owner", "status", "status_text", "destination_location", "destination_location_id",
+            "id", "owner", "status", "status_text", "explanation", "destination_location", "destination_location_id",
             "destination_path", "note", "lifetime_days", "expires_at", "attempts", "last_error", "error_text",
             "created_at", "updated_at", "finished_at", "progress", "packages",
         ]

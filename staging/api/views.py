@@ -10,17 +10,18 @@ from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from opsdb.api.permissions import is_operator, is_worker
 from opsdb.api.views import JobViewSetMixin, OperatorJobActionsMixin, ReadOnlyViewSet
+from opsdb.roles import can_stage, is_operator, is_worker
 from staging import selectors
 from staging.api import filters
 from staging.api.filters import StagingJobFilter
 from staging.api.serializers import (
+    FixityCheckSerializer,
     LongTermArchiveTransferSerializer,
     StagingJobCreateSerializer,
     StagingJobSerializer,
 )
-from staging.models import LongTermArchiveTransfer, StagingJob, StagingJobPackage
+from staging.models import FixityCheck, LongTermArchiveTransfer, StagingJob, StagingJobPackage
 from staging.services import staging_job_cancel, staging_job_create, staging_lifetime
 
 
@@ -28,6 +29,12 @@ class LongTermArchiveTransferViewSet(OperatorJobActionsMixin, JobViewSetMixin, R
     queryset = LongTermArchiveTransfer.objects.select_related("raw_package", "source_location__site")
     serializer_class = LongTermArchiveTransferSerializer
     filterset_class = filters.LongTermArchiveTransferFilter
+
+
+class FixityCheckViewSet(OperatorJobActionsMixin, JobViewSetMixin, ReadOnlyViewSet):
+    queryset = FixityCheck.objects.select_related("copy__raw_package", "location__site")
+    serializer_class = FixityCheckSerializer
+    filterset_class = filters.FixityCheckFilter
 
 
 class CanStage(permissions.BasePermission):
@@ -38,7 +45,7 @@ class CanStage(permissions.BasePermission):
     def has_permission(self, request, view) -> bool:
         if request.method in permissions.SAFE_METHODS and is_worker(request.user):
             return True
-        return selectors.can_stage(request.user)
+        return can_stage(request.user)
 
 
 class StagingJobViewSet(JobViewSetMixin, mixins.CreateModelMixin, mixins.ListModelMixin,

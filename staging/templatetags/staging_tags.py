@@ -1,5 +1,9 @@
 from django import template
+from django.utils import timezone
+from django.utils.html import format_html
 
+from opsdb.explanation import age, clock
+from opsdb.log_links import log_url
 from staging.explain import job_status_words, status_words
 
 register = template.Library()
@@ -35,3 +39,36 @@ def status_text(status: str) -> str:
 @register.filter
 def job_status(job) -> str:
     return job_status_words(job)
+
+
+# How the time of an explanation is introduced, by the job's status ("Waiting since 17:15 (3 min): …").
+SINCE_WORDS = {"PENDING": "Waiting since", "ACTIVE": "Running since", "FAILED": "Stopped since"}
+
+
+@register.filter
+def why(job) -> str:
+    """Why the request is where it is, with since when: "Waiting since 17:15 (3 min): …" (open requests only)."""
+    explanation = getattr(job, "explanation", None)
+    if explanation is None or job.status not in SINCE_WORDS:
+        return ""
+    now = timezone.now()
+    if explanation.since is None:
+        return format_html('<span class="why" data-code="{}">{}</span>', explanation.code, explanation.message)
+    return format_html(
+        '<span class="why" data-code="{}"><span class="why-since" title="{} UTC">{} {} ({})</span>: {}</span>',
+        explanation.code, f"{timezone.localtime(explanation.since):%Y-%m-%d %H:%M:%S}", SINCE_WORDS[job.status],
+        clock(explanation.since, now), age(explanation.since, now), explanation.message,
+    )
+
+
+@register.filter
+def log_link(job) -> str:
+    """The job's log file: a link (LOG_URL_TEMPLATE set), else the path with a button that copies it."""
+    if not job.log_path:
+        return ""
+    url = log_url(job.log_path, kind=job.KIND, id=job.pk, worker=job.lease_holder)
+    if url:
+        return format_html('<a class="log-link" href="{}" target="_blank" rel="noopener noreferrer">{}</a>', url,
+                           job.log_path)
+    return format_html('<code class="log-path">{}</code> <button type="button" class="small link" '
+                       'data-copy-text="{}">Copy</button>', job.log_path, job.log_path)

@@ -59,7 +59,7 @@ def deliver(w: World, to: SiteLocations, *, archive: bool = True, unpack: str = 
     set_status(unpacked, unpack)
     w.transfers[to.site.name] = transfer
     for package in w.packages:
-        f.RawDataPackageCopyFactory(raw_package=package, location=to.buffer, checksum_verified=SUM,
+        f.RawDataPackageCopyFactory(raw_package=package, location=to.buffer, checksum_verified=package.checksum,
                                     verified_at=timezone.now())
         if archive:
             archived(package, to.archive)
@@ -69,5 +69,6 @@ def deliver(w: World, to: SiteLocations, *, archive: bool = True, unpack: str = 
 def archived(package, location) -> RawDataPackageCopy:
     copy, _ = RawDataPackageCopy.objects.get_or_create(
         raw_package=package, location=location,
-        defaults={"path": f"raw/{package.name}", "checksum_verified": SUM, "verified_at": timezone.now()})
+        defaults={"path": f"raw/{package.name}", "checksum_verified": package.checksum,
+                  "verified_at": timezone.now()})
     return copy

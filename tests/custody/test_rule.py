@@ -38,8 +38,8 @@ def test_required_sites_are_the_route_destinations_with_an_archive():
 
     required = required_archive_sites()
 
-    assert required[w.ccat.buffer.pk] == {w.cologne.site.pk, w.cornell.site.pk}
-    assert required[w.cologne.buffer.pk] == {w.cologne.site.pk}
+    assert required[w.ccat.site.pk] == {w.cologne.site.pk, w.cornell.site.pk}
+    assert required[w.cologne.site.pk] == {w.cologne.site.pk}
 
 
 def test_raw_copy_may_go_once_archived_at_every_required_site():
@@ -59,7 +59,7 @@ def test_raw_copy_stays_while_one_required_archive_lacks_it():
 
 
 @pytest.mark.parametrize("bad", [{"status": CopyStatus.MISMATCH}, {"status": CopyStatus.MISSING},
-                                 {"checksum_verified": ""}, {"verified_at": None},
+                                 {"checksum_verified": ""}, {"checksum_verified": "cd" * 32},
                                  {"status": CopyStatus.DELETION_SCHEDULED}])
 def test_raw_copy_stays_when_an_archive_copy_is_not_verified_present(bad):
     w = world(packages=1)
@@ -162,14 +162,14 @@ def test_relay_destination_is_required():
     ccat, cologne, cornell = site("ccat", archive=False), site("cologne"), site("cornell")
     relay(ccat, cologne, cornell)
 
-    assert required_archive_sites()[ccat.buffer.pk] == {cornell.site.pk}
+    assert required_archive_sites()[ccat.site.pk] == {cornell.site.pk}
 
 
 def test_custom_route_destination_is_required():
     ccat, cologne = site("ccat", archive=False), site("cologne")
     custom(ccat.buffer, cologne.archive)
 
-    assert required_archive_sites()[ccat.buffer.pk] == {cologne.site.pk}
+    assert required_archive_sites()[ccat.site.pk] == {cologne.site.pk}
 
 
 # --- bundle archives ---------------------------------------------------------------------------

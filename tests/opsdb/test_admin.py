@@ -14,7 +14,7 @@ from opsdb.choices import JobStatus, LocationType
 from opsdb.models import DataLocation, Site, WorkerProfile
 from opsdb.services import job_claim, job_fail
 from opsdb.tokens import api_token_create
-from staging.models import LongTermArchiveTransfer
+from staging.models import FixityCheck, FixityHold, LongTermArchiveTransfer
 from tests import factories as f
 from transfers.choices import RouteType
 from transfers.models import DataTransfer, DataTransferRoute
@@ -67,6 +67,10 @@ ROW_MAKERS = {
     "opsdb.DataTransferLog": f.DataTransferLogFactory,
     "staging.LongTermArchiveTransfer": lambda: claimed_and_failed(f.LongTermArchiveTransferFactory()),
     "staging.StagingJob": lambda: make_staged_item().job,
+    "staging.FixityCheck": lambda: claimed_and_failed(FixityCheck.objects.create(
+        copy=f.RawDataPackageCopyFactory(), location=f.DataLocationFactory(), size=10)),
+    "staging.FixityHold": lambda: FixityHold.objects.create(location=f.DataLocationFactory(), reason="2 of 10 failed",
+                                                           checks=10, failures=2),
     "staging.StagingJobPackage": make_staged_item,
     "django_fsm_log.StateLog": lambda: StateLog.objects.get(
         object_id=job_claim(job=f.DataTransferFactory(), worker="w").pk, transition="claim"
@@ -243,9 +247,12 @@ def test_retry_action_refuses_pending_and_retries_failed_in_one_batch(operator_c
     )
 
     failed_archive.refresh_from_db()
+    untouched = LongTermArchiveTransfer.objects.get(pk=pending.pk)
     assert response.status_code == 200
     assert failed_archive.status == JobStatus.PENDING
     assert sorted(m.level_tag for m in response.context["messages"]) == ["success", "warning"]
+    assert (untouched.status, untouched.attempts, untouched.updated_at) == (JobStatus.PENDING, 0, pending.updated_at)
+    assert not StateLog.objects.for_(untouched).exists()
 
 
 def test_cancel_button_cancels_pending_transfer(operator_client):

@@ -90,7 +90,11 @@ def test_ingest_by_location_id(buffer):
     data = body(location_id=buffer.pk)
     del data["location"]
 
-    assert worker_client().post(URL, data, format="json").status_code == 201
+    response = worker_client().post(URL, data, format="json")
+
+    assert response.status_code == 201
+    copy = RawDataPackageCopy.objects.get()
+    assert (copy.location_id, copy.raw_package.name, copy.path) == (buffer.pk, "raw-1.tar", "raw/raw-1.tar")
 
 
 def test_ingest_defaults_the_path(buffer):

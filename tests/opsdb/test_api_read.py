@@ -6,6 +6,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from opsdb.api.pagination import KeysetPagination
 from opsdb.choices import JobStatus, LocationType
 from opsdb.services import job_claim, job_fail
 from tests import factories as f
@@ -21,24 +22,30 @@ def staging_job_with_item():
 
 
 # endpoint → (factory of one row, queries of a list page with a cached token (its user, role groups
-# and site restriction cost nothing, opsdb/tokens.py): user perms, group perms, the page, [prefetches])
+# and site restriction cost nothing, opsdb/tokens.py): user perms, group perms, the page, [prefetches]).
+# Lists of jobs add the explanations of the pending ones (opsdb/explain.py): their sites, and the
+# workers serving those sites.
+EXPLAINED = 2
+# Raw packages in no bundle yet: the locations and routes that make bundling points (none here, so
+# nothing more; tests/transfers/test_explain_bundles.py pins the full count).
+RAW_EXPLAINED = 2
 ENDPOINTS = {
     "sites": (f.SiteFactory, 3),
     "locations": (f.DataLocationFactory, 3),
     "instruments": (f.InstrumentFactory, 3),
     "observations": (f.ObservationFactory, 3),
-    "raw-packages": (f.RawDataPackageFactory, 3),
+    "raw-packages": (f.RawDataPackageFactory, 3 + RAW_EXPLAINED),
     "raw-files": (f.RawDataFileFactory, 3),
     "raw-package-copies": (f.RawDataPackageCopyFactory, 3),
     "file-copies": (f.RawDataFileCopyFactory, 3),
     "routes": (f.RouteFactory, 3),
-    "transfer-packages": (f.DataTransferPackageFactory, 3),
+    "transfer-packages": (f.DataTransferPackageFactory, 3 + EXPLAINED),
     "transfer-package-copies": (f.DataTransferPackageCopyFactory, 3),
-    "transfers": (f.DataTransferFactory, 3),
-    "unpacks": (f.DataTransferUnpackFactory, 3),
+    "transfers": (f.DataTransferFactory, 3 + EXPLAINED),
+    "unpacks": (f.DataTransferUnpackFactory, 3 + EXPLAINED),
     "transfer-logs": (f.DataTransferLogFactory, 3),
-    "archive-transfers": (f.LongTermArchiveTransferFactory, 3),
-    "staging-jobs": (staging_job_with_item, 3),
+    "archive-transfers": (f.LongTermArchiveTransferFactory, 3 + EXPLAINED),
+    "staging-jobs": (staging_job_with_item, 2 + EXPLAINED),
 }
 
 
@@ -291,12 +298,15 @@ def test_pages_follow_the_cursor_without_repeats():
     assert third["next"] is None
 
 
-def test_page_size_is_capped():
-    f.SiteFactory()
+def test_page_size_is_capped(monkeypatch):
+    f.SiteFactory.create_batch(5)
+    monkeypatch.setattr(KeysetPagination, "max_page_size", 3)
 
     response = operator_client().get(f"{API}sites/", {"page_size": 10**9})
 
     assert response.status_code == 200
+    assert len(response.json()["results"]) == 3
+    assert response.json()["next"] is not None
 
 
 def test_bad_cursor_is_404():

@@ -195,11 +195,15 @@ def test_heartbeat_with_wrong_token_is_409_with_status(client, claimed):
 
 
 def test_heartbeat_after_the_lease_expired_is_409(client, claimed):
-    LongTermArchiveTransfer.objects.filter(pk=claimed.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    expired_at = timezone.now() - timedelta(seconds=1)
+    LongTermArchiveTransfer.objects.filter(pk=claimed.pk).update(lease_expires_at=expired_at)
 
-    response = client.post(url(claimed, "heartbeat"), {"lease_token": claimed.lease_token}, format="json")
+    response = client.post(url(claimed, "heartbeat"), {"lease_token": claimed.lease_token, "bytes_done": 42,
+                                                       "lease_seconds": 3600}, format="json")
 
+    claimed.refresh_from_db()
     assert response.status_code == 409
+    assert (claimed.status, claimed.lease_expires_at, claimed.bytes_done) == (JobStatus.ACTIVE, expired_at, None)
 
 
 def test_report_of_unknown_kind_is_404(client, claimed):

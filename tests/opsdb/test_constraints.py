@@ -149,22 +149,34 @@ def archive_locations():
         "buffer": f.DataLocationFactory(site=site, location_type=LocationType.BUFFER),
         "archive": f.DataLocationFactory(site=site, location_type=LocationType.LONG_TERM_ARCHIVE),
         "processing": f.DataLocationFactory(site=site, location_type=LocationType.PROCESSING),
+        "source": f.DataLocationFactory(site=site, location_type=LocationType.SOURCE),
         "other_archive": f.DataLocationFactory(site=other, location_type=LocationType.LONG_TERM_ARCHIVE),
     }
 
 
 @pytest.mark.parametrize("source, destination", [
     ("buffer", "other_archive"),  # another site
-    ("processing", "archive"),  # not from a buffer
+    ("source", "archive"),  # not from a buffer or a processing area
+    ("processing", "other_archive"),  # data products: into their own site's archive only
     ("buffer", "processing"),  # not into an archive
     ("archive", "buffer"),  # backwards
-], ids=["other-site", "source-not-buffer", "destination-not-archive", "backwards"])
+], ids=["other-site", "source-not-buffer-or-processing", "processing-other-site", "destination-not-archive",
+        "backwards"])
 def test_archive_transfer_location_trigger_refuses_insert(source, destination):
     loc = archive_locations()
     refused(lambda: f.LongTermArchiveTransferFactory(
         source_location=loc[source], destination_location=loc[destination]
     ))
     assert not LongTermArchiveTransfer.objects.exists()
+
+
+def test_archive_transfer_from_processing_area_is_allowed():
+    loc = archive_locations()
+
+    job = f.LongTermArchiveTransferFactory(source_location=loc["processing"], destination_location=loc["archive"])
+
+    job.full_clean()
+    assert LongTermArchiveTransfer.objects.get().source_location == loc["processing"]
 
 
 def test_archive_transfer_location_trigger_refuses_update():
@@ -264,13 +276,14 @@ def test_full_clean_explains_bad_site_name():
 def test_full_clean_explains_archive_transfer_locations():
     loc = archive_locations()
     package = f.RawDataPackageFactory()
-    wrong_type = LongTermArchiveTransfer(raw_package=package, source_location=loc["processing"],
+    wrong_type = LongTermArchiveTransfer(raw_package=package, source_location=loc["source"],
                                          destination_location=loc["archive"])
     other_site = LongTermArchiveTransfer(raw_package=package, source_location=loc["buffer"],
                                          destination_location=loc["other_archive"])
 
     assert messages_of(wrong_type, exclude=JOB_STATUS) == {
-        "source_location": [f"{loc['processing']} is a processing location, not a buffer location."]
+        "source_location": [f"{loc['source']} is a source location; archive transfers read from a buffer or a "
+                            "processing location."]
     }
     assert messages_of(other_site, exclude=JOB_STATUS) == {
         "destination_location": [f"The archive must be at the buffer's site ({loc['buffer'].site})."]

@@ -42,6 +42,10 @@ class NoLabel(StageHandler):
     attention_label = ""
 
 
+class NoSiteField(StageHandler):
+    site_field = ""
+
+
 class NotAHandler:
     pass
 
@@ -71,7 +75,7 @@ def test_every_job_model_has_exactly_one_handler():
 
 def test_the_handlers_are_found_by_kind():
     assert isinstance(job_kinds["stage"], StageHandler)
-    assert job_kinds.get("verify") is None
+    assert job_kinds.get("teleport") is None
     assert "package" in job_kinds
     with pytest.raises(UnknownJobKind):
         job_kinds["teleport"]
@@ -97,6 +101,7 @@ def test_a_registry_not_built_yet_refuses_to_be_read():
     (f"{__name__}.NotAHandler", "opsdb.E002"),
     (f"{__name__}.Unfinished", "opsdb.E002"),
     (f"{__name__}.NoLabel", "opsdb.E002"),
+    (f"{__name__}.NoSiteField", "opsdb.E002"),
     (f"{__name__}.Unknown", "opsdb.E003"),
     (f"{__name__}.NoModel", "opsdb.E004"),
     (f"{__name__}.WrongModel", "opsdb.E005"),
@@ -105,7 +110,7 @@ def test_a_declared_kind_that_cannot_be_built_is_a_problem(path, problem):
     registry = built(*[p for p in settings.JOB_KINDS if p != OK], path)
 
     assert ids(registry) == [problem, "opsdb.E007"]  # and the stage model is left without a handler
-    assert registry.kinds() == ["archive", "unpack", "transfer", "package", "delete"]
+    assert registry.kinds() == ["archive", "unpack", "transfer", "package", "delete", "verify"]
     assert path in registry.problems[0].msg
 
 

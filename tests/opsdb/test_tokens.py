@@ -165,6 +165,25 @@ def test_last_use_is_written_at_most_once_a_minute(monkeypatch):
     assert row.last_used_at == start + timedelta(seconds=61)
 
 
+def test_last_use_is_written_as_often_as_the_setting_says(monkeypatch, settings):
+    settings.API_TOKEN_LAST_USED_SECONDS = 10
+    row, token = api_token_create(user=worker("dtn"))
+    client = client_for(token)
+    start = timezone.now()
+    client.get("/api/v1/sites/")
+
+    monkeypatch.setattr(tokens.timezone, "now", lambda: start + timedelta(seconds=9))
+    client.get("/api/v1/sites/")
+    row.refresh_from_db()
+    at_nine = row.last_used_at
+    monkeypatch.setattr(tokens.timezone, "now", lambda: start + timedelta(seconds=11))
+    client.get("/api/v1/sites/")
+    row.refresh_from_db()
+
+    assert at_nine < start + timedelta(seconds=1)
+    assert row.last_used_at == start + timedelta(seconds=11)
+
+
 def test_a_load_that_raced_with_a_change_is_not_kept(monkeypatch):
     row, token = api_token_create(user=worker("dtn"))
     real_load = tokens._load

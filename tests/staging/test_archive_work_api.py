@@ -3,10 +3,12 @@
 import pytest
 from django.utils import timezone
 
-from opsdb.choices import JobStatus
+from opsdb.choices import CopyStatus, JobStatus
 from staging.models import LongTermArchiveTransfer
+from staging.planning import plan_archive_transfers
 from tests import factories as f
 from tests.apiclient import worker_client
+from tests.topology import site
 
 pytestmark = pytest.mark.django_db
 
@@ -63,3 +65,18 @@ def test_archive_three_failed_attempts_need_an_operator(client):
     assert statuses == ["PENDING", "PENDING", "FAILED"]
     assert job.requires_intervention is True
     assert claim(client).status_code == 204
+
+
+def test_archive_of_a_data_product_reads_the_path_it_was_registered_with():
+    cologne = site("cologne", processing=True)
+    product = f.RawDataPackageCopyFactory(location=cologne.processing, path="products/map-v2.tar").raw_package
+    other = f.RawDataPackageCopyFactory(location=cologne.buffer, path="raw/other.tar")  # another package, same site
+    f.RawDataPackageCopyFactory(raw_package=product, location=cologne.archive, path="x", status=CopyStatus.DELETED)
+    plan_archive_transfers(now=timezone.now())
+    client = worker_client()
+
+    jobs = [claim(client).json() for _ in range(2)]
+
+    paths = {job["raw_package"]["name"]: (job["source"]["path"], job["destination"]["path"]) for job in jobs}
+    assert paths == {product.name: ("products/map-v2.tar", f"raw/{product.name}"),
+                     other.raw_package.name: ("raw/other.tar", f"raw/{other.raw_package.name}")}

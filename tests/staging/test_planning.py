@@ -79,9 +79,42 @@ def test_archive_package_in_two_buffers_archived_once(cologne):
     assert plan_archive_transfers(now=timezone.now()).count == 1
 
 
-def test_archive_ignores_deleted_and_non_buffer_copies(cologne):
+def test_archive_ignores_deleted_and_source_copies(cologne):
     f.RawDataPackageCopyFactory(location=cologne.buffer, status=CopyStatus.DELETED)
-    f.RawDataPackageCopyFactory(location=cologne.processing)
+    f.RawDataPackageCopyFactory(location=f.DataLocationFactory(site=cologne.site, location_type=LocationType.SOURCE))
+
+    assert plan_archive_transfers(now=timezone.now()).count == 0
+
+
+def test_archive_brings_data_products_home_from_the_processing_area(cologne):
+    product = waiting(cologne.processing)
+
+    counts = [plan_archive_transfers(now=timezone.now()).count for _ in range(2)]
+
+    job = LongTermArchiveTransfer.objects.get()
+    assert counts == [1, 0]
+    assert (job.raw_package, job.source_location, job.destination_location) == (
+        product, cologne.processing, cologne.archive)
+
+
+def test_archive_of_a_product_in_processing_and_buffer_is_made_once(cologne):
+    product = waiting(cologne.processing)
+    f.RawDataPackageCopyFactory(raw_package=product, location=cologne.buffer)
+
+    assert plan_archive_transfers(now=timezone.now()).count == 1
+    assert LongTermArchiveTransfer.objects.get().raw_package == product
+
+
+def test_archive_skips_a_product_already_archived(cologne):
+    product = waiting(cologne.processing)
+    f.RawDataPackageCopyFactory(raw_package=product, location=cologne.archive, checksum_verified=product.checksum)
+
+    assert plan_archive_transfers(now=timezone.now()).count == 0
+
+
+def test_archive_processing_area_without_archive_at_its_site_is_left():
+    elsewhere = site("cornell", archive=False, processing=True)
+    waiting(elsewhere.processing)
 
     assert plan_archive_transfers(now=timezone.now()).count == 0
 

@@ -413,3 +413,33 @@ def test_worker_retries_outage_and_lost_complete_answer(topology, live_server, w
     assert [status for path, status in proxy.seen if path == complete_path] == [200, 502, 200]
     assert DataTransferPackageCopy.objects.filter(transfer_package=dtp).count() == 1
     assert [log.message for log in dtp.logs.all()].count("package completed by e2e-worker") == 1
+
+
+def test_worker_batch_claims_runs_and_reports_jobs_in_one_request_each(topology, launcher):
+    location = topology.cologne_buffer
+    jobs = []
+    for n in range(7):
+        data = f"small {n}".encode() * 50
+        package = f.RawDataPackageFactory(name=f"raw-batch-{n}.tar", size=len(data), checksum=sha256(data))
+        path = topology.path(location, f"raw/{package.name}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data if n != 3 else data[:-1] + b"!")  # one of them is corrupt at the buffer
+        jobs.append(LongTermArchiveTransfer.objects.create(raw_package=package, source_location=location,
+                                                           destination_location=topology.cologne_archive))
+
+    run = launcher.run("--once", "--kinds", "archive", "--batch", "5", "--name", "w-batch")
+    again = launcher.run("--once", "--kinds", "archive", "--batch", "5", "--name", "w-batch")
+
+    out = run.stdout + again.stdout
+    assert run.returncode == 0, run.stderr
+    assert "batch 5" in run.stdout
+    assert out.count(": completed in ") == 6, out
+    assert out.count(": failed in ") == 1, out
+    states = dict(LongTermArchiveTransfer.objects.filter(pk__in=[j.pk for j in jobs]).values_list("pk", "status"))
+    assert [states[j.pk] for j in jobs] == [JobStatus.COMPLETED] * 3 + [JobStatus.FAILED] + [JobStatus.COMPLETED] * 3
+    assert RawDataPackageCopy.objects.filter(location=topology.cologne_archive).count() == 6
+    logs = [(launcher.log_dir / f"archive-{j.pk}-attempt1.log").read_text() for j in jobs]
+    assert ["reported complete in a batch" in log for log in logs] == [True] * 3 + [False] + [True] * 3
+    assert "reported fail in a batch" in logs[3]
+    claims = set(LongTermArchiveTransfer.objects.values_list("claim_request_id", flat=True))
+    assert len(claims) == 2  # a batch of 5, then one of 2

@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from opsdb.api.serializers import JOB_FIELDS, FullCleanMixin
+from opsdb.api.serializers import JOB_FIELDS, FullCleanMixin, JobSerializer
 from transfers.models import (
     DataTransfer,
     DataTransferPackage,
@@ -25,10 +25,10 @@ class DataTransferRouteSerializer(FullCleanMixin, serializers.ModelSerializer):
         validators = []  # full_clean() checks the unique constraints, with the admin's messages
 
 
-class DataTransferPackageSerializer(serializers.ModelSerializer):
+class DataTransferPackageSerializer(JobSerializer):
     site_name = serializers.CharField(source="origin_location.site.name", read_only=True)
 
-    class Meta:
+    class Meta(JobSerializer.Meta):
         model = DataTransferPackage
         fields = [*JOB_FIELDS, "name", "origin_location", "site_name", "payload_size", "target_size", "size",
                   "checksum", "checksum_algorithm", "archive_path"]
@@ -41,21 +41,21 @@ class DataTransferPackageCopySerializer(serializers.ModelSerializer):
                   "created_at", "updated_at"]
 
 
-class DataTransferSerializer(serializers.ModelSerializer):
+class DataTransferSerializer(JobSerializer):
     transfer_package_name = serializers.CharField(source="transfer_package.name", read_only=True)
     origin_site = serializers.CharField(source="origin_location.site.name", read_only=True)
     destination_site = serializers.CharField(source="destination_location.site.name", read_only=True)
 
-    class Meta:
+    class Meta(JobSerializer.Meta):
         model = DataTransfer
         fields = [*JOB_FIELDS, "transfer_package", "transfer_package_name", "route", "origin_location",
                   "origin_site", "destination_location", "destination_site", "method", "hop", "previous",
                   "destination_path"]
 
 
-class DataTransferUnpackSerializer(serializers.ModelSerializer):
+class DataTransferUnpackSerializer(JobSerializer):
     id = serializers.IntegerField(source="pk", read_only=True, help_text="The transfer's id.")
 
-    class Meta:
+    class Meta(JobSerializer.Meta):
         model = DataTransferUnpack
         fields = [*JOB_FIELDS, "transfer"]

@@ -8,7 +8,14 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from opsdb.api.permissions import IsOperator
-from opsdb.api.views import JobViewSetMixin, OperatorJobActionsMixin, ReadOnlyViewSet, WritableViewSet
+from opsdb.api.views import (
+    JobViewSetMixin,
+    OperatorJobActionsMixin,
+    ReadOnlyViewSet,
+    WritableViewSet,
+    request_reason,
+)
+from opsdb.models import REASON_MAX_LENGTH
 from transfers.api import filters, serializers
 from transfers.models import (
     DataTransfer,
@@ -17,7 +24,7 @@ from transfers.models import (
     DataTransferRoute,
     DataTransferUnpack,
 )
-from transfers.services import REASON_MAX_LENGTH, route_pause, route_resume
+from transfers.services import route_pause, route_resume
 
 ROUTE_REASON = inline_serializer(
     "RouteReason", {"reason": drf_serializers.CharField(max_length=REASON_MAX_LENGTH)}
@@ -33,10 +40,9 @@ class DataTransferRouteViewSet(WritableViewSet):
 
     def _transition(self, request, service):
         route = self.get_object()
-        reason = request.data.get("reason", "") if isinstance(request.data, dict) else None
-        if not isinstance(reason, str) or len(reason) > REASON_MAX_LENGTH:
-            return Response({"reason": [f"Give a short text (at most {REASON_MAX_LENGTH} characters)."]},
-                            status=400)
+        reason = request_reason(request)
+        if isinstance(reason, Response):
+            return reason
         try:
             route = service(route=route, reason=reason, by=request.user)
         except TransitionNotAllowed:

@@ -37,6 +37,10 @@ DEMO_SETTINGS = {
     "JOB_MAX_ATTEMPTS": "10",  # so a demo link outage pauses the route before transfers run out of attempts
     "ROUTE_PAUSE_AFTER_FAILURES": "3",
     "ROUTE_COOLDOWN_SECONDS": "30",
+    # A frozen worker (kill -STOP) shows as a stalled site on /ops/ and in Needs attention within a minute.
+    "WORKER_SILENT_SECONDS": "30",
+    "API_TOKEN_LAST_USED_SECONDS": "10",
+    "STUCK_PENDING_SECONDS": "300",
 }
 # The demo's bbcp: a local copy, unless the site's "link down" switch file exists (then it fails,
 # as a broken link would). The script gets the switch, source and destination as $0, $1, $2.

@@ -2,40 +2,23 @@
 
 from django.db import migrations, models
 
-from importlib import import_module
+from opsdb.migration_ops import sqlite_objects_kept
 
-from opsdb.migration_ops import last_copy_guard
-
-
-def _staging_triggers(schema_editor, *, create: bool) -> None:
-    """SQLite rebuilds opsdb_datalocation to add columns; the staging triggers that read it must be
-    dropped first (a rename checks them) and created again after."""
-    if schema_editor.connection.vendor != "sqlite":
-        return
-    triggers = import_module("staging.migrations.0002_location_triggers")
-    for create_sql, drop_sql in triggers.SQLITE:
-        schema_editor.execute(drop_sql)
-        if create:
-            schema_editor.execute(create_sql)
-
-
-def drop_staging_triggers(apps, schema_editor):
-    _staging_triggers(schema_editor, create=False)
-
-
-def create_staging_triggers(apps, schema_editor):
-    _staging_triggers(schema_editor, create=True)
+# SQLite rebuilds these tables to add columns: their triggers and hand-made indexes (the last-copy
+# guard, the fixity index) and the staging triggers that read the locations are kept.
+KEEP_BEFORE, KEEP_AFTER = sqlite_objects_kept("opsdb_datalocation", "opsdb_rawdatapackagecopy",
+                                              "opsdb_rawdatafilecopy")
 
 
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('opsdb', '0010_copy_lifecycle'),
-        ('staging', '0006_attempts_total'),  # its triggers exist (and are made again) by then
+        ('opsdb', '0011_fixity_due_index'),
+        ('staging', '0009_repair_triggers_and_roles'),  # its triggers exist (and are kept) by then
     ]
 
     operations = [
-        migrations.RunPython(drop_staging_triggers, create_staging_triggers, elidable=False),
+        KEEP_BEFORE,
         migrations.AddField(
             model_name='datalocation',
             name='deletion_enabled',
@@ -124,7 +107,5 @@ class Migration(migrations.Migration):
             model_name='datalocation',
             constraint=models.CheckConstraint(condition=models.Q(('high_watermark_percent__lte', 100), ('low_watermark_percent__lt', models.F('high_watermark_percent'))), name='location_watermarks_ordered', violation_error_message='The low watermark must be below the high watermark, which is at most 100 %.'),
         ),
-        # SQLite rebuilt the copy table to add a column, which dropped the trigger.
-        last_copy_guard(),
-        migrations.RunPython(create_staging_triggers, drop_staging_triggers, elidable=False),
+        KEEP_AFTER,
     ]

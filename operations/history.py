@@ -1,0 +1,306 @@
+"""The scheduler's ``operations history`` pass: compact history for the dashboard's plots and /metrics.
+
+Each tick it reads the transition log (django-fsm-log's StateLog) from where it stopped, by id, and
+adds what finished to the running totals and to the current buckets; it writes the open transfers'
+queue per route and hop into the current 5-minute and hourly buckets; once per 5-minute bucket it
+sums the bytes present at each location and forgets samples past their keep time. A fixed number
+of queries per tick, however many jobs there are.
+"""
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.contrib.contenttypes.models import ContentType
+from django.db.models import Count, F, Min, Sum
+from django.db.models.functions import Coalesce
+from django_fsm_log.models import StateLog
+
+from operations.models import (
+    HistoryCursor,
+    JobOutcomeTotal,
+    LocationSample,
+    Resolution,
+    RouteSample,
+    RouteTotal,
+    SafetySample,
+)
+from opsdb.choices import JobKind, JobStatus
+from opsdb.models import DataLocation, RawDataFileCopy, RawDataPackageCopy
+from opsdb.planning import PassResult
+from opsdb.registry import job_kinds
+from staging.models import LongTermArchiveTransfer
+from transfers.models import DataTransfer, DataTransferPackageCopy
+
+CURSOR = "statelog"
+EVENTS_PER_TICK = 50_000  # a backlog after a long stop is read over several ticks
+KEEP = {Resolution.FIVE_MINUTES: timedelta(hours=48), Resolution.HOUR: timedelta(days=90)}
+OPEN = (JobStatus.PENDING, JobStatus.ACTIVE, JobStatus.FAILED)
+SAFETY_BINS_PER_DOUBLING = 4  # a bin spans a factor 2^(1/4) ≈ 1.19
+
+
+class Outcome:
+    COMPLETED = "completed"
+    RETRIED = "retried"  # a failed attempt; the job waits for its next one
+    FAILED = "failed"  # attempts spent (or not retryable): waits for an operator
+    CANCELLED = "cancelled"
+
+
+OUTCOMES = (Outcome.COMPLETED, Outcome.RETRIED, Outcome.FAILED, Outcome.CANCELLED)
+
+
+def bucket_start(moment: datetime, resolution: str) -> datetime:
+    moment = moment.replace(second=0, microsecond=0)
+    if resolution == Resolution.HOUR:
+        return moment.replace(minute=0)
+    return moment.replace(minute=moment.minute - moment.minute % 5)
+
+
+def outcome_of(transition: str, state: str) -> str | None:
+    """What a logged transition means for the finished-jobs counters (None: not a finish)."""
+    if transition == "complete":
+        return Outcome.COMPLETED
+    if transition in ("fail", "expire"):
+        return Outcome.FAILED if state == JobStatus.FAILED else Outcome.RETRIED
+    if transition == "cancel":
+        return Outcome.CANCELLED
+    return None
+
+
+def safety_bin(seconds: float) -> int:
+    return math.floor(SAFETY_BINS_PER_DOUBLING * math.log2(max(seconds, 1.0)))
+
+
+def safety_bin_seconds(bin_: int) -> float:
+    """The middle of a bin (geometric), in seconds."""
+    return 2 ** ((bin_ + 0.5) / SAFETY_BINS_PER_DOUBLING)
+
+
+@dataclass
+class Event:
+    id: int
+    at: datetime
+    kind: str
+    job_id: int
+    outcome: str
+
+
+def record_history(*, now: datetime) -> PassResult:
+    """Read new finishes into totals and buckets, sample queues and locations, forget old samples."""
+    result = PassResult("operations history")
+    events = _new_events()
+    _add_totals(events)
+    transfers = _transfers_of(events)
+    _write_route_samples(now, events, transfers)
+    _add_route_totals(events, transfers)
+    _add_safety(events)
+    if not LocationSample.objects.filter(resolution=Resolution.FIVE_MINUTES,
+                                         start=bucket_start(now, Resolution.FIVE_MINUTES)).exists():
+        _write_location_samples(now)
+        _forget_old(now)
+    result.count = len(events)
+    if events:
+        result.say(f"{len(events)} finished attempts counted")
+    return result
+
+
+# --- the transition log -------------------------------------------------------------------------
+
+def _new_events() -> list[Event]:
+    cursor, _ = HistoryCursor.objects.get_or_create(name=CURSOR)
+    kind_of = {ContentType.objects.get_for_model(model).pk: model.KIND for model in job_kinds.models()}
+    rows = list(
+        StateLog.objects.filter(pk__gt=cursor.last_id, content_type_id__in=kind_of).order_by("pk")
+        .values_list("pk", "timestamp", "transition", "state", "content_type_id", "object_id")[:EVENTS_PER_TICK]
+    )
+    if not rows:
+        return []
+    HistoryCursor.objects.filter(pk=cursor.pk).update(last_id=rows[-1][0])
+    events = []
+    for pk, at, transition, state, content_type_id, object_id in rows:
+        outcome = outcome_of(transition, state)
+        if outcome is not None:
+            events.append(Event(pk, at, kind_of[content_type_id], object_id, outcome))
+    return events
+
+
+def _add_totals(events: list[Event]) -> None:
+    added: dict[tuple[str, str], int] = defaultdict(int)
+    for event in events:
+        added[event.kind, event.outcome] += 1
+    if not added:
+        return
+    have = {(row.kind, row.outcome): row.count for row in JobOutcomeTotal.objects.all()}
+    JobOutcomeTotal.objects.bulk_create(
+        [JobOutcomeTotal(kind=kind, outcome=outcome, count=have.get((kind, outcome), 0) + n)
+         for (kind, outcome), n in added.items()],
+        update_conflicts=True, unique_fields=["kind", "outcome"], update_fields=["count"],
+    )
+
+
+def _transfers_of(events: list[Event]) -> dict[int, dict]:
+    ids = {e.job_id for e in events if e.kind == JobKind.TRANSFER}
+    if not ids:
+        return {}
+    rows = DataTransfer.objects.filter(pk__in=ids, route__isnull=False).values(
+        "pk", "route_id", "hop", size=Coalesce(F("transfer_package__size"), F("transfer_package__payload_size")),
+    )
+    return {row["pk"]: row for row in rows}
+
+
+def _add_route_totals(events: list[Event], transfers: dict[int, dict]) -> None:
+    added: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for event in events:
+        transfer = transfers.get(event.job_id) if event.kind == JobKind.TRANSFER else None
+        if transfer is not None and event.outcome == Outcome.COMPLETED:
+            added[transfer["route_id"]][0] += transfer["size"] or 0
+            added[transfer["route_id"]][1] += 1
+    if not added:
+        return
+    have = {row.route_id: row for row in RouteTotal.objects.filter(route_id__in=added)}
+    RouteTotal.objects.bulk_create(
+        [RouteTotal(route_id=route_id,
+                    bytes_done=(have[route_id].bytes_done if route_id in have else 0) + bytes_done,
+                    transfers_done=(have[route_id].transfers_done if route_id in have else 0) + n)
+         for route_id, (bytes_done, n) in added.items()],
+        update_conflicts=True, unique_fields=["route"], update_fields=["bytes_done", "transfers_done"],
+    )
+
+
+# --- routes -------------------------------------------------------------------------------------
+
+SNAPSHOT_FIELDS = ("queued_jobs", "queued_bytes", "active_jobs", "failed_jobs")
+EVENT_FIELDS = ("succeeded", "failed_attempts", "bytes_done")
+
+
+def route_queues() -> dict[tuple[int, int], dict[str, int]]:
+    """Open transfers per (route, hop): pending/active/failed jobs, pending bytes and the oldest pending one's
+    creation time (``oldest_pending``) — one query."""
+    rows = (
+        DataTransfer.objects.filter(status__in=OPEN, route__isnull=False)
+        .values("route_id", "hop", "status")
+        .annotate(jobs=Count("pk"), since=Min("created_at"),
+                  bytes=Sum(Coalesce(F("transfer_package__size"), F("transfer_package__payload_size"))))
+        .order_by()
+    )
+    queues: dict[tuple[int, int], dict] = defaultdict(lambda: {**dict.fromkeys(SNAPSHOT_FIELDS, 0),
+                                                               "oldest_pending": None})
+    for row in rows:
+        queue = queues[row["route_id"], row["hop"]]
+        if row["status"] == JobStatus.PENDING:
+            queue["queued_jobs"] += row["jobs"]
+            queue["queued_bytes"] += row["bytes"] or 0
+            queue["oldest_pending"] = row["since"]
+        elif row["status"] == JobStatus.ACTIVE:
+            queue["active_jobs"] += row["jobs"]
+        else:
+            queue["failed_jobs"] += row["jobs"]
+    return queues
+
+
+def _write_route_samples(now: datetime, events: list[Event], transfers: dict[int, dict]) -> None:
+    current = {res: bucket_start(now, res) for res in Resolution.values}
+    changes: dict[tuple[int, int, str, datetime], dict[str, int]] = defaultdict(dict)
+    for (route_id, hop), queue in route_queues().items():
+        for res, start in current.items():
+            changes[route_id, hop, res, start].update({f: queue[f] for f in SNAPSHOT_FIELDS})
+    added: dict[tuple, dict[str, int]] = defaultdict(lambda: dict.fromkeys(EVENT_FIELDS, 0))
+    for event in events:
+        transfer = transfers.get(event.job_id) if event.kind == JobKind.TRANSFER else None
+        if transfer is None or event.outcome == Outcome.CANCELLED:
+            continue
+        for res in Resolution.values:
+            counts = added[transfer["route_id"], transfer["hop"], res, bucket_start(event.at, res)]
+            if event.outcome == Outcome.COMPLETED:
+                counts["succeeded"] += 1
+                counts["bytes_done"] += transfer["size"] or 0
+            else:
+                counts["failed_attempts"] += 1
+    existing = _existing_samples(set(current.values()) | {key[3] for key in added})
+    rows = []
+    for key in set(changes) | set(added) | {k for k in existing if k[3] == current[k[2]]}:
+        old = existing.get(key)
+        values = {f: getattr(old, f) if old else 0 for f in SNAPSHOT_FIELDS + EVENT_FIELDS}
+        if key[3] == current[key[2]]:
+            values.update(dict.fromkeys(SNAPSHOT_FIELDS, 0) | changes.get(key, {}))
+        for field, n in added.get(key, {}).items():
+            values[field] += n
+        rows.append(RouteSample(route_id=key[0], hop=key[1], resolution=key[2], start=key[3], **values))
+    if rows:
+        RouteSample.objects.bulk_create(rows, update_conflicts=True,
+                                        unique_fields=["route", "hop", "resolution", "start"],
+                                        update_fields=list(SNAPSHOT_FIELDS + EVENT_FIELDS))
+
+
+def _existing_samples(starts: Iterable[datetime]) -> dict[tuple[int, int, str, datetime], RouteSample]:
+    return {(s.route_id, s.hop, s.resolution, s.start): s for s in RouteSample.objects.filter(start__in=starts)}
+
+
+# --- raw data's time to safety ------------------------------------------------------------------
+
+def _add_safety(events: list[Event]) -> None:
+    """Each archive copy made: registered → archived, when nothing more of that package is on its way."""
+    ids = [e.job_id for e in events if e.kind == JobKind.ARCHIVE and e.outcome == Outcome.COMPLETED]
+    if not ids:
+        return
+    done = {e.job_id: e.at for e in events if e.kind == JobKind.ARCHIVE and e.outcome == Outcome.COMPLETED}
+    archived = list(LongTermArchiveTransfer.objects.filter(pk__in=ids)
+                    .values_list("pk", "raw_package_id", "raw_package__created_at"))
+    package_ids = {package_id for _, package_id, _ in archived}
+    still_moving = set(
+        LongTermArchiveTransfer.objects.filter(raw_package_id__in=package_ids, status__in=OPEN)
+        .values_list("raw_package_id", flat=True)
+    ) | set(
+        DataTransfer.objects.filter(status__in=OPEN, transfer_package__members__raw_package_id__in=package_ids)
+        .values_list("transfer_package__members__raw_package_id", flat=True)
+    )
+    added: dict[datetime, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for pk, package_id, registered in archived:
+        if package_id not in still_moving:
+            hour = bucket_start(done[pk], Resolution.HOUR)
+            added[hour][str(safety_bin((done[pk] - registered).total_seconds()))] += 1
+    have = {s.start: s.counts for s in SafetySample.objects.filter(start__in=list(added))}
+    rows = []
+    for start, bins in added.items():
+        counts = dict(have.get(start, {}))
+        for bin_, n in bins.items():
+            counts[bin_] = counts.get(bin_, 0) + n
+        rows.append(SafetySample(start=start, counts=counts))
+    if rows:
+        SafetySample.objects.bulk_create(rows, update_conflicts=True, unique_fields=["start"],
+                                         update_fields=["counts"])
+
+
+# --- locations and keep times -------------------------------------------------------------------
+
+def location_used_bytes() -> dict[int, int]:
+    """Bytes present at each location: raw package, bundle and staged file copies (three queries)."""
+    used: dict[int, int] = defaultdict(int)
+    sources = (
+        (RawDataPackageCopy, "raw_package__size"),
+        (DataTransferPackageCopy, "transfer_package__size"),
+        (RawDataFileCopy, "raw_file__size"),
+    )
+    for model, size in sources:
+        rows = model.objects.present().values("location_id").annotate(total=Sum(size)).order_by()
+        for row in rows:
+            used[row["location_id"]] += row["total"] or 0
+    return used
+
+
+def _write_location_samples(now: datetime) -> None:
+    used = location_used_bytes()
+    rows = [LocationSample(location_id=location_id, resolution=res, start=bucket_start(now, res),
+                           used_bytes=used.get(location_id, 0))
+            for location_id in DataLocation.objects.values_list("pk", flat=True) for res in Resolution.values]
+    LocationSample.objects.bulk_create(rows, update_conflicts=True, unique_fields=["location", "resolution", "start"],
+                                       update_fields=["used_bytes"])
+
+
+def _forget_old(now: datetime) -> None:
+    for res, keep in KEEP.items():
+        RouteSample.objects.filter(resolution=res, start__lt=now - keep).delete()
+        LocationSample.objects.filter(resolution=res, start__lt=now - keep).delete()
+    SafetySample.objects.filter(start__lt=now - KEEP[Resolution.HOUR]).delete()
