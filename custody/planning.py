@@ -189,9 +189,15 @@ def _schedule_under_pressure(location: DataLocation, raw_sql: str, bundle_sql: s
     why = (f"UNDER_PRESSURE at {location}: {human_bytes(used)} used of {human_bytes(location.capacity_bytes)} "
            f"(high watermark {location.high_watermark_percent} %), freeing {human_bytes(needed)} to reach "
            f"{location.low_watermark_percent} %, oldest-archived first")
-    raw = _schedule(RawDataPackageCopy, f"SELECT id FROM ({picked}) p WHERE kind = 'r'", why, now,
-                    f"archived and verified at every required site ({sites})")
-    bundles = _schedule(DataTransferPackageCopy, f"SELECT id FROM ({picked}) p WHERE kind = 'b'", why, now,
+    with connection.cursor() as cursor:  # read first: SQLite cannot parse it nested once more
+        cursor.execute(picked)
+        rows = cursor.fetchall()
+    raw_ids = ", ".join(str(int(pk)) for kind, pk in rows if kind == "r") or "NULL"
+    bundle_ids = ", ".join(str(int(pk)) for kind, pk in rows if kind == "b") or "NULL"
+    raw = _schedule(RawDataPackageCopy, f"SELECT id FROM {RawDataPackageCopy._meta.db_table} WHERE id IN ({raw_ids})",
+                    why, now, f"archived and verified at every required site ({sites})")
+    bundles = _schedule(DataTransferPackageCopy,
+                        f"SELECT id FROM {DataTransferPackageCopy._meta.db_table} WHERE id IN ({bundle_ids})", why, now,
                         "every hop from here done, every member archived")
     if raw[0] + bundles[0] == 0:
         result.say(f"{location} is above its high watermark ({human_bytes(used)} of "

@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from custody.models import DeletionItem, DeletionJob
-from opsdb.api.serializers import JOB_FIELDS
+from opsdb.api.serializers import JOB_FIELDS, JobSerializer
 
 
 class DeletionItemSerializer(serializers.ModelSerializer):
@@ -11,10 +11,10 @@ class DeletionItemSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class DeletionJobSerializer(serializers.ModelSerializer):
+class DeletionJobSerializer(JobSerializer):
     site_name = serializers.CharField(source="location.site.name", read_only=True)
     copies = DeletionItemSerializer(source="items", many=True, read_only=True)
 
-    class Meta:
+    class Meta(JobSerializer.Meta):
         model = DeletionJob
         fields = [*JOB_FIELDS, "location", "site_name", "reason", "size", "copies"]
