@@ -58,6 +58,11 @@ class DeleteHandler(JobKindHandler):
     def claim_guard(self, job: DeletionJob) -> bool:
         return deletion_job_start(job)
 
+    def touching_raw_packages(self, queryset: QuerySet, package_ids: Sequence[int]) -> QuerySet:
+        """Delete jobs with a copy of these packages still waiting in them."""
+        return queryset.filter(items__raw_package_copy__raw_package_id__in=package_ids,
+                               items__outcome=DeletionOutcome.WAITING).distinct().select_related("location__site")
+
     def site_of(self, job: DeletionJob):
         return job.location.site
 

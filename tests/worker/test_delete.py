@@ -78,7 +78,7 @@ def test_worker_refuses_a_path_that_leads_outside_the_base_path(topology, launch
     copy = f.RawDataPackageCopyFactory(location=topo.ccat_buffer, path="escape/precious.tar", raw_package=package)
     # a verified archive copy elsewhere, so the guard lets the buffer copy go
     f.RawDataPackageCopyFactory(location=topo.cologne_archive, raw_package=package,
-                                checksum_verified="ab" * 32, verified_at="2026-01-01T00:00:00Z")
+                                checksum_verified=package.checksum, verified_at="2026-01-01T00:00:00Z")
     RawDataPackageCopy.objects.filter(pk=copy.pk).update(status=CopyStatus.DELETION_SCHEDULED)
     DataLocation.objects.filter(pk=topo.ccat_buffer.pk).update(deletion_policy=DeletionPolicy.WHEN_SAFE)
     from custody.planning import create_jobs
