@@ -3,7 +3,8 @@
 Each tick it reads the transition log (django-fsm-log's StateLog) from where it stopped, by id, and
 adds what finished to the running totals and to the current buckets; it writes the open transfers'
 queue per route and hop into the current 5-minute and hourly buckets; once per 5-minute bucket it
-sums the bytes present at each location and forgets samples past their keep time. A fixed number
+sums the bytes present at each location, finds the oldest raw package not yet safe, and forgets
+samples past their keep time. A fixed number
 of queries per tick, however many jobs there are.
 """
 
@@ -13,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db.models import Count, F, Min, Sum
 from django.db.models.functions import Coalesce
@@ -22,11 +24,14 @@ from operations.models import (
     HistoryCursor,
     JobOutcomeTotal,
     LocationSample,
+    OldestUnsafe,
     Resolution,
     RouteSample,
     RouteTotal,
     SafetySample,
 )
+from operations.selectors import find_oldest_unsafe_package
+from opsdb import custody
 from opsdb.choices import JobKind, JobStatus
 from opsdb.models import DataLocation, RawDataFileCopy, RawDataPackageCopy
 from opsdb.planning import PassResult
@@ -99,6 +104,7 @@ def record_history(*, now: datetime) -> PassResult:
     if not LocationSample.objects.filter(resolution=Resolution.FIVE_MINUTES,
                                          start=bucket_start(now, Resolution.FIVE_MINUTES)).exists():
         _write_location_samples(now)
+        _record_oldest_unsafe(now)
         _forget_old(now)
     result.count = len(events)
     if events:
@@ -241,26 +247,49 @@ def _existing_samples(starts: Iterable[datetime]) -> dict[tuple[int, int, str, d
 # --- raw data's time to safety ------------------------------------------------------------------
 
 def _add_safety(events: list[Event]) -> None:
-    """Each archive copy made: registered → archived, when nothing more of that package is on its way."""
-    ids = [e.job_id for e in events if e.kind == JobKind.ARCHIVE and e.outcome == Outcome.COMPLETED]
-    if not ids:
-        return
+    """Raw packages that became safe: registered → the last archive copy they needed (``opsdb.custody``).
+
+    Safe as custody says it: a verified copy in the archive of every site the package's routes
+    deliver it to, and at least ``ARCHIVE_MIN_COPIES`` sites. A package is counted once, by the
+    archive transfer that made the copy completing it (four queries for a tick's archive transfers).
+    """
     done = {e.job_id: e.at for e in events if e.kind == JobKind.ARCHIVE and e.outcome == Outcome.COMPLETED}
-    archived = list(LongTermArchiveTransfer.objects.filter(pk__in=ids)
-                    .values_list("pk", "raw_package_id", "raw_package__created_at"))
-    package_ids = {package_id for _, package_id, _ in archived}
-    still_moving = set(
-        LongTermArchiveTransfer.objects.filter(raw_package_id__in=package_ids, status__in=OPEN)
-        .values_list("raw_package_id", flat=True)
-    ) | set(
-        DataTransfer.objects.filter(status__in=OPEN, transfer_package__members__raw_package_id__in=package_ids)
-        .values_list("transfer_package__members__raw_package_id", flat=True)
-    )
+    if not done:
+        return
+    archived = list(LongTermArchiveTransfer.objects.filter(pk__in=list(done))
+                    .values_list("pk", "raw_package_id", "destination_location_id"))
+    copies: dict[int, list[RawDataPackageCopy]] = defaultdict(list)
+    for copy in (RawDataPackageCopy.objects.filter(raw_package_id__in={p for _, p, _ in archived})
+                 .select_related("location", "raw_package")):
+        copies[copy.raw_package_id].append(copy)
+    required = custody.required_archive_sites({p: [c.location_id for c in cs] for p, cs in copies.items()})
     added: dict[datetime, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for pk, package_id, registered in archived:
-        if package_id not in still_moving:
+    for pk, package_id, location_id in archived:
+        completing = _completing_copy(copies[package_id], required.get(package_id, set()))
+        if completing is not None and completing.location_id == location_id:
             hour = bucket_start(done[pk], Resolution.HOUR)
-            added[hour][str(safety_bin((done[pk] - registered).total_seconds()))] += 1
+            seconds = (completing.created_at - completing.raw_package.created_at).total_seconds()
+            added[hour][str(safety_bin(seconds))] += 1
+    _add_safety_counts(added)
+
+
+def _completing_copy(copies: list[RawDataPackageCopy], required_sites: set[int]) -> RawDataPackageCopy | None:
+    """The safe archive copy whose making made the package safe; None while it is not safe."""
+    first: dict[int, RawDataPackageCopy] = {}
+    for copy in copies:
+        if custody.is_safe_copy(copy, copy.raw_package):
+            site = copy.location.site_id
+            if site not in first or copy.created_at < first[site].created_at:
+                first[site] = copy
+    if not required_sites <= set(first) or len(first) < settings.ARCHIVE_MIN_COPIES:
+        return None
+    earliest = sorted(first.values(), key=lambda c: c.created_at)[: settings.ARCHIVE_MIN_COPIES]
+    return max([first[site] for site in required_sites] + earliest, key=lambda c: c.created_at)
+
+
+def _add_safety_counts(added: dict[datetime, dict[str, int]]) -> None:
+    if not added:
+        return
     have = {s.start: s.counts for s in SafetySample.objects.filter(start__in=list(added))}
     rows = []
     for start, bins in added.items():
@@ -268,9 +297,7 @@ def _add_safety(events: list[Event]) -> None:
         for bin_, n in bins.items():
             counts[bin_] = counts.get(bin_, 0) + n
         rows.append(SafetySample(start=start, counts=counts))
-    if rows:
-        SafetySample.objects.bulk_create(rows, update_conflicts=True, unique_fields=["start"],
-                                         update_fields=["counts"])
+    SafetySample.objects.bulk_create(rows, update_conflicts=True, unique_fields=["start"], update_fields=["counts"])
 
 
 # --- locations and keep times -------------------------------------------------------------------
@@ -297,6 +324,12 @@ def _write_location_samples(now: datetime) -> None:
             for location_id in DataLocation.objects.values_list("pk", flat=True) for res in Resolution.values]
     LocationSample.objects.bulk_create(rows, update_conflicts=True, unique_fields=["location", "resolution", "start"],
                                        update_fields=["used_bytes"])
+
+
+def _record_oldest_unsafe(now: datetime) -> None:
+    package = find_oldest_unsafe_package()
+    OldestUnsafe.objects.update_or_create(pk=1, defaults={
+        "raw_package": package, "registered_at": package.created_at if package else None, "checked_at": now})
 
 
 def _forget_old(now: datetime) -> None:

@@ -16,7 +16,7 @@ import secrets
 import time
 
 from django.conf import settings
-from django.db.models import Count, Min
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_safe
@@ -25,9 +25,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from operations import selectors
-from operations.history import OPEN, route_queues
+from operations.history import route_queues
 from operations.models import JobOutcomeTotal, RouteTotal
-from opsdb.registry import job_kinds
+from opsdb.choices import JobStatus
 
 REQUESTS = Counter("opsdb_http_requests", "HTTP requests answered, by method, URL name and status code.",
                    ["method", "view", "status"])
@@ -57,7 +57,8 @@ class RequestMetricsMiddleware:
 def scrape_allowed(request: HttpRequest) -> bool:
     token = settings.METRICS_BEARER_TOKEN
     header = request.META.get("HTTP_AUTHORIZATION", "")
-    if token and header.startswith("Bearer ") and secrets.compare_digest(header[7:].strip(), token):
+    if token and header.startswith("Bearer ") and secrets.compare_digest(
+            header[7:].strip().encode("utf-8", "surrogateescape"), token.encode("utf-8", "surrogateescape")):
         return True
     if any(name in request.META for name in FORWARDING_HEADERS):
         return False
@@ -92,13 +93,14 @@ class DatabaseCollector:
 
     def collect(self):
         now = timezone.now()
-        yield from self._jobs(now)
+        tables = selectors.job_tables(now)
+        yield from self._jobs(now, tables)
         yield from self._routes()
         yield from self._locations()
         yield from self._safety(now)
-        yield from self._workers(now)
+        yield from self._workers(now, tables)
 
-    def _jobs(self, now):
+    def _jobs(self, now, tables: list[selectors.KindTables]):
         jobs = GaugeMetricFamily("opsdb_jobs", "Open jobs (pending, active, failed) by kind and status; finished "
                                  "jobs are counted by opsdb_job_finished_total.", labels=["kind", "status"])
         oldest = GaugeMetricFamily("opsdb_job_oldest_pending_seconds",
@@ -107,16 +109,17 @@ class DatabaseCollector:
                                       "Jobs waiting for an operator, by kind.", labels=["kind"])
         expired = GaugeMetricFamily("opsdb_jobs_lease_expired", "Active jobs whose lease ran out, by kind.",
                                     labels=["kind"])
-        for handler in job_kinds:
-            model = handler.model
-            counts = dict(model.objects.filter(status__in=OPEN).values_list("status").annotate(n=Count("pk"))
-                          .order_by())
-            for status in OPEN:
-                jobs.add_metric([handler.kind, status], counts.get(status, 0))
-            first = model.objects.pending().aggregate(at=Min("created_at"))["at"]
+        for table in tables:
+            handler = table.handler
+            failed = handler.model.objects.failed().aggregate(
+                n=Count("pk"), attention=Count("pk", filter=Q(**handler.attention_filter)))
+            jobs.add_metric([handler.kind, JobStatus.PENDING], table.pending)
+            jobs.add_metric([handler.kind, JobStatus.ACTIVE], table.active)
+            jobs.add_metric([handler.kind, JobStatus.FAILED], failed["n"])
+            first = table.oldest_pending
             oldest.add_metric([handler.kind], (now - first).total_seconds() if first else 0)
-            attention.add_metric([handler.kind], model.objects.filter(**handler.attention_filter).count())
-            expired.add_metric([handler.kind], model.objects.lease_expired(now).count())
+            attention.add_metric([handler.kind], failed["attention"])
+            expired.add_metric([handler.kind], table.expired[0])
         finished = CounterMetricFamily("opsdb_job_finished", "Attempts finished, by kind and outcome (completed, "
                                        "retried, failed, cancelled), as counted by the scheduler.",
                                        labels=["kind", "outcome"])
@@ -158,19 +161,21 @@ class DatabaseCollector:
 
     def _safety(self, now):
         oldest = GaugeMetricFamily("opsdb_oldest_unsafe_raw_package_seconds",
-                                   "Age of the oldest raw package not yet safe in an archive (0 when none).")
-        package = selectors.oldest_unsafe_package()
-        oldest.add_metric([], (now - package.created_at).total_seconds() if package else 0)
+                                   "Age of the oldest raw package not yet safe in an archive (0 when none), as the "
+                                   "scheduler found it at most 5 minutes ago; absent before its first check.")
+        found = selectors.oldest_unsafe_package()
+        if found is not None:
+            oldest.add_metric([], (now - found.registered_at).total_seconds() if found.registered_at else 0)
         yield oldest
 
-    def _workers(self, now):
+    def _workers(self, now, tables: list[selectors.KindTables]):
         seen = GaugeMetricFamily("opsdb_worker_last_seen_seconds", "Seconds since each worker was last seen (an "
                                  "API request or a heartbeat), per site it serves ('*': every site).",
                                  labels=["worker", "site"])
         waiting = GaugeMetricFamily("opsdb_site_jobs_waiting", "Jobs due now (pending, backoff over) at each site.",
                                     labels=["site"])
-        all_workers = selectors.workers(now)
-        site_states = selectors.sites(now, all_workers)
+        all_workers = selectors.workers(now, tables)
+        site_states = selectors.sites(now, all_workers, tables)
         names = {state.site.pk: state.site.name for state in site_states}
         for worker in all_workers:
             if worker.last_seen is None:

@@ -104,3 +104,22 @@ class HistoryCursor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} at {self.last_id}"
+
+
+class OldestUnsafe(models.Model):
+    """The oldest raw package not yet safe, as the history pass found it at its last 5-minute sample.
+
+    Finding it reads every open job's packages; the pass does it every 5 minutes so the dashboard
+    and /metrics (which compute its age at each request) do not.
+    """
+
+    raw_package = models.ForeignKey("opsdb.RawDataPackage", null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    registered_at = models.DateTimeField(null=True, blank=True)
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "oldest unsafe raw package"
+
+    def __str__(self) -> str:
+        return f"oldest unsafe: {self.raw_package_id or 'none'} (checked {self.checked_at:%Y-%m-%d %H:%M})"

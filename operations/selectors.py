@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count, Max, Min, Q
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 
-from operations.models import LocationSample, Resolution
+from operations.models import LocationSample, OldestUnsafe, Resolution
 from opsdb.choices import JobStatus, LocationType
-from opsdb.models import DataLocation, RawDataPackage, Site, WorkerProfile
+from opsdb.models import DataLocation, RawDataPackage, RawDataPackageCopy, Site, WorkerProfile
 from opsdb.registry import job_kinds
 from opsdb.work import JobKindHandler
 from staging.models import LongTermArchiveTransfer
@@ -102,42 +102,102 @@ class SiteState:
                 for w in self.waiting]
 
 
-def workers(now: datetime) -> list[Worker]:
-    """Every worker account, with its sites, when it was last seen and the jobs it holds (2 + kinds queries)."""
+@dataclass
+class KindTables:
+    """One kind's open jobs as the operations view reads them: two queries, pending rows and active rows."""
+
+    handler: JobKindHandler
+    pending_rows: list[dict]  # per site (when the kind has a site_field): due / stuck counts and times
+    active_rows: list[dict]  # per (lease_user_id, lease_holder): held, last heartbeat, expired leases
+
+    @property
+    def pending(self) -> int:
+        return sum(row["pending"] for row in self.pending_rows)
+
+    @property
+    def oldest_pending(self) -> datetime | None:
+        return min((row["oldest"] for row in self.pending_rows if row["oldest"]), default=None)
+
+    @property
+    def unclaimed(self) -> tuple[int, datetime | None]:
+        return (sum(row["stuck"] for row in self.pending_rows),
+                min((row["stuck_since"] for row in self.pending_rows if row["stuck_since"]), default=None))
+
+    @property
+    def active(self) -> int:
+        return sum(row["held"] for row in self.active_rows)
+
+    @property
+    def expired(self) -> tuple[int, datetime | None]:
+        return (sum(row["expired"] for row in self.active_rows),
+                min((row["expired_since"] for row in self.active_rows if row["expired_since"]), default=None))
+
+
+def job_tables(now: datetime) -> list[KindTables]:
+    """Every kind's pending and active jobs summed up, two queries a kind (read once, shared by the view's parts).
+
+    Due: pending with its backoff over. Stuck: due since before ``STUCK_PENDING_SECONDS`` ago and not
+    claimed in that time either.
+    """
+    cutoff = now - timedelta(seconds=settings.STUCK_PENDING_SECONDS)
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    stuck = ((Q(next_attempt_at__lt=cutoff) | Q(next_attempt_at__isnull=True, created_at__lt=cutoff))
+             & (Q(claimed_at__isnull=True) | Q(claimed_at__lt=cutoff)))
+    due_since = Coalesce("next_attempt_at", "created_at")
+    expired = Q(lease_expires_at__lt=now)
+    tables = []
+    for handler in job_kinds:
+        pending = handler.model.objects.pending()
+        sums = {"pending": Count("pk"), "oldest": Min("created_at"), "due": Count("pk", filter=due),
+                "due_since": Min(due_since, filter=due), "stuck": Count("pk", filter=stuck),
+                "stuck_since": Min(due_since, filter=stuck)}
+        if handler.site_field:
+            pending_rows = list(pending.values(site=F(handler.site_field)).annotate(**sums).order_by())
+        else:
+            pending_rows = [{"site": None, **pending.aggregate(**sums)}]
+        active_rows = list(handler.model.objects.active().values("lease_user_id", "lease_holder").annotate(
+            held=Count("pk"), seen=Max("heartbeat_at"), expired=Count("pk", filter=expired),
+            expired_since=Min("lease_expires_at", filter=expired)).order_by())
+        tables.append(KindTables(handler, pending_rows, active_rows))
+    return tables
+
+
+def workers(now: datetime, tables: list[KindTables] | None = None) -> list[Worker]:
+    """Every worker account, with its sites, when it was last seen and the jobs it holds (2 queries + tables)."""
+    tables = job_tables(now) if tables is None else tables
     profiles = (WorkerProfile.objects.select_related("user").prefetch_related("sites")
                 .annotate(last_used=Max("user__api_tokens__last_used_at")).order_by("user__username"))
     by_user = {}
     for profile in profiles:
         by_user[profile.user_id] = Worker(profile.user.get_username(), {s.pk for s in profile.sites.all()},
                                           last_seen=profile.last_used)
-    for handler in job_kinds:
-        held = (handler.model.objects.active().filter(lease_user_id__in=list(by_user))
-                .values("lease_user_id", "lease_holder").annotate(n=Count("pk"), seen=Max("heartbeat_at")))
-        for row in held:
-            worker = by_user[row["lease_user_id"]]
-            worker.jobs_held += row["n"]
+    for table in tables:
+        for row in table.active_rows:
+            worker = by_user.get(row["lease_user_id"])
+            if worker is None:
+                continue
+            worker.jobs_held += row["held"]
             worker.names.add(row["lease_holder"])
             if row["seen"] and (worker.last_seen is None or row["seen"] > worker.last_seen):
                 worker.last_seen = row["seen"]
     return list(by_user.values())
 
 
-def waiting_by_site(now: datetime) -> dict[int, list[WaitingWork]]:
-    """Jobs due now (pending, backoff over) per site and kind, with the oldest one's time (one query a kind)."""
+def waiting_by_site(tables: list[KindTables]) -> dict[int, list[WaitingWork]]:
+    """Jobs due now (pending, backoff over) per site and kind, with the time the oldest became due."""
     waiting: dict[int, list[WaitingWork]] = defaultdict(list)
-    for handler in job_kinds:
-        if not handler.site_field:
-            continue
-        rows = (handler.model.objects.due(now).values(handler.site_field)
-                .annotate(n=Count("pk"), since=Min(Coalesce("next_attempt_at", "created_at"))).order_by())
-        for row in rows:
-            waiting[row[handler.site_field]].append(WaitingWork(handler, row["n"], row["since"]))
+    for table in tables:
+        for row in table.pending_rows:
+            if row["site"] is not None and row["due"]:
+                waiting[row["site"]].append(WaitingWork(table.handler, row["due"], row["due_since"]))
     return waiting
 
 
-def sites(now: datetime, all_workers: list[Worker] | None = None) -> list[SiteState]:
-    all_workers = workers(now) if all_workers is None else all_workers
-    waiting = waiting_by_site(now)
+def sites(now: datetime, all_workers: list[Worker] | None = None,
+          tables: list[KindTables] | None = None) -> list[SiteState]:
+    tables = job_tables(now) if tables is None else tables
+    all_workers = workers(now, tables) if all_workers is None else all_workers
+    waiting = waiting_by_site(tables)
     return [SiteState(site, [w for w in all_workers if w.serves(site.pk)], waiting.get(site.pk, []), now)
             for site in Site.objects.order_by("name")]
 
@@ -169,15 +229,21 @@ def locations() -> list[LocationState]:
 
 # --- raw data not yet safe ----------------------------------------------------------------------
 
-def oldest_unsafe_package() -> RawDataPackage | None:
-    """The oldest raw package still on its way to an archive (four index-driven queries).
+def oldest_unsafe_package() -> OldestUnsafe | None:
+    """The oldest raw package not yet safe, as the scheduler's history pass last found it (one query)."""
+    return OldestUnsafe.objects.select_related("raw_package").filter(pk=1).first()
+
+
+def find_oldest_unsafe_package() -> RawDataPackage | None:
+    """The oldest raw package still on its way to an archive (five queries, each over the open jobs).
 
     Not yet safe: waiting at a buffer for a bundle (and not archived anywhere), in a bundle being
     built or moved, or with an archive transfer not yet done.
     """
-    archived = Q(copies__status="PRESENT", copies__location__location_type=LocationType.LONG_TERM_ARCHIVE)
+    archived = RawDataPackageCopy.objects.present().filter(
+        raw_package=OuterRef("pk"), location__location_type=LocationType.LONG_TERM_ARCHIVE)
     candidates = [
-        RawDataPackage.objects.filter(bundled=False).exclude(archived),
+        RawDataPackage.objects.filter(bundled=False).filter(~Exists(archived)),
         RawDataPackage.objects.filter(bundle_membership__transfer_package__in=DataTransferPackage.objects.filter(
             status__in=OPEN)),
         RawDataPackage.objects.filter(bundle_membership__transfer_package__in=DataTransfer.objects.filter(

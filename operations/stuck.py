@@ -9,11 +9,9 @@ Shown on the dashboard and, through ``settings.ADMIN_ATTENTION``, in the admin's
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
-from django.db.models import Count, Min, Q
-from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.timesince import timesince
@@ -21,7 +19,6 @@ from django.utils.timesince import timesince
 from operations import selectors
 from operations.history import route_queues
 from opsdb.choices import JobStatus
-from opsdb.registry import job_kinds
 from opsdb.work import JobKindHandler
 from transfers.models import DataTransferRoute
 
@@ -31,15 +28,17 @@ class UnclaimedJobs:
     handler: JobKindHandler
     jobs: int
     since: datetime
+    now: datetime
 
     @property
     def url(self) -> str:
         return selectors.changelist_url(self.handler.model, status__exact=JobStatus.PENDING)
 
-    def text(self, now: datetime) -> str:
+    @property
+    def text(self) -> str:
         meta = self.handler.model._meta
         name = meta.verbose_name if self.jobs == 1 else meta.verbose_name_plural
-        return f"{self.jobs} {name}, due since {_when(self.since)} ({timesince(self.since, now)}), not claimed"
+        return f"{self.jobs} {name}, due since {_when(self.since)} ({timesince(self.since, self.now)}), not claimed"
 
 
 @dataclass
@@ -72,15 +71,17 @@ class ExpiredLeases:
     handler: JobKindHandler
     jobs: int
     since: datetime
+    now: datetime
 
     @property
     def url(self) -> str:
         return selectors.changelist_url(self.handler.model, status__exact=JobStatus.ACTIVE)
 
-    def text(self, now: datetime) -> str:
+    @property
+    def text(self) -> str:
         meta = self.handler.model._meta
         return (f"{self.jobs} {meta.verbose_name_plural if self.jobs != 1 else meta.verbose_name} with a lease run "
-                f"out since {_when(self.since)} ({timesince(self.since, now)})")
+                f"out since {_when(self.since)} ({timesince(self.since, self.now)})")
 
 
 @dataclass
@@ -103,17 +104,13 @@ def _when(moment: datetime) -> str:
     return f"{local:%H:%M}" if local.date() == today else f"{local:%Y-%m-%d %H:%M}"
 
 
-def unclaimed_jobs(now: datetime) -> list[UnclaimedJobs]:
-    """Per kind: jobs due for longer than the threshold whose last claim (if any) is older too (one query each)."""
-    cutoff = now - timedelta(seconds=settings.STUCK_PENDING_SECONDS)
+def unclaimed_jobs(tables: list[selectors.KindTables], now: datetime) -> list[UnclaimedJobs]:
+    """Per kind: jobs due for longer than the threshold whose last claim (if any) is older too."""
     found = []
-    for handler in job_kinds:
-        row = (handler.model.objects.pending()
-               .annotate(due_since=Coalesce("next_attempt_at", "created_at"))
-               .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=cutoff), due_since__lt=cutoff)
-               .aggregate(n=Count("pk"), since=Min("due_since")))
-        if row["n"]:
-            found.append(UnclaimedJobs(handler, row["n"], row["since"]))
+    for table in tables:
+        jobs, since = table.unclaimed
+        if jobs:
+            found.append(UnclaimedJobs(table.handler, jobs, since, now))
     return found
 
 
@@ -130,22 +127,24 @@ def blocked_routes(routes: list[DataTransferRoute] | None = None, queues: dict |
     return [BlockedRoute(r, *waiting[r.pk]) for r in candidates]
 
 
-def expired_leases(now: datetime) -> list[ExpiredLeases]:
+def expired_leases(tables: list[selectors.KindTables], now: datetime) -> list[ExpiredLeases]:
     found = []
-    for handler in job_kinds:
-        row = handler.model.objects.lease_expired(now).aggregate(n=Count("pk"), since=Min("lease_expires_at"))
-        if row["n"]:
-            found.append(ExpiredLeases(handler, row["n"], row["since"]))
+    for table in tables:
+        jobs, since = table.expired
+        if jobs:
+            found.append(ExpiredLeases(table.handler, jobs, since, now))
     return found
 
 
 def stuck_work(now: datetime | None = None, site_states: list[selectors.SiteState] | None = None,
-               routes: list[DataTransferRoute] | None = None, queues: dict | None = None) -> StuckWork:
-    """Everything stuck; pass what the caller already read (sites, routes, queues) to read it once."""
+               routes: list[DataTransferRoute] | None = None, queues: dict | None = None,
+               tables: list[selectors.KindTables] | None = None) -> StuckWork:
+    """Everything stuck; pass what the caller already read (job tables, sites, routes, queues) to read it once."""
     now = now or timezone.now()
-    site_states = selectors.sites(now) if site_states is None else site_states
-    return StuckWork(now, unclaimed_jobs(now), [s for s in site_states if s.stalled], blocked_routes(routes, queues),
-                     expired_leases(now))
+    tables = selectors.job_tables(now) if tables is None else tables
+    site_states = selectors.sites(now, tables=tables) if site_states is None else site_states
+    return StuckWork(now, unclaimed_jobs(tables, now), [s for s in site_states if s.stalled],
+                     blocked_routes(routes, queues), expired_leases(tables, now))
 
 
 def stalled_text(state: selectors.SiteState) -> str:
@@ -175,7 +174,7 @@ def attention_items() -> list[dict]:
          "details": [{"text": stalled_text(s), "url": link["url"]} for s in stuck.stalled_sites
                      for link in s.waiting_links()[:1]]},
         {"label": f"Jobs due for over {hours:g} h and not claimed", "count": sum(u.jobs for u in stuck.unclaimed),
-         "url": f"{dashboard}#stuck", "details": [{"text": u.text(now), "url": u.url} for u in stuck.unclaimed]},
+         "url": f"{dashboard}#stuck", "details": [{"text": u.text, "url": u.url} for u in stuck.unclaimed]},
         {"label": "Routes that cannot move their waiting data", "count": len(stuck.blocked_routes),
          "url": f"{dashboard}#routes", "details": [{"text": b.text(), "url": b.url} for b in stuck.blocked_routes]},
     ]

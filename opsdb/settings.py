@@ -242,10 +242,6 @@ JOB_DEFAULT_LEASE_SECONDS = env_int("JOB_DEFAULT_LEASE_SECONDS", 600, minimum=1)
 JOB_MAX_LEASE_SECONDS = env_int("JOB_MAX_LEASE_SECONDS", 86400, minimum=1)
 # Batches of the work protocol: at most this many jobs in one claim (``max_jobs``) or one batch report.
 WORK_BATCH_MAX_JOBS = env_int("WORK_BATCH_MAX_JOBS", 100, minimum=1)
-# A site's workers count as silent when none was seen (an API request with its token) for this
-# long: a job waiting there says so (opsdb/explain.py). Tokens record their use at most once a
-# minute, so below 120 s a working worker could look silent.
-WORKER_SILENT_SECONDS = env_int("WORKER_SILENT_SECONDS", 300, minimum=120)
 # Where the detailed log files of jobs can be read: a URL with {path} (and optionally {kind}, {id},
 # {worker}), e.g. https://logs.example.org/files{path}. Empty: log paths are shown as text to copy.
 # Checked at start-up (opsdb/log_links.py); ops-db itself never opens a log file.
@@ -336,7 +332,8 @@ STAGING_SELECTION_MAX = env_int("STAGING_SELECTION_MAX", 500, minimum=1)
 STAGING_PAGE_REFRESH_SECONDS = env_int("STAGING_PAGE_REFRESH_SECONDS", 5, minimum=1)
 
 # The operations view (operations/): when work counts as stuck, and who may read /metrics.
-# A site's work is stalled when no worker serving it was seen (API request or heartbeat) for this long.
+# A site's work is stalled when no worker serving it was seen (API request or heartbeat) for this long;
+# a job waiting there says so (opsdb/explain.py).
 WORKER_SILENT_SECONDS = env_int("WORKER_SILENT_SECONDS", 600, minimum=1)
 # A due job that nobody claimed for this long is stuck.
 STUCK_PENDING_SECONDS = env_int("STUCK_PENDING_SECONDS", 3600, minimum=1)

@@ -50,7 +50,8 @@ def world(n: int, now=None):
         archive = f.LongTermArchiveTransferFactory(source_location=destination.buffer,
                                                    destination_location=destination.archive)
         t.finish(archive)
-        f.RawDataPackageCopyFactory(raw_package=archive.raw_package, location=destination.archive)
+        f.RawDataPackageCopyFactory(raw_package=archive.raw_package, location=destination.archive,
+                                    checksum_verified=archive.raw_package.checksum)
         user = worker(f"dest{k}-dtn-1", sites=[destination.site])
         ApiToken.objects.create(user=user, prefix="p", digest=f"digest-{k}", last_used_at=now)
     t.waiting(ccat.buffer, size=3 * t.GB)
@@ -123,17 +124,36 @@ def test_time_to_safety_and_oldest_unsafe(operator_client):
     response = operator_client.get(URL)
 
     assert response.context["safety"]["day"]["packages"] == 1
-    assert response.context["oldest_unsafe"] == waiting
+    assert response.context["oldest_unsafe"].raw_package == waiting
 
 
 def test_an_archived_package_is_not_unsafe(operator_client):
     world(1)
     RawDataPackage.objects.filter(bundled=False, archive_transfers__isnull=True).delete()
+    record_history(now=timezone.now() + timedelta(minutes=5))  # the next 5-minute check
 
     response = operator_client.get(URL)
 
-    assert response.context["oldest_unsafe"] is None
+    assert response.context["oldest_unsafe"].raw_package is None
+    assert response.context["oldest_unsafe"].registered_at is None
+    assert "none: every raw package is archived" in response.content.decode()
     assert LongTermArchiveTransfer.objects.exists()
+
+
+def test_stuck_work_is_spelled_out(operator_client, settings):
+    settings.STUCK_PENDING_SECONDS = 3600
+    site = t.site("cologne")
+    old = f.LongTermArchiveTransferFactory(source_location=site.buffer, destination_location=site.archive)
+    LongTermArchiveTransfer.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(hours=2))
+    held = job_claim(job=f.LongTermArchiveTransferFactory(source_location=site.buffer,
+                                                          destination_location=site.archive), worker="w1")
+    LongTermArchiveTransfer.objects.filter(pk=held.pk).update(lease_expires_at=timezone.now() - timedelta(minutes=1))
+
+    content = operator_client.get(URL).content.decode()
+
+    assert "1 long term archive transfer, due since " in content and "not claimed" in content
+    assert "1 long term archive transfer with a lease run out since " in content
+    assert "Stalled site: cologne" in content
 
 
 def test_the_admin_header_and_index_link_to_the_dashboard(operator_client):
@@ -156,5 +176,5 @@ def test_the_dashboard_costs_a_fixed_number_of_queries(operator_client, django_a
         assert operator_client.get(URL).status_code == 200
 
 
-# 22 plus 5 per declared job kind (each kind's queues are read on their own)
-QUERIES_PER_PAGE = 22 + 5 * len(job_kinds)
+# 18 plus 3 per declared job kind (its pending and active jobs, its failures by cause)
+QUERIES_PER_PAGE = 18 + 3 * len(job_kinds)

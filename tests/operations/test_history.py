@@ -168,22 +168,72 @@ def test_old_samples_are_forgotten(line):
     assert (Resolution.HOUR, now - timedelta(days=91)) not in kept
 
 
-def test_time_to_safety_counts_packages_with_nothing_more_on_its_way(line):
-    cologne = line["cologne"]
-    safe = f.LongTermArchiveTransferFactory(source_location=cologne.buffer, destination_location=cologne.archive)
-    RawDataPackage.objects.filter(pk=safe.raw_package_id).update(created_at=timezone.now() - timedelta(hours=3))
-    moving = f.LongTermArchiveTransferFactory(source_location=cologne.buffer, destination_location=cologne.archive)
-    other_archive = f.DataLocationFactory(site=cologne.site, name="archive2",
-                                          location_type=cologne.archive.location_type)
-    f.LongTermArchiveTransferFactory(raw_package=moving.raw_package, source_location=cologne.buffer,
-                                     destination_location=other_archive)
-    t.finish(safe)
-    t.finish(moving)
+def archived(job, *, verified=True):
+    """The archive transfer done, with the verified copy its worker reports."""
+    t.finish(job)
+    package = job.raw_package
+    f.RawDataPackageCopyFactory(raw_package=package, location=job.destination_location,
+                                checksum_verified=package.checksum if verified else "")
+
+
+def registered(site, *, hours_ago: float):
+    """A raw package registered at ``site``'s buffer ``hours_ago``, with its archive transfer there."""
+    copy = f.RawDataPackageCopyFactory(location=site.buffer)
+    RawDataPackage.objects.filter(pk=copy.raw_package_id).update(created_at=timezone.now()
+                                                                  - timedelta(hours=hours_ago))
+    return f.LongTermArchiveTransferFactory(raw_package=RawDataPackage.objects.get(pk=copy.raw_package_id),
+                                            source_location=site.buffer, destination_location=site.archive)
+
+
+def test_time_to_safety_counts_a_package_once_its_only_archive_holds_a_verified_copy(line):
+    job = registered(line["cologne"], hours_ago=3)
+    archived(job)
 
     record_history(now=timezone.now())
 
     [sample] = SafetySample.objects.all()
     assert sample.counts == {str(safety_bin(3 * 3600)): 1}
+
+
+def test_an_unverified_archive_copy_does_not_make_a_package_safe(line):
+    archived(registered(line["cologne"], hours_ago=3), verified=False)
+
+    record_history(now=timezone.now())
+
+    assert SafetySample.objects.count() == 0
+
+
+def test_time_to_safety_waits_for_the_archive_of_every_destination(line):
+    cornell = t.site("cornell")
+    t.direct(line["cologne"], cornell)  # what lands at cologne goes on to cornell, which archives it too
+    job = registered(line["cologne"], hours_ago=5)
+    archived(job)
+    record_history(now=timezone.now())
+    assert SafetySample.objects.count() == 0
+    f.RawDataPackageCopyFactory(raw_package=job.raw_package, location=cornell.buffer)
+    second = f.LongTermArchiveTransferFactory(raw_package=job.raw_package, source_location=cornell.buffer,
+                                              destination_location=cornell.archive)
+
+    archived(second)
+    record_history(now=timezone.now())
+
+    [sample] = SafetySample.objects.all()
+    assert sum(sample.counts.values()) == 1
+
+
+def test_a_further_archive_copy_of_a_safe_package_is_not_counted_again(line):
+    job = registered(line["cologne"], hours_ago=2)
+    archived(job)
+    record_history(now=timezone.now())
+    extra = f.DataLocationFactory(site=line["cologne"].site, name="archive2",
+                                  location_type=line["cologne"].archive.location_type)
+    archived(f.LongTermArchiveTransferFactory(raw_package=job.raw_package, source_location=line["cologne"].buffer,
+                                              destination_location=extra))
+
+    record_history(now=timezone.now())
+
+    [sample] = SafetySample.objects.all()
+    assert sum(sample.counts.values()) == 1
 
 
 @pytest.mark.parametrize("n", [1, 3])
@@ -200,7 +250,7 @@ def test_history_costs_a_fixed_number_of_queries(line, django_assert_num_queries
         record_history(now=timezone.now())
 
 
-QUERIES_PER_TICK_WITH_EVENTS = 22
+QUERIES_PER_TICK_WITH_EVENTS = 31
 
 
 def test_the_cursor_moves_past_what_was_read(line):

@@ -215,5 +215,5 @@ def test_stuck_work_costs_a_fixed_number_of_queries(django_assert_num_queries, n
     assert (len(stuck.stalled_sites), len(stuck.blocked_routes), len(stuck.unclaimed)) == (2 * n, n, 1)
 
 
-# 5 plus 4 per declared job kind (each kind's queues are read on their own)
-QUERIES = 5 + 4 * len(job_kinds)
+# 5 plus 2 per declared job kind (its pending and active jobs)
+QUERIES = 5 + 2 * len(job_kinds)

@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.contrib import admin
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -13,7 +14,7 @@ from opsdb.admin_tables import CappedChangeList
 from opsdb.explanation import clock
 from opsdb.models import ApiToken, WorkerProfile
 from opsdb.services import job_claim
-from staging.models import LongTermArchiveTransfer, StagingJob
+from staging.models import FixityCheck, LongTermArchiveTransfer, StagingJob
 from tests import factories as f
 from tests import topology as t
 from transfers.models import DataTransfer, DataTransferPackage, DataTransferUnpack
@@ -36,6 +37,11 @@ def staging_job():
     return f.StagingJobPackageFactory().job
 
 
+def fixity_check():
+    copy = f.RawDataPackageCopyFactory()
+    return FixityCheck.objects.create(copy=copy, location=copy.location, size=10)
+
+
 # model → a pending job (of a site no worker serves)
 JOB_ADMINS = {
     DataTransferPackage: f.DataTransferPackageFactory,
@@ -43,6 +49,7 @@ JOB_ADMINS = {
     DataTransferUnpack: f.DataTransferUnpackFactory,
     LongTermArchiveTransfer: f.LongTermArchiveTransferFactory,
     StagingJob: staging_job,
+    FixityCheck: fixity_check,
 }
 # What the "why" column adds to a page of pending jobs: their sites, and the workers serving them.
 EXPLAINED = 2
@@ -53,6 +60,10 @@ def changelist_queries(client, model) -> tuple[int, str]:
         response = client.get(admin_url(model, "changelist"))
     assert response.status_code == 200
     return len(queries), response.content.decode()
+
+
+def test_every_job_admin_is_pinned_here():
+    assert {m for m, a in admin.site._registry.items() if isinstance(a, LeasedJobAdmin)} == set(JOB_ADMINS)
 
 
 @pytest.mark.parametrize("model", list(JOB_ADMINS), ids=lambda m: m._meta.label)
