@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('opsdb', '0012_custody_policies'),
-        ('transfers', '0011_datatransferpackagecopy_deletion_failures'),
+        ('transfers', '0012_datatransferpackagecopy_deletion_failures'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -10,7 +10,7 @@ KEEP_BEFORE, KEEP_AFTER = sqlite_objects_kept("transfers_datatransferpackagecopy
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('transfers', '0010_copy_lifecycle'),
+        ('transfers', '0011_partial_data_indexes'),
     ]
 
     operations = [
