@@ -7,6 +7,8 @@ N = 1, 8, 32 concurrent workers runs claim → complete cycles on archive jobs:
 - app: threads with a requests.Session each, POST /api/v1/work/claim/ then .../complete/;
 - raw SQL: threads with a psycopg connection each, the same claim (SELECT … FOR UPDATE SKIP
   LOCKED, UPDATE to ACTIVE with a lease) and the same completing UPDATE, nothing else.
+Then batches: at N = 8 and 32, each thread claims up to 20 jobs at once (``max_jobs``) and reports
+them in one request (work/report/); printed as jobs per second.
 Prints cycles per second, p50/p99 latency of a cycle and the app/raw-SQL ratio, and the CPU time
 gunicorn's workers spent per app cycle (Linux /proc): on a shared machine the rates follow the
 load of other processes, the CPU per cycle much less so. The app does
@@ -32,6 +34,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 CYCLES = {1: 300, 8: 1200, 32: 2400}  # per run; enough to be steady, small enough for ~2 minutes in all
+BATCH = 20
+BATCH_CYCLES = {8: 200, 32: 480}  # batches of BATCH jobs per run
 GUNICORN_WORKERS, GUNICORN_THREADS = 3, 8
 
 
@@ -41,6 +45,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="Multiply the cycles per run.")
     args = parser.parse_args()
     cycles = {n: max(n, int(c * args.scale)) for n, c in CYCLES.items()}
+    batch_cycles = {n: max(n, int(c * args.scale)) for n, c in BATCH_CYCLES.items()}
 
     env = bench_env(args.database_url)
     recreate_database(args.database_url)
@@ -66,10 +71,19 @@ def main() -> None:
             fill(count)
             raw = run_raw(args.database_url, n, count)
             rows.append((n, app, raw))
+        batch_rows = []
+        for n, count in batch_cycles.items():
+            fill(count * BATCH)
+            cpu_before = server_cpu_seconds(server)
+            run = run_app_batch(base, token, n, count)
+            run["server_cpu"] = server_cpu_seconds(server) - cpu_before
+            batch_rows.append((n, run))
     finally:
         server.terminate()
         server.wait(timeout=30)
     report(rows)
+    report_batches(batch_rows)
+    report_targets(rows, batch_rows)
 
 
 def static_root() -> Path:
@@ -243,6 +257,38 @@ def run_app(base: str, token: str, n: int, count: int) -> dict:
     return run_threads(n, count, factory)
 
 
+def run_app_batch(base: str, token: str, n: int, count: int) -> dict:
+    """``count`` cycles of: claim up to BATCH jobs, report them all complete in one request."""
+    jobs_done = []
+
+    def factory(i: int):
+        session = requests.Session()
+        session.headers["Authorization"] = f"Token {token}"
+
+        def cycle() -> bool:
+            claim = session.post(f"{base}/api/v1/work/claim/",
+                                 json={"worker": f"bench-{i}", "kinds": ["archive"], "max_jobs": BATCH})
+            if claim.status_code == 204:
+                return False
+            claim.raise_for_status()
+            jobs = claim.json()["jobs"]
+            done = session.post(f"{base}/api/v1/work/report/", json={"reports": [
+                {"kind": "archive", "id": job["id"], "outcome": "complete", "lease_token": job["lease_token"],
+                 "checksum": job["raw_package"]["checksum"]} for job in jobs]})
+            done.raise_for_status()
+            codes = {item["code"] for item in done.json()["results"]}
+            if codes != {200}:
+                raise RuntimeError(f"batch report answered {codes}")
+            jobs_done.append(len(jobs))
+            return True
+
+        return cycle
+
+    run = run_threads(n, count, factory)
+    run["jobs"] = sum(jobs_done)
+    return run
+
+
 RAW_CLAIM = """
 SELECT id FROM staging_longtermarchivetransfer
 WHERE status = 'PENDING' AND (next_attempt_at IS NULL OR next_attempt_at <= now())
@@ -306,6 +352,29 @@ def report(rows) -> None:
                   f"{percentile(run['latencies'], 99) * 1000:>8.2f} {cpu}  {len(run['errors'])} {run['errors'][:2]}")
         ratio = (app["cycles"] / app["elapsed"]) / (raw["cycles"] / raw["elapsed"])
         print(f"{n:>3} app/raw throughput ratio: {ratio:.3f}")
+
+
+def report_batches(rows) -> None:
+    print(f"\nbatches: claim up to {BATCH} jobs (max_jobs) → one batch report; CPU ms = gunicorn workers' CPU per job")
+    print(f"{'N':>3} {'batches':>8} {'jobs':>7} {'jobs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms':>7}  errors")
+    for n, run in rows:
+        rate = run["jobs"] / run["elapsed"]
+        cpu = run["server_cpu"] * 1000 / run["jobs"] if run["jobs"] else float("nan")
+        p50, p99 = (percentile(run["latencies"], q) * 1000 for q in (50, 99))
+        print(f"{n:>3} {run['cycles']:>8} {run['jobs']:>7} {rate:>9.1f} {p50:>8.2f} {p99:>8.2f} {cpu:>7.2f}  "
+              f"{len(run['errors'])} {run['errors'][:2]}")
+
+
+def report_targets(rows, batch_rows) -> None:
+    single = {n: (app, raw) for n, app, raw in rows}
+    ratio_8 = (single[8][0]["cycles"] / single[8][0]["elapsed"]) / (single[8][1]["cycles"] / single[8][1]["elapsed"])
+    p99_32 = percentile(single[32][0]["latencies"], 99) * 1000
+    batch_32 = dict(batch_rows)[32]
+    rate_32 = batch_32["jobs"] / batch_32["elapsed"]
+    print(f"\nclaim_throughput: single app/raw at 8 workers {ratio_8:.3f} (target >= 0.25: "
+          f"{'met' if ratio_8 >= 0.25 else 'missed'}); single p99 at 32 workers {p99_32:.0f} ms (target < 100: "
+          f"{'met' if p99_32 < 100 else 'missed'}); batches of {BATCH} at 32 workers {rate_32:.0f} jobs/s "
+          f"(target >= 2000: {'met' if rate_32 >= 2000 else 'missed'})")
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def route_rows(now: datetime, routes: list[DataTransferRoute], queues: dict, rec
 def route_charts(now: datetime, routes: list[DataTransferRoute], recent: list, week: list) -> list[dict]:
     labels = {r.pk: selectors.route_label(r) for r in routes}
     charts = []
-    for samples, start, step, time_format, span in ((recent, now - timedelta(hours=24), 300, "%H:%M", "24 h"),
+    for samples, start, step, time_format, span in ((recent, now - timedelta(hours=24), 300, "%a %H:%M", "24 h"),
                                                     (week, now - timedelta(days=7), 3600, "%d %b", "7 days")):
         throughput, backlog = defaultdict(list), defaultdict(list)
         for s in samples:
@@ -131,7 +131,7 @@ def buffer_charts(now: datetime, location_states: list[selectors.LocationState])
         value = s.used_bytes / location.capacity_bytes * 100 if location.capacity_bytes else s.used_bytes
         by[s.resolution][str(location)].append((s.start, value))
     charts = []
-    for res, start, span, time_format in ((Resolution.FIVE_MINUTES, now - timedelta(hours=24), "24 h", "%H:%M"),
+    for res, start, span, time_format in ((Resolution.FIVE_MINUTES, now - timedelta(hours=24), "24 h", "%a %H:%M"),
                                           (Resolution.HOUR, now - timedelta(days=7), "7 days", "%d %b")):
         with_capacity = {str(loc) for loc in buffers.values() if loc.capacity_bytes}
         charts.append(line_chart(

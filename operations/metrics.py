@@ -57,7 +57,8 @@ class RequestMetricsMiddleware:
 def scrape_allowed(request: HttpRequest) -> bool:
     token = settings.METRICS_BEARER_TOKEN
     header = request.META.get("HTTP_AUTHORIZATION", "")
-    if token and header.startswith("Bearer ") and secrets.compare_digest(header[7:].strip(), token):
+    if token and header.startswith("Bearer ") and secrets.compare_digest(
+            header[7:].strip().encode("utf-8", "surrogateescape"), token.encode("utf-8", "surrogateescape")):
         return True
     if any(name in request.META for name in FORWARDING_HEADERS):
         return False

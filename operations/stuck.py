@@ -28,15 +28,17 @@ class UnclaimedJobs:
     handler: JobKindHandler
     jobs: int
     since: datetime
+    now: datetime
 
     @property
     def url(self) -> str:
         return selectors.changelist_url(self.handler.model, status__exact=JobStatus.PENDING)
 
-    def text(self, now: datetime) -> str:
+    @property
+    def text(self) -> str:
         meta = self.handler.model._meta
         name = meta.verbose_name if self.jobs == 1 else meta.verbose_name_plural
-        return f"{self.jobs} {name}, due since {_when(self.since)} ({timesince(self.since, now)}), not claimed"
+        return f"{self.jobs} {name}, due since {_when(self.since)} ({timesince(self.since, self.now)}), not claimed"
 
 
 @dataclass
@@ -69,15 +71,17 @@ class ExpiredLeases:
     handler: JobKindHandler
     jobs: int
     since: datetime
+    now: datetime
 
     @property
     def url(self) -> str:
         return selectors.changelist_url(self.handler.model, status__exact=JobStatus.ACTIVE)
 
-    def text(self, now: datetime) -> str:
+    @property
+    def text(self) -> str:
         meta = self.handler.model._meta
         return (f"{self.jobs} {meta.verbose_name_plural if self.jobs != 1 else meta.verbose_name} with a lease run "
-                f"out since {_when(self.since)} ({timesince(self.since, now)})")
+                f"out since {_when(self.since)} ({timesince(self.since, self.now)})")
 
 
 @dataclass
@@ -100,13 +104,13 @@ def _when(moment: datetime) -> str:
     return f"{local:%H:%M}" if local.date() == today else f"{local:%Y-%m-%d %H:%M}"
 
 
-def unclaimed_jobs(tables: list[selectors.KindTables]) -> list[UnclaimedJobs]:
+def unclaimed_jobs(tables: list[selectors.KindTables], now: datetime) -> list[UnclaimedJobs]:
     """Per kind: jobs due for longer than the threshold whose last claim (if any) is older too."""
     found = []
     for table in tables:
         jobs, since = table.unclaimed
         if jobs:
-            found.append(UnclaimedJobs(table.handler, jobs, since))
+            found.append(UnclaimedJobs(table.handler, jobs, since, now))
     return found
 
 
@@ -123,12 +127,12 @@ def blocked_routes(routes: list[DataTransferRoute] | None = None, queues: dict |
     return [BlockedRoute(r, *waiting[r.pk]) for r in candidates]
 
 
-def expired_leases(tables: list[selectors.KindTables]) -> list[ExpiredLeases]:
+def expired_leases(tables: list[selectors.KindTables], now: datetime) -> list[ExpiredLeases]:
     found = []
     for table in tables:
         jobs, since = table.expired
         if jobs:
-            found.append(ExpiredLeases(table.handler, jobs, since))
+            found.append(ExpiredLeases(table.handler, jobs, since, now))
     return found
 
 
@@ -139,8 +143,8 @@ def stuck_work(now: datetime | None = None, site_states: list[selectors.SiteStat
     now = now or timezone.now()
     tables = selectors.job_tables(now) if tables is None else tables
     site_states = selectors.sites(now, tables=tables) if site_states is None else site_states
-    return StuckWork(now, unclaimed_jobs(tables), [s for s in site_states if s.stalled],
-                     blocked_routes(routes, queues), expired_leases(tables))
+    return StuckWork(now, unclaimed_jobs(tables, now), [s for s in site_states if s.stalled],
+                     blocked_routes(routes, queues), expired_leases(tables, now))
 
 
 def stalled_text(state: selectors.SiteState) -> str:
@@ -170,7 +174,7 @@ def attention_items() -> list[dict]:
          "details": [{"text": stalled_text(s), "url": link["url"]} for s in stuck.stalled_sites
                      for link in s.waiting_links()[:1]]},
         {"label": f"Jobs due for over {hours:g} h and not claimed", "count": sum(u.jobs for u in stuck.unclaimed),
-         "url": f"{dashboard}#stuck", "details": [{"text": u.text(now), "url": u.url} for u in stuck.unclaimed]},
+         "url": f"{dashboard}#stuck", "details": [{"text": u.text, "url": u.url} for u in stuck.unclaimed]},
         {"label": "Routes that cannot move their waiting data", "count": len(stuck.blocked_routes),
          "url": f"{dashboard}#routes", "details": [{"text": b.text(), "url": b.url} for b in stuck.blocked_routes]},
     ]

@@ -19,7 +19,8 @@ from typing import Any
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, CharField, F, Value, When
+from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 from django_fsm import ConcurrentTransition
 
@@ -95,12 +96,17 @@ def _claim_in_bulk(queryset, wanted: int, *, worker: str, user, lease_seconds: i
                 jobs = list(candidates[:wanted])
                 if not jobs:
                     return []
+                # One secret for the batch, made each job's own by its id: the UPDATE sets every token
+                # with one expression rather than a CASE over the jobs.
+                secret = new_lease_token()
                 with state_logs_in_bulk():
                     before = _snapshot(jobs)
                     for job in jobs:
-                        job.claim(worker=worker, token=new_lease_token(), expires_at=expires_at, user=user,
+                        job.claim(worker=worker, token=f"{secret}.{job.pk}", expires_at=expires_at, user=user,
                                   request_id=request_id, by=user, description=f"claimed by {worker}")
-                    save_in_bulk(jobs, before, source=JobStatus.PENDING, now=now)
+                        job.claimed_at = job.heartbeat_at = now  # the batch's claim time, one value for all
+                    token = Concat(Value(f"{secret}."), Cast("pk", output_field=CharField()))
+                    save_in_bulk(jobs, before, source=JobStatus.PENDING, now=now, expressions={"lease_token": token})
                 return jobs
         except ConcurrentTransition:
             continue
@@ -113,21 +119,22 @@ def _snapshot(jobs: Sequence[LeasedJob]) -> dict[int, dict[str, Any]]:
 
 
 def save_in_bulk(jobs: Sequence[LeasedJob], before: dict[int, dict[str, Any]], *, source: str,
-                 now: datetime) -> None:
+                 now: datetime, expressions: dict[str, Any] | None = None) -> None:
     """Write what the transitions (and results) changed on ``jobs`` in one UPDATE; each row must still be in ``source``.
 
     A field with the same new value on every job is set plainly, one that differs (a lease token)
     with ``CASE WHEN id = … THEN …``; unchanged fields are left alone. A row that left ``source``
     meanwhile (it cannot, under the caller's row locks) raises ConcurrentTransition: all is undone.
+    ``expressions``: fields set by an SQL expression that yields each job's value (the caller's promise).
     """
     model = type(jobs[0])
     for job in jobs:
         job.updated_at = now
-    values = {}
+    values = dict(expressions or {})
     for model_field in model._meta.concrete_fields:
         name = model_field.attname
         new = [(job.pk, getattr(job, name)) for job in jobs]
-        if model_field.primary_key or all(value == before[pk][name] for pk, value in new):
+        if model_field.primary_key or name in values or all(value == before[pk][name] for pk, value in new):
             continue
         output = model_field.target_field if model_field.is_relation else model_field
         if all(value == new[0][1] for _, value in new):
@@ -248,6 +255,7 @@ def _complete_in_bulk(done: list[tuple[Report, LeasedJob]], before: dict[int, di
     with state_logs_in_bulk():
         for report, job in done:
             job.complete(log_path=report.log_path, by=by, description=f"completed by {job.lease_holder}")
+            job.finished_at = now  # the batch's time, one value for all
         save_in_bulk(jobs, before, source=JobStatus.ACTIVE, now=now)
     content_type = ContentType.objects.get_for_model(type(jobs[0]))
     DataTransferLog.objects.bulk_create([

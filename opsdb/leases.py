@@ -61,6 +61,12 @@ class LeasedJobQuerySet(models.QuerySet):
         return self.pending().filter(resume_bytes__isnull=False, heartbeat_at__lt=cutoff)
 
 
+def partial_data_index(prefix: str) -> models.Index:
+    """The waiting jobs that hold partial data: the "partial data" pass reads only these, not every waiting job."""
+    return models.Index(fields=["heartbeat_at"], condition=Q(status=JobStatus.PENDING, resume_bytes__isnull=False),
+                        name=f"{prefix}_partial_data")
+
+
 class LeasedJob(ConcurrentTransitionMixin, models.Model):
     """A unit of work that one worker at a time holds under a lease.
 

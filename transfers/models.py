@@ -13,7 +13,7 @@ from django_fsm_log.decorators import fsm_log_by, fsm_log_description
 from simple_history.models import HistoricalRecords
 
 from opsdb.choices import ChecksumAlgorithm, JobKind, JobStatus, LocationType, TransferMethod
-from opsdb.leases import LeasedJob
+from opsdb.leases import LeasedJob, partial_data_index
 from opsdb.models import REASON_MAX_LENGTH, DataLocation, PhysicalCopy, RawDataPackage, Site
 from transfers.choices import PAUSED_STATES, RouteState, RouteType
 from transfers.routing import validate_route
@@ -268,7 +268,7 @@ class DataTransferPackage(LeasedJob):
     class Meta:
         ordering = ["-created_at"]
         # API lists filtered by status, newest id first
-        indexes = [models.Index(fields=["status", "id"], name="dtp_status_id")]
+        indexes = [models.Index(fields=["status", "id"], name="dtp_status_id"), partial_data_index("dtp")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(size__isnull=True) | Q(size__gte=0), name="dtp_size_not_negative",
@@ -355,6 +355,7 @@ class DataTransfer(LeasedJob):
         indexes = [
             models.Index(fields=["status", "next_attempt_at"], name="transfer_status_due"),
             models.Index(fields=["status", "id"], name="transfer_status_id"),  # API lists by status, newest first
+            partial_data_index("transfer"),
         ]
 
     def __str__(self) -> str:
@@ -376,7 +377,7 @@ class DataTransferUnpack(LeasedJob):
     class Meta:
         ordering = ["-created_at"]
         # API lists filtered by status, newest id first
-        indexes = [models.Index(fields=["status", "transfer"], name="unpack_status_id")]
+        indexes = [models.Index(fields=["status", "transfer"], name="unpack_status_id"), partial_data_index("unpack")]
 
     def __str__(self) -> str:
         return f"unpack of {self.transfer}"

@@ -474,7 +474,8 @@ class ReportView(WorkView):
         items = validated(BatchReport, request)["reports"]
         if len(items) > settings.WORK_BATCH_MAX_JOBS:
             raise DRFValidationError({"reports": [f"At most {settings.WORK_BATCH_MAX_JOBS} reports per request."]})
-        parsed = [parse_report(item) for item in items]
+        parse = ReportParser()
+        parsed = [parse(item) for item in items]
         reports = [report for report in parsed if isinstance(report, batches.Report)]
         answers = iter(batches.jobs_report(reports=reports, by=request.user,
                                            site_ids=allowed_site_ids(request.user)) if reports else ())
@@ -487,21 +488,41 @@ class ReportView(WorkView):
         return Response({"results": results})
 
 
-def parse_report(item) -> batches.Report | dict:
-    """An item of a batch report as a ``batches.Report``, or its 400 answer (``kind``, ``id``, ``code``, ``errors``)."""
-    if not isinstance(item, dict):
-        return {"kind": None, "id": None, "code": 400, "errors": {"non_field_errors": ["Send a JSON object."]}}
-    head = ReportItem(data=item)
-    if not head.is_valid():
-        return {"kind": None, "id": None, "code": 400, "errors": head.errors}
-    kind, pk, outcome = head.validated_data["kind"], head.validated_data["id"], head.validated_data["outcome"]
-    handler = job_kinds.get(kind)
-    if handler is None:
-        return {"kind": kind, "id": pk, "code": 400, "errors": {"kind": [f"No such job kind is served here: {kind}."]}}
-    body = (complete_serializer(handler) if outcome == batches.COMPLETE else FailReport)(data=item)
-    if not body.is_valid():
-        return {"kind": kind, "id": pk, "code": 400, "errors": body.errors}
-    data = body.validated_data
+class ReportParser:
+    """Reads the items of one batch report; one serializer per shape for the whole batch, not one per item."""
+
+    def __init__(self) -> None:
+        self.serializers: dict[type, serializers.Serializer] = {}
+
+    def validate(self, serializer_class: type, item: dict) -> tuple[dict | None, dict | None]:
+        """(validated data, None) or (None, field errors)."""
+        serializer = self.serializers.get(serializer_class)
+        if serializer is None:
+            serializer = self.serializers[serializer_class] = serializer_class()
+        try:
+            return serializer.run_validation(item), None
+        except DRFValidationError as exc:
+            return None, exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+
+    def __call__(self, item) -> batches.Report | dict:
+        """An item as a ``batches.Report``, or its 400 answer (``kind``, ``id``, ``code``, ``errors``)."""
+        if not isinstance(item, dict):
+            return {"kind": None, "id": None, "code": 400, "errors": {"non_field_errors": ["Send a JSON object."]}}
+        head, errors = self.validate(ReportItem, item)
+        if errors:
+            return {"kind": None, "id": None, "code": 400, "errors": errors}
+        kind, pk, outcome = head["kind"], head["id"], head["outcome"]
+        handler = job_kinds.get(kind)
+        if handler is None:
+            return {"kind": kind, "id": pk, "code": 400,
+                    "errors": {"kind": [f"No such job kind is served here: {kind}."]}}
+        data, errors = self.validate(complete_serializer(handler) if outcome == batches.COMPLETE else FailReport, item)
+        if errors:
+            return {"kind": kind, "id": pk, "code": 400, "errors": errors}
+        return report_of(handler, item, data, kind=kind, pk=pk, outcome=outcome)
+
+
+def report_of(handler, item: dict, data: dict, *, kind: str, pk: int, outcome: str) -> batches.Report:
     common = {"kind": kind, "pk": pk, "action": outcome, "lease_token": data["lease_token"],
               "log_path": data.get("log_path", "")}
     if outcome == batches.FAIL:

@@ -140,6 +140,22 @@ def test_an_archived_package_is_not_unsafe(operator_client):
     assert LongTermArchiveTransfer.objects.exists()
 
 
+def test_stuck_work_is_spelled_out(operator_client, settings):
+    settings.STUCK_PENDING_SECONDS = 3600
+    site = t.site("cologne")
+    old = f.LongTermArchiveTransferFactory(source_location=site.buffer, destination_location=site.archive)
+    LongTermArchiveTransfer.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(hours=2))
+    held = job_claim(job=f.LongTermArchiveTransferFactory(source_location=site.buffer,
+                                                          destination_location=site.archive), worker="w1")
+    LongTermArchiveTransfer.objects.filter(pk=held.pk).update(lease_expires_at=timezone.now() - timedelta(minutes=1))
+
+    content = operator_client.get(URL).content.decode()
+
+    assert "1 long term archive transfer, due since " in content and "not claimed" in content
+    assert "1 long term archive transfer with a lease run out since " in content
+    assert "Stalled site: cologne" in content
+
+
 def test_the_admin_header_and_index_link_to_the_dashboard(operator_client):
     index = operator_client.get(reverse("admin:index")).content.decode()
     other = operator_client.get(reverse("admin:opsdb_site_changelist")).content.decode()

@@ -63,7 +63,8 @@ def test_metrics_refuse_a_proxied_request_from_loopback(client):
     assert response.status_code == 403
 
 
-@pytest.mark.parametrize("header", [None, "Bearer wrong", "Bearer ", "Token s3cret-metrics-token", "s3cret"])
+@pytest.mark.parametrize("header", [None, "Bearer wrong", "Bearer ", "Token s3cret-metrics-token", "s3cret",
+                                    "Bearer s3cret-métrics-tökén", "Bearer \udcff"])
 def test_metrics_need_the_bearer_token_from_elsewhere(client, settings, header):
     settings.METRICS_BEARER_TOKEN = "s3cret-metrics-token"
     extra = {"HTTP_AUTHORIZATION": header} if header is not None else {}

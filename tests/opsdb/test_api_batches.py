@@ -368,3 +368,20 @@ def test_worker_dying_mid_batch_its_unreported_jobs_go_back_and_its_late_report_
     assert [r["code"] for r in finished] == [200, 200]
     assert statuses() == {JobStatus.COMPLETED: 4}
     assert RawDataPackageCopy.objects.count() == 4
+
+
+def test_a_batch_claimed_job_is_heartbeaten_and_reported_alone_with_its_own_token():
+    archive_jobs(2)
+    client = worker_client("w1")
+    first, second = claim_batch(client, 2).json()["jobs"]
+
+    beat = client.post(f"/api/v1/work/archive/{second['id']}/heartbeat/", {"lease_token": second["lease_token"]},
+                       format="json")
+    swapped = client.post(f"/api/v1/work/archive/{second['id']}/heartbeat/", {"lease_token": first["lease_token"]},
+                          format="json")
+    done = client.post(f"/api/v1/work/archive/{first['id']}/complete/",
+                       {"lease_token": first["lease_token"], "checksum": first["raw_package"]["checksum"]},
+                       format="json")
+
+    assert (beat.status_code, swapped.status_code, done.status_code) == (200, 409, 200)
+    assert LongTermArchiveTransfer.objects.get(pk=second["id"]).lease_token == second["lease_token"]

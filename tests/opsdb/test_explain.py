@@ -23,6 +23,14 @@ pytestmark = pytest.mark.django_db
 NOW = timezone.now()
 
 
+@pytest.fixture(autouse=True)
+def fresh_now():
+    """NOW is each test's own start: ages in the words ("47 min") are computed against the real clock,
+    and a module-level time goes stale while a loaded machine runs the tests before this one."""
+    global NOW
+    NOW = timezone.now()
+
+
 def set_state(job, **fields):
     """Put a job into a state directly (the status field is protected on instances)."""
     type(job).objects.filter(pk=job.pk).update(**fields)

@@ -3,10 +3,13 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from opsdb.choices import JobStatus, LogLevel
+from opsdb.leases import partial_data_cutoff
 from opsdb.recovery import discard_expired_partial_data, expire_leases
+from opsdb.registry import job_kinds
 from opsdb.services import job_cancel, job_claim, job_complete, job_fail, job_heartbeat
 from tests import factories as f
 from tests.apiclient import scientist_client, worker_client
@@ -252,3 +255,15 @@ def test_scheduler_discards_partial_data_older_than_the_setting(settings):
     assert messages(old)[-1] == ("partial data (3.0 TB) kept longer than 1 day(s): discarded; "
                                  "the next attempt starts from zero")
     assert discard_expired_partial_data(now=timezone.now()).count == 0  # idempotent
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("kind", ["archive", "stage", "unpack", "transfer", "package", "verify"])
+def test_partial_data_pass_reads_only_jobs_with_partial_data(kind):
+    """An index over waiting jobs with partial data: the pass does not read every waiting job (10^7 at scale)."""
+    model = job_kinds[kind].model
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # tiny tables: make the planner show the index
+        plan = model.objects.partial_data_expired(partial_data_cutoff()).explain()
+
+    assert "_partial_data" in plan
