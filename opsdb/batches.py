@@ -159,6 +159,7 @@ class Report:
     result: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     retryable: bool = True
+    source_corrupt: bool = False
 
 
 @dataclass
@@ -240,7 +241,8 @@ def _fail_one(job: LeasedJob, report: Report, by) -> Answer:
     try:
         with transaction.atomic():
             job, _changed = _fail(job=job, lease_token=report.lease_token, error=report.error,
-                                  log_path=report.log_path, retryable=report.retryable, by=by)
+                                  log_path=report.log_path, retryable=report.retryable, by=by,
+                                  source_corrupt=report.source_corrupt)
     except LeaseConflict as exc:
         return Answer(409, exc.job, detail=str(exc))
     except ValidationError as exc:

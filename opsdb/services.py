@@ -11,12 +11,13 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import QuerySet, Value
 from django.utils import timezone
 from django_fsm import ConcurrentTransition
 
-from opsdb.choices import JobStatus, LogLevel
+from opsdb.choices import CopyStatus, JobStatus, LogLevel
 from opsdb.leases import LeasedJob
 from opsdb.models import LOG_MESSAGE_MAX_LENGTH, DataTransferLog
 from opsdb.planning import human_bytes
@@ -283,35 +284,66 @@ def _complete(*, job: LeasedJob, lease_token: str, by, log_path: str,
 
 
 def job_fail(*, job: LeasedJob, lease_token: str, error: str, log_path: str = "", retryable: bool = True,
-             by=None, locked: bool = False) -> tuple[LeasedJob, bool]:
+             by=None, locked: bool = False, source_corrupt: bool = False) -> tuple[LeasedJob, bool]:
     """A failed attempt: ACTIVE → PENDING with backoff, or FAILED when attempts are spent; (job, changed).
 
     A repeat of the report that already failed this attempt (same lease token) changes nothing.
-    ``locked`` as for ``job_complete``.
+    ``locked`` as for ``job_complete``. ``source_corrupt``: see ``_fail``.
     """
     _check_locked(locked)
     with transaction.atomic(savepoint=not locked):
         return _fail(job=job if locked else lock_job(job), lease_token=lease_token, error=error, log_path=log_path,
-                     retryable=retryable, by=by)
+                     retryable=retryable, by=by, source_corrupt=source_corrupt)
 
 
 def _fail(*, job: LeasedJob, lease_token: str, error: str, log_path: str, retryable: bool,
-          by) -> tuple[LeasedJob, bool]:
+          by, source_corrupt: bool = False) -> tuple[LeasedJob, bool]:
+    """``source_corrupt``: the worker found the copy the job reads corrupt (kinds with ``reads_source_copy``).
+
+    The copy leaves service (PRESENT → MISMATCH, logged) so nothing plans from it; the job itself is
+    not at fault: it waits (PENDING, held by its kind's claim filter) until a good copy is back, and
+    the failure says nothing about the route.
+    """
     if job.status in (JobStatus.PENDING, JobStatus.FAILED) and lease_token and job.lease_token == lease_token:
         return job, False
     if not job.lease_is_held(lease_token):
         raise LeaseConflict(job)
+    handler = job_kinds.for_model(type(job))
+    if source_corrupt and not handler.reads_source_copy:
+        raise ValidationError({"source_corrupt": f"{job.KIND} jobs read no stored copy that could be corrupt."})
     worker = job.lease_holder
-    job.fail(error=error, log_path=log_path, retryable=retryable, by=by,
+    job.fail(error=error, log_path=log_path, retryable=retryable or source_corrupt, by=by,
              description=short_log_message(f"{worker}: {error}"))
     job.save()
-    outcome = "will retry" if job.status == JobStatus.PENDING else "needs an operator"
+    if source_corrupt:
+        outcome = "waits for a good copy" if job.status == JobStatus.PENDING else "needs an operator"
+    else:
+        outcome = "will retry" if job.status == JobStatus.PENDING else "needs an operator"
     if job.bytes_done:
         outcome += f"; {human_bytes(job.bytes_done)} moved"
     write_job_log(job=job, level=LogLevel.ERROR, message=f"attempt {job.attempts} failed ({outcome}): {error}",
                   log_path=log_path, worker=worker)
-    after_failed_attempt(job, retryable=retryable)
+    if source_corrupt:
+        _take_out_of_service(handler, job, worker=worker, error=error, by=by)
+    after_failed_attempt(job, retryable=retryable and not source_corrupt)
     return job, True
+
+
+def _take_out_of_service(handler: JobKindHandler, job: LeasedJob, *, worker: str, error: str, by) -> None:
+    """The copy a worker found corrupt: PRESENT → MISMATCH (logged), and a line in the job's log."""
+    from opsdb.copies import copy_transition
+
+    copy = handler.source_copy(job)
+    if copy is None:
+        write_job_log(job=job, level=LogLevel.WARNING, worker=worker,
+                      message="reported its source copy corrupt, but no copy record is known there")
+        return
+    if copy.status != CopyStatus.PRESENT:
+        return  # already out of service (another reader said so first), or on its way out
+    copy_transition(copy=copy, transition="mark_mismatch", by=by,
+                    description=short_log_message(f"found corrupt by {worker} ({job.KIND} #{job.pk}): {error}"))
+    write_job_log(job=job, level=LogLevel.WARNING, worker=worker,
+                  message=f"source copy {copy} taken out of service (MISMATCH); it is fetched again from a good copy")
 
 
 def after_failed_attempt(job: LeasedJob, *, retryable: bool = True, lease_expired: bool = False) -> None:

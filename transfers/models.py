@@ -336,6 +336,11 @@ class DataTransfer(LeasedJob):
         help_text="The hop that brought the package to this transfer's origin (relays).",
     )
     destination_path = models.CharField(max_length=1024, blank=True, help_text="Where it landed (relative).")
+    # A repair: the bundle copy a worker found corrupt, brought back from a location holding a verified copy.
+    repair_of = models.ForeignKey(
+        DataTransferPackageCopy, null=True, blank=True, on_delete=models.PROTECT, related_name="repairs",
+        help_text="The transfer package copy this transfer replaces (found corrupt by a worker reading it).",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -347,9 +352,14 @@ class DataTransfer(LeasedJob):
             ),
             models.UniqueConstraint(
                 fields=["transfer_package", "destination_location"],
-                condition=~Q(status=JobStatus.CANCELLED),
+                condition=~Q(status=JobStatus.CANCELLED) & Q(repair_of__isnull=True),
                 name="transfer_once_per_package_and_destination",
                 violation_error_message="This package already has a transfer to that location.",
+            ),
+            models.UniqueConstraint(
+                fields=["repair_of"], condition=Q(status__in=(JobStatus.PENDING, JobStatus.ACTIVE, JobStatus.FAILED)),
+                name="transfer_one_open_repair_per_copy",
+                violation_error_message="This copy already has a repair transfer under way.",
             ),
         ]
         indexes = [

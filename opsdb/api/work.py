@@ -129,6 +129,11 @@ class FailReport(LeaseReport):
     error = serializers.CharField(max_length=65536, help_text=f"Kept to {ERROR_MAX_LENGTH} characters.")
     log_path = LogPathField()
     retryable = serializers.BooleanField(required=False, default=True)
+    source_corrupt = serializers.BooleanField(
+        required=False, default=False,
+        help_text="transfer and unpack only: the stored copy the job read (the transfer's source, the archive to "
+        "unpack) does not match its recorded checksum. It is taken out of service (MISMATCH) and fetched again "
+        "from a good copy; the job waits for it (it is retried then, not against the bad copy).")
 
 
 class LogEntry(LeaseReport):
@@ -343,7 +348,7 @@ class FailView(JobView):
             data = validated(FailReport, request)
             job, _changed = services.job_fail(
                 job=job, lease_token=data["lease_token"], error=data["error"], log_path=data.get("log_path", ""),
-                retryable=data["retryable"], by=request.user, locked=True,
+                retryable=data["retryable"], by=request.user, locked=True, source_corrupt=data["source_corrupt"],
             )
         return Response(job_state(kind, job))
 
@@ -433,6 +438,7 @@ class ReportItemSchema(ReportItem):
     log_path = LogPathField()
     error = serializers.CharField(required=False, help_text="fail: what went wrong (as in work/<kind>/<id>/fail/).")
     retryable = serializers.BooleanField(required=False, help_text="fail: as in work/<kind>/<id>/fail/.")
+    source_corrupt = serializers.BooleanField(required=False, help_text="fail: as in work/<kind>/<id>/fail/.")
 
 
 class BatchReport(serializers.Serializer):
@@ -526,7 +532,8 @@ def report_of(handler, item: dict, data: dict, *, kind: str, pk: int, outcome: s
     common = {"kind": kind, "pk": pk, "action": outcome, "lease_token": data["lease_token"],
               "log_path": data.get("log_path", "")}
     if outcome == batches.FAIL:
-        return batches.Report(**common, error=data["error"], retryable=data["retryable"])
+        return batches.Report(**common, error=data["error"], retryable=data["retryable"],
+                              source_corrupt=data["source_corrupt"])
     result = {k: v for k, v in (data if handler.result_serializer else item).items()
               if k not in ("lease_token", "log_path", "kind", "id", "outcome")}
     return batches.Report(**common, result=result)
