@@ -278,6 +278,7 @@ SCHEDULER_PASSES = [
     ("bundling", "transfers.planning.plan_bundles"),
     ("routing", "transfers.planning.plan_transfers"),
     ("unpacking", "transfers.planning.plan_unpacks"),
+    ("bundle repairs", "transfers.planning.plan_bundle_repairs"),
     ("archiving", "staging.planning.plan_archive_transfers"),
     ("fixity", "staging.fixity.plan_fixity"),
     ("staging cleanup", "staging.planning.clean_expired_staging"),

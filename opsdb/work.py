@@ -157,7 +157,7 @@ class JobKindHandler(ABC):
         A worker's ``source_corrupt`` report takes it out of service (MISMATCH); the kind's claim
         filter then holds the job until the copy is PRESENT again.
         """
-        return None
+        return None  # kinds that read no stored copy
 
     def on_failed(self, job: LeasedJob, *, retryable: bool = True, lease_expired: bool = False) -> None:
         """After a failed attempt (reported, or a lease that ran out, one job or in bulk), in its transaction.

@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db.models import BooleanField, Case, Exists, F, OuterRef, Q, Value, When
 
-from opsdb.choices import CopyStatus, JobStatus, LocationType
+from opsdb.choices import CopyStatus, JobStatus, LocationType, TransferMethod
 from opsdb.models import RawDataPackage, RawDataPackageCopy
 from opsdb.planning import Location, Locations, PassResult, counted, human_bytes, insert_int_rows, log, plural
 from transfers.choices import RouteState, RouteType
@@ -450,7 +450,7 @@ def _existing_transfers() -> dict[int, dict[int, Existing]]:
         status=CopyStatus.PRESENT, transfer_package__status=JobStatus.COMPLETED,
         location__location_type=LocationType.BUFFER,
     ).values("transfer_package_id")
-    rows = DataTransfer.objects.filter(transfer_package_id__in=bundles).values_list(
+    rows = DataTransfer.objects.filter(transfer_package_id__in=bundles, repair_of__isnull=True).values_list(
         "pk", "transfer_package_id", "destination_location_id", "status", "route_id"
     ).order_by("pk")
     existing: dict[int, dict[int, Existing]] = defaultdict(dict)
@@ -528,7 +528,7 @@ def plan_unpacks(*, now: datetime) -> PassResult:
     """An unpack job for every transfer that arrived at a final stop and has none yet."""
     result = PassResult("unpacking")
     arrived = list(
-        DataTransfer.objects.filter(status=JobStatus.TRANSFERRED, unpack__isnull=True)
+        DataTransfer.objects.filter(status=JobStatus.TRANSFERRED, unpack__isnull=True, repair_of__isnull=True)
         .filter(final_stop_filter())
         .values_list("pk", "destination_location__site__name", "destination_location__name")
     )
@@ -540,3 +540,75 @@ def plan_unpacks(*, now: datetime) -> PassResult:
     result.count = len(arrived)
     log.debug("unpacking: %d transfers checked", len(arrived))
     return result
+
+
+# --- repairs ------------------------------------------------------------------------------------
+
+
+def plan_bundle_repairs(*, now: datetime) -> PassResult:
+    """A repair transfer for every bundle copy found corrupt (MISMATCH) that has no repair under way.
+
+    Its source is a verified PRESENT copy of the bundle: first the location the copy came from (the
+    transfer that brought it, with that transfer's route and method), else one at a site with an
+    active DIRECT route to the copy's site (by that route), else one at the same site (``copy``).
+    A copy with no such source stays MISMATCH and is listed under Needs attention. A repair lands
+    where the bad copy is; its completion restores the copy (``record_copies``) and the jobs that
+    read it go on. Four queries, whatever the number of copies.
+    """
+    result = PassResult("bundle repairs")
+    open_repair = DataTransfer.objects.filter(
+        repair_of=OuterRef("pk"), status__in=(JobStatus.PENDING, JobStatus.ACTIVE, JobStatus.FAILED))
+    bad = list(DataTransferPackageCopy.objects.filter(status=CopyStatus.MISMATCH).exclude(Exists(open_repair))
+               .values_list("pk", "transfer_package_id", "location_id").order_by("pk"))
+    if not bad:
+        return result
+    bundles = {bundle for _, bundle, _ in bad}
+    good: dict[int, list[int]] = defaultdict(list)
+    for bundle, location in (DataTransferPackageCopy.objects.verified().filter(transfer_package_id__in=bundles)
+                             .values_list("transfer_package_id", "location_id").order_by("location_id")):
+        good[bundle].append(location)
+    came_from = {
+        (t.transfer_package_id, t.destination_location_id): t
+        for t in DataTransfer.objects.filter(transfer_package_id__in=bundles, repair_of__isnull=True,
+                                             status=JobStatus.TRANSFERRED).select_related("route").order_by("pk")
+    }
+    topology = Topology.load()
+    by_pair = site_level_routes_by_pair(topology.site_level)
+    new, stuck = [], []
+    for copy_id, bundle, location in bad:
+        repair = _repair_of(copy_id, bundle, location, good[bundle], came_from, by_pair, topology)
+        if repair is None:
+            stuck.append(location)
+            continue
+        repair.created_at = now
+        new.append(repair)
+    if new:
+        DataTransfer.objects.bulk_create(new, ignore_conflicts=True)  # one open repair per copy: a duplicate is a no-op
+        result.say(f"{plural(len(new), 'repair transfer')} of corrupt bundle copies: " + counted(
+            f"{topology.label(t.origin_location_id)} → {topology.label(t.destination_location_id)}" for t in new))
+    if stuck:
+        result.say(f"{len(stuck)} corrupt bundle cop{'y' if len(stuck) == 1 else 'ies'} with no good copy to fetch "
+                   "from: " + counted(topology.label(loc) for loc in stuck))
+    result.count = len(new)
+    return result
+
+
+def _repair_of(copy_id: int, bundle: int, location: int, good: list[int],
+               came_from: dict[tuple[int, int], DataTransfer], by_pair: dict,
+               topology: Topology) -> DataTransfer | None:
+    """The transfer that brings a good copy of ``bundle`` to ``location`` in place of copy ``copy_id``, or None."""
+    sources = [g for g in good if g != location and topology.locations[g].active]
+    original = came_from.get((bundle, location))
+    fields = {"transfer_package_id": bundle, "destination_location_id": location, "repair_of_id": copy_id}
+    if original is not None and original.origin_location_id in sources:
+        return DataTransfer(**fields, origin_location_id=original.origin_location_id, route=original.route,
+                            method=original.method, hop=original.hop, previous_id=original.previous_id)
+    site = topology.locations[location].site_id
+    for source in sources:
+        route = by_pair.get((topology.locations[source].site_id, site))
+        if route is not None and route.route_type == RouteType.DIRECT:
+            return DataTransfer(**fields, origin_location_id=source, route=route, method=route.method)
+    for source in sources:
+        if topology.locations[source].site_id == site:
+            return DataTransfer(**fields, origin_location_id=source, route=None, method=TransferMethod.COPY)
+    return None

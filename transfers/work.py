@@ -9,12 +9,12 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db.models import Count, F, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet
 from django.utils import timezone
 from rest_framework import serializers
 
 from opsdb.api.fields import ChecksumField, IntegerField, RelativePathField
-from opsdb.choices import ChecksumAlgorithm, JobKind, JobStatus
+from opsdb.choices import ChecksumAlgorithm, CopyStatus, JobKind, JobStatus
 from opsdb.explanation import Explanation
 from opsdb.models import RawDataPackageCopy
 from opsdb.work import JobKindHandler, location_payload, raw_package_path, record_copies, record_copy
@@ -132,10 +132,18 @@ class TransferHandler(JobKindHandler):
     def for_methods(self, queryset: QuerySet, methods: Sequence[str]) -> QuerySet:
         return queryset.filter(method__in=methods)
 
-    def claimable(self, queryset: QuerySet) -> QuerySet:
-        """Not held by a paused route (bar its probe), nor on a route already at ``max_concurrent``.
+    reads_source_copy = True
 
-        One join and one subquery, not a query per row.
+    def source_copy(self, job: DataTransfer) -> DataTransferPackageCopy | None:
+        """The bundle's copy at the transfer's origin."""
+        return DataTransferPackageCopy.objects.filter(
+            transfer_package_id=job.transfer_package_id, location_id=job.origin_location_id).first()
+
+    def claimable(self, queryset: QuerySet) -> QuerySet:
+        """Not held by a paused route (bar its probe), nor on a route already at ``max_concurrent``, nor
+        reading a copy found corrupt (it waits until the copy is fetched again).
+
+        One join and subqueries, not a query per row.
         """
         active = Count("transfers", filter=Q(transfers__status=JobStatus.ACTIVE))
         full_routes = (
@@ -146,7 +154,8 @@ class TransferHandler(JobKindHandler):
         open_route = Q(route__isnull=True) | Q(route__state=RouteState.ACTIVE) | probe_open_filter(
             timezone.now(), "route__"
         )
-        return queryset.filter(open_route).exclude(route__in=full_routes)
+        return queryset.filter(open_route).exclude(route__in=full_routes).exclude(
+            Exists(bad_copies("transfer_package_id", "origin_location_id")))
 
     def claim_guard(self, job: DataTransfer) -> bool:
         """Hold the route's row lock while counting its active transfers.
@@ -203,6 +212,9 @@ class TransferHandler(JobKindHandler):
         record_copy(DataTransferPackageCopy, transfer_package=dtp, location=job.destination_location,
                     path=job.destination_path, checksum=data["checksum"])
         route_transfer_succeeded(transfer=job)
+        if job.repair_of_id:
+            retry_readers(transfer_package_id=dtp.pk, location_id=job.destination_location_id,
+                          reason=f"copy at {job.destination_location} fetched again by transfer #{job.pk}")
 
 
 class UnpackedMember(serializers.Serializer):
@@ -238,9 +250,19 @@ class UnpackHandler(JobKindHandler):
         return queryset.filter(transfer__transfer_package__members__raw_package_id__in=package_ids).select_related(
             "transfer__destination_location__site")
 
+    reads_source_copy = True
+
+    def source_copy(self, job: DataTransferUnpack) -> DataTransferPackageCopy | None:
+        """The bundle's copy where its transfer landed."""
+        return DataTransferPackageCopy.objects.filter(
+            transfer_package_id=job.transfer.transfer_package_id,
+            location_id=job.transfer.destination_location_id).first()
+
     def claimable(self, queryset: QuerySet) -> QuerySet:
-        """Only once the archive has arrived (the scheduler creates unpacks then; this guards the rule)."""
-        return queryset.filter(transfer__status=JobStatus.TRANSFERRED)
+        """Only once the archive has arrived (the scheduler creates unpacks then; this guards the rule), and
+        not while the archive there is known corrupt (it waits until it is fetched again)."""
+        return queryset.filter(transfer__status=JobStatus.TRANSFERRED).exclude(
+            Exists(bad_copies("transfer__transfer_package_id", "transfer__destination_location_id")))
 
     def site_of(self, job: DataTransferUnpack):
         return job.transfer.destination_location.site
@@ -272,6 +294,35 @@ class UnpackHandler(JobKindHandler):
         record_copies(RawDataPackageCopy, of="raw_package", location=transfer.destination_location,
                       entries=[(raw, reported[name]["path"], reported[name]["checksum"])
                                for name, raw in expected.items()])
+
+
+def bad_copies(package_field: str, location_field: str) -> QuerySet:
+    """The bundle copies found corrupt or missing at the outer job's ``location_field``, for ``Exists``."""
+    return DataTransferPackageCopy.objects.filter(
+        transfer_package_id=OuterRef(package_field), location_id=OuterRef(location_field),
+        status__in=(CopyStatus.MISMATCH, CopyStatus.MISSING))
+
+
+def retry_readers(*, transfer_package_id: int, location_id: int, reason: str) -> int:
+    """FAILED transfers from, and unpacks at, a bundle copy that is good again: FAILED → PENDING (logged).
+
+    A job that failed for good while its source copy was corrupt gets a fresh set of attempts once a
+    repair brought the copy back. A handful of jobs at most (one per route leaving the location).
+    """
+    from opsdb.services import write_job_log
+
+    jobs = [
+        *DataTransfer.objects.select_for_update().filter(
+            transfer_package_id=transfer_package_id, origin_location_id=location_id, status=JobStatus.FAILED),
+        *DataTransferUnpack.objects.select_for_update().filter(
+            transfer__transfer_package_id=transfer_package_id, transfer__destination_location_id=location_id,
+            status=JobStatus.FAILED),
+    ]
+    for job in jobs:
+        job.retry(description=reason)
+        job.save()
+        write_job_log(job=job, message=f"retried: {reason}")
+    return len(jobs)
 
 
 def _member_errors(expected: dict, reported: dict) -> list[str]:
