@@ -151,13 +151,13 @@ class JobKindHandler(ABC):
     #: The kind's worker reads a stored copy that it may report corrupt (``fail`` with ``source_corrupt``).
     reads_source_copy = False
 
-    def source_copy(self, job: LeasedJob):
+    def source_copy(self, job: LeasedJob) -> Any:
         """The copy record the job reads (``reads_source_copy`` kinds), or None when none is recorded.
 
         A worker's ``source_corrupt`` report takes it out of service (MISMATCH); the kind's claim
         filter then holds the job until the copy is PRESENT again.
         """
-        return None  # kinds that read no stored copy
+        return  # kinds that read no stored copy
 
     def on_failed(self, job: LeasedJob, *, retryable: bool = True, lease_expired: bool = False) -> None:
         """After a failed attempt (reported, or a lease that ran out, one job or in bulk), in its transaction.

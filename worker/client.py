@@ -167,8 +167,10 @@ class ApiClient:
         return self._post_report(f"api/v1/work/{kind}/{job_id}/complete/", {"lease_token": lease_token, **result})
 
     def fail(self, kind: str, job_id: int, lease_token: str, *, error: str, log_path: str = "",
-             retryable: bool = True) -> dict[str, Any]:
+             retryable: bool = True, source_corrupt: bool = False) -> dict[str, Any]:
         payload = {"lease_token": lease_token, "error": error, "retryable": retryable}
+        if source_corrupt:
+            payload["source_corrupt"] = True  # the stored copy the job read is corrupt (transfer, unpack)
         if log_path:
             payload["log_path"] = log_path
         return self._post_report(f"api/v1/work/{kind}/{job_id}/fail/", payload)

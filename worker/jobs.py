@@ -49,6 +49,13 @@ class JobError(Exception):
         super().__init__(message)
 
 
+class SourceCorrupt(JobError):
+    """The stored copy the job reads does not match its recorded checksum (reported with ``source_corrupt``)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, retryable=False)
+
+
 class JobAborted(Exception):
     """The job was stopped from outside: the lease was lost or the worker is shutting down."""
 
@@ -181,12 +188,17 @@ def do_transfer(job: Job, ctx: JobContext) -> Result:
             f"{uri(destination['location'], destination['path'])}")
     if not package.get("checksum"):
         raise JobError(f"transfer package {package['name']} has no checksum to verify against", retryable=False)
-    if method == "copy" and "copy" not in ctx.commands:
-        checksum, size = _copy_local(job, ctx)
-    elif destination["location"].get("storage_type", "DISK") == "DISK":
-        checksum, size = _command_to_local(job, ctx)
-    else:
-        checksum, size = _command_to_remote(job, ctx)
+    try:
+        if method == "copy" and "copy" not in ctx.commands:
+            checksum, size = _copy_local(job, ctx)
+        elif destination["location"].get("storage_type", "DISK") == "DISK":
+            checksum, size = _command_to_local(job, ctx)
+        else:
+            checksum, size = _command_to_remote(job, ctx)
+    except ChecksumMismatch as mismatch:
+        if mismatch.source:
+            raise SourceCorrupt(str(mismatch)) from mismatch
+        raise
     ctx.log(f"verified at destination: {algorithm_of(package)} {checksum}")
     result: Result = {"checksum": checksum, "path": destination["path"]}
     if size is not None:
@@ -298,6 +310,7 @@ def _blame_source(job: Job, ctx: JobContext, mismatch: ChecksumMismatch) -> None
     ctx.log(f"copy mismatch; source {source} has {actual}")
     if actual != package["checksum"].lower():
         mismatch.retryable = False
+        mismatch.source = True
         mismatch.what = f"source {source}"
         mismatch.actual = actual
         mismatch.args = (f"checksum mismatch for source {source}: expected {package['checksum']}, got {actual}",)
@@ -440,7 +453,15 @@ def do_unpack(job: Job, ctx: JobContext) -> Result:
     """
     location = job["location"]
     archive = local_path(location, job["archive_path"])
-    _require_file(archive, f"transfer package {job['transfer_package']['name']}")
+    package = job["transfer_package"]
+    _require_file(archive, f"transfer package {package['name']}")
+    if package.get("checksum"):
+        ctx.log(f"verifying {archive} before unpacking it")
+        try:
+            storage.verify_file(archive, package["checksum"], algorithm_of(package), progress=lambda _n: ctx.check(),
+                                what=f"transfer package {package['name']} at {archive}")
+        except ChecksumMismatch as mismatch:
+            raise SourceCorrupt(str(mismatch)) from mismatch
     expected = {member["path"]: Expected(member["checksum"], algorithm_of(member)) for member in job["members"]}
     for relative in expected:
         local_path(location, relative)  # refuse member paths outside the location up front

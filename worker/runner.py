@@ -23,7 +23,7 @@ from typing import Any
 
 from worker import storage
 from worker.client import ApiClient, ApiError, ApiUnavailable, LeaseLost
-from worker.jobs import HANDLERS, Job, JobAborted, JobContext, is_retryable, remove_checkpoints
+from worker.jobs import HANDLERS, Job, JobAborted, JobContext, SourceCorrupt, is_retryable, remove_checkpoints
 from worker.storage import PartialJournal
 
 ERROR_REPORT_LENGTH = 1000
@@ -300,7 +300,8 @@ class Runner:
             heartbeat.finish()
             ctx.log(f"FAILED: {type(exc).__name__}: {exc}")
             return self._report_fail(ctx, kind, job_id, token, log_path, str(exc) or type(exc).__name__,
-                                     retryable=is_retryable(exc), defer=defer)
+                                     retryable=is_retryable(exc), defer=defer,
+                                     source_corrupt=isinstance(exc, SourceCorrupt))
         if defer:
             ctx.log(f"to report complete with the batch: {result}")
             return Deferred(ctx, kind, job_id, token, log_path, "complete", {**result, "log_path": log_path},
@@ -333,13 +334,15 @@ class Runner:
         return self._report_fail(ctx, kind, job_id, token, log_path, reason, retryable=True, defer=defer)
 
     def _report_fail(self, ctx: JobContext, kind: str, job_id: int, token: str, log_path: str, error: str,
-                     *, retryable: bool, defer: bool = False) -> Outcome | Deferred:
+                     *, retryable: bool, defer: bool = False, source_corrupt: bool = False) -> Outcome | Deferred:
         if defer:
             body = {"error": error[:ERROR_REPORT_LENGTH], "log_path": log_path, "retryable": retryable}
+            if source_corrupt:
+                body["source_corrupt"] = True
             return Deferred(ctx, kind, job_id, token, log_path, "fail", body, error)
         try:
             answer = self.client.fail(kind, job_id, token, error=error[:ERROR_REPORT_LENGTH], log_path=log_path,
-                                      retryable=retryable)
+                                      retryable=retryable, source_corrupt=source_corrupt)
         except LeaseLost as exc:
             ctx.log(f"fail refused, lease lost: {exc.body}")
             return Outcome(kind, job_id, "lease-lost", error, log_path)

@@ -40,9 +40,10 @@ class StorageError(Exception):
 class ChecksumMismatch(StorageError):
     """Data read back does not have the checksum the catalogue records."""
 
-    def __init__(self, what: str, expected: str, actual: str, *, retryable: bool = True):
+    def __init__(self, what: str, expected: str, actual: str, *, retryable: bool = True, source: bool = False):
         self.what, self.expected, self.actual = what, expected, actual
         self.retryable = retryable
+        self.source = source  # the data read (not the copy written) is what differs
         super().__init__(f"checksum mismatch for {what}: expected {expected}, got {actual}")
 
 
@@ -347,7 +348,7 @@ def copy_into(source: Path, partial: Partial, *, algorithm: str = "sha256", expe
         dst.flush()
     source_checksum = hasher.hexdigest()
     if expected is not None and source_checksum != expected.lower():
-        raise ChecksumMismatch(f"source {source}", expected, source_checksum, retryable=False)
+        raise ChecksumMismatch(f"source {source}", expected, source_checksum, retryable=False, source=True)
     destination_checksum = file_checksum(partial.path, algorithm)
     if destination_checksum != source_checksum:
         raise ChecksumMismatch(f"copy at {partial.destination}", source_checksum, destination_checksum)

@@ -3,6 +3,7 @@
 from django import template
 from django.apps import apps
 from django.conf import settings
+from django.db.models import Exists, OuterRef
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -66,6 +67,24 @@ def bad_archive_copies() -> dict:
             "url": f"{url}?status__in={','.join(statuses)}"}
 
 
+def corrupt_bundle_copies() -> dict:
+    """Transfer package copies a worker found corrupt that no repair transfer is fetching (no good copy to
+    fetch from, or the repair was cancelled), with the reason; two queries."""
+    model = apps.get_model("transfers.DataTransferPackageCopy")
+    repairs = apps.get_model("transfers.DataTransfer").objects.filter(
+        repair_of=OuterRef("pk"), status__in=(JobStatus.PENDING, JobStatus.ACTIVE, JobStatus.FAILED))
+    stuck = model.objects.filter(status=CopyStatus.MISMATCH).exclude(Exists(repairs))
+    copies = list(stuck.select_related("transfer_package", "location__site").order_by("pk")[:PAUSED_ROUTES_SHOWN + 1])
+    details = [{"text": f"{copy}: found corrupt; no verified copy of it is at a location with a route to "
+                        f"{copy.location.site} (send a good copy there, or rebuild the bundle)",
+                "url": reverse("admin:transfers_datatransferpackagecopy_change", args=[copy.pk])}
+               for copy in copies[:PAUSED_ROUTES_SHOWN]]
+    url = reverse("admin:transfers_datatransferpackagecopy_changelist")
+    count = len(copies) if len(copies) <= PAUSED_ROUTES_SHOWN else stuck.count()
+    return {"label": "Corrupt transfer package copies with no good copy to fetch from", "count": count,
+            "details": details, "url": f"{url}?status__exact={CopyStatus.MISMATCH}"}
+
+
 def fixity_holds() -> dict:
     """Locations where automatic repair stopped after many failed checks, with the reason (one query)."""
     model = apps.get_model("staging.FixityHold")
@@ -83,7 +102,7 @@ def ops_attention() -> list[dict]:
     """Paused routes, bad archive copies, held repairs, jobs waiting for an operator per kind and leases
     run out, each linked to its list; then the rows of the callables ``settings.ADMIN_ATTENTION`` names
     (stuck work, from the operations view)."""
-    items = [paused_routes(), bad_archive_copies(), fixity_holds(), *custody_attention()]
+    items = [paused_routes(), bad_archive_copies(), corrupt_bundle_copies(), fixity_holds(), *custody_attention()]
     now = timezone.now()
     for handler in job_kinds:
         model = handler.model
