@@ -304,13 +304,19 @@ def bad_copies(package_field: str, location_field: str) -> QuerySet:
 
 
 def retry_readers(*, transfer_package_id: int, location_id: int, reason: str) -> int:
-    """FAILED transfers from, and unpacks at, a bundle copy that is good again: FAILED → PENDING (logged).
+    """Transfers from, and unpacks at, a bundle copy that is good again, go on at once.
 
-    A job that failed for good while its source copy was corrupt gets a fresh set of attempts once a
-    repair brought the copy back. A handful of jobs at most (one per route leaving the location).
+    A job that failed for good while its source copy was corrupt gets a fresh set of attempts
+    (FAILED → PENDING, logged); one waiting out its backoff is due now. A handful of jobs at most
+    (one per route leaving the location).
     """
     from opsdb.services import write_job_log
 
+    DataTransfer.objects.filter(transfer_package_id=transfer_package_id, origin_location_id=location_id,
+                                status=JobStatus.PENDING).update(next_attempt_at=None)
+    DataTransferUnpack.objects.filter(transfer__transfer_package_id=transfer_package_id,
+                                      transfer__destination_location_id=location_id,
+                                      status=JobStatus.PENDING).update(next_attempt_at=None)
     jobs = [
         *DataTransfer.objects.select_for_update().filter(
             transfer_package_id=transfer_package_id, origin_location_id=location_id, status=JobStatus.FAILED),

@@ -77,10 +77,31 @@ def test_transfer_bad_source_through_command_not_retryable(tmp_path):
     job = transfer_job(tmp_path, b"bundle", method="bbcp")
     Path(job["source"]["location"]["base_path"], "bundles", "dtp.tar").write_bytes(b"bundlE")
 
-    with pytest.raises(ChecksumMismatch, match="source") as excinfo:
+    with pytest.raises(jobs.SourceCorrupt, match="source") as excinfo:
         jobs.do_transfer(job, context(job, {"bbcp": "cp {source} {destination}"}))
 
     assert excinfo.value.retryable is False
+    assert isinstance(excinfo.value.__cause__, ChecksumMismatch)
+
+
+def test_transfer_bad_source_by_copy_says_source_corrupt(tmp_path):
+    job = transfer_job(tmp_path, b"bundle", method="copy")
+    Path(job["source"]["location"]["base_path"], "bundles", "dtp.tar").write_bytes(b"bundlE")
+
+    with pytest.raises(jobs.SourceCorrupt, match="source"):
+        jobs.do_transfer(job, context(job))
+
+    assert not Path(job["destination"]["location"]["base_path"], "bundles", "dtp.tar").exists()
+
+
+def test_transfer_bad_copy_of_good_source_is_not_source_corrupt(tmp_path):
+    job = transfer_job(tmp_path, b"bundle", method="bbcp")
+
+    with pytest.raises(ChecksumMismatch) as excinfo:  # the command wrote other bytes: the source is fine
+        jobs.do_transfer(job, context(job, {"bbcp": "sh -c 'printf x > {destination}'"}))
+
+    assert not isinstance(excinfo.value, jobs.SourceCorrupt)
+    assert excinfo.value.source is False
 
 
 def test_path_climbing_out_of_location_refused(tmp_path):
