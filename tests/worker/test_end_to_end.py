@@ -237,8 +237,11 @@ def test_worker_bundle_corrupted_at_origin_fails_transfer(topology, launcher):
     launcher.run("--once", "--kinds", "transfer")
 
     transfer.refresh_from_db()
-    assert transfer.status == JobStatus.FAILED
+    # The source is corrupt, not the transfer: the copy leaves service and the transfer waits for a good one.
+    assert transfer.status == JobStatus.PENDING
     assert "checksum mismatch" in transfer.last_error
+    assert DataTransferPackageCopy.objects.get(transfer_package=dtp, location=topology.ccat_buffer).status == (
+        CopyStatus.MISMATCH)
     assert not topology.path(topology.cologne_buffer, dtp.archive_path).exists()
     assert not DataTransferPackageCopy.objects.filter(transfer_package=dtp, location=topology.cologne_buffer).exists()
     assert error_logs(transfer)[0].log_path == transfer.log_path
@@ -271,8 +274,11 @@ def test_worker_corrupted_archive_at_destination_fails_unpack_not_transfer(topol
 
     unpack.refresh_from_db()
     transfer.refresh_from_db()
-    assert (transfer.status, unpack.status) == (JobStatus.TRANSFERRED, JobStatus.FAILED)
+    # Found before unpacking: the archive there leaves service; the unpack waits for a good copy.
+    assert (transfer.status, unpack.status) == (JobStatus.TRANSFERRED, JobStatus.PENDING)
     assert "checksum mismatch" in unpack.last_error
+    assert DataTransferPackageCopy.objects.get(transfer_package=dtp, location=topology.cologne_buffer).status == (
+        CopyStatus.MISMATCH)
     assert not RawDataPackageCopy.objects.filter(location=topology.cologne_buffer).exists()
     assert not topology.path(topology.cologne_buffer, f"raw/{topology.packages[0].name}").exists()
 
