@@ -274,8 +274,9 @@ class DataTransferAdmin(LeasedJobAdmin):
     search_help_text = "Bundle name, or how it begins (not case-sensitive)."
     autocomplete_fields = ("transfer_package", "route", "origin_location", "destination_location", "previous")
     list_select_related = TRANSFER_RELATED
+    raw_id_fields = ("repair_of",)  # a copy, among millions: by id
     created_with = ("transfer_package", "route", "origin_location", "destination_location", "method", "hop",
-                    "previous", "destination_path")
+                    "previous", "destination_path", "repair_of")
 
     def get_readonly_fields(self, request, obj=None):
         extra = ("unpack_state",) if obj else ()
