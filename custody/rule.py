@@ -1,6 +1,7 @@
 """The deletion rule: which copies may be deleted, as one documented query per kind of copy.
 
-A **raw package copy** at a SOURCE or BUFFER location may go only when all of this holds:
+A **raw package copy** at a SOURCE, BUFFER or PROCESSING location (a data product registered at a
+processing area comes home to its site's archive, then may go there) may go only when all of this holds:
 
 1. the package is *safe*: it has a safe archive copy (PRESENT in a LONG_TERM_ARCHIVE location,
    its own checksum verified) at **every** site its routes deliver it to, and such copies at no
@@ -43,7 +44,7 @@ from transfers.models import (
 )
 
 OPEN = (JobStatus.PENDING, JobStatus.ACTIVE, JobStatus.FAILED)
-DELETABLE_TYPES = (LocationType.SOURCE, LocationType.BUFFER)
+DELETABLE_TYPES = (LocationType.SOURCE, LocationType.BUFFER, LocationType.PROCESSING)
 
 
 def required_archive_sites() -> dict[int, set[int]]:
@@ -134,7 +135,7 @@ def deletable_raw_copies_sql(location_ids: Sequence[int], required: dict[int, se
         f"LEFT JOIN {t['member']} m ON m.raw_package_id = c.raw_package_id "
         f"LEFT JOIN {t['bundle']} b ON b.id = m.transfer_package_id "
         f"WHERE c.status = {_status(status)} AND c.location_id IN ({_ints(location_ids)}) {ids} "
-        f"AND l.location_type IN ('SOURCE', 'BUFFER') "
+        f"AND l.location_type IN ({', '.join(repr(str(v)) for v in DELETABLE_TYPES)}) "
         f"AND {_safe('c.raw_package_id', t)} "
         f"AND NOT (b.id IS NOT NULL AND b.origin_location_id = c.location_id AND {_open('b.status')}) "
         f"AND NOT EXISTS (SELECT 1 FROM {t['archive']} at WHERE at.raw_package_id = c.raw_package_id "
