@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('opsdb', '0012_custody_policies'),
-        ('transfers', '0012_datatransferpackagecopy_deletion_failures'),
+        ('transfers', '0013_open_job_indexes'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
