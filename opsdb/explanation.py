@@ -19,6 +19,7 @@ class ExplanationCode(models.TextChoices):
     RETRY_WAIT = "retry_wait", "Waiting to be retried after a failed attempt"
     ROUTE_PAUSED = "route_paused", "Held: its route is paused"
     ROUTE_AT_LIMIT = "route_at_limit", "Held: its route is at its concurrency limit"
+    SOURCE_CORRUPT = "source_corrupt", "Held: the copy it reads was found corrupt"
     NO_WORKER = "no_worker", "No worker serving its site has been seen lately"
     RUNNING = "running", "Being done by a worker"
     RESUMED = "resumed", "Being done by a worker, resumed from an earlier attempt"

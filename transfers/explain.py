@@ -16,7 +16,7 @@ from opsdb.choices import CopyStatus, JobStatus
 from opsdb.explanation import Explanation, ExplanationCode, clock, human_bytes, quoted_error, waiting_since
 from opsdb.models import RawDataPackage, RawDataPackageCopy
 from transfers.choices import RouteState, RouteType
-from transfers.models import DataTransfer, DataTransferRoute
+from transfers.models import DataTransfer, DataTransferPackageCopy, DataTransferRoute
 from transfers.planning import Topology, bundle_policies
 
 ROUTE_RELATED = ("origin_site", "destination_site", "relay_site", "origin_location__site",
@@ -27,6 +27,48 @@ def explain_transfers(transfers: Sequence[DataTransfer], now: datetime) -> dict[
     """Explanations of held pending transfers and of transfers waiting at a relay, by transfer id."""
     found = _held(transfers, now)
     found.update(_at_relay([t for t in transfers if t.status == JobStatus.TRANSFERRED], now))
+    found.update(explain_corrupt_sources(
+        {t.pk: (t.transfer_package_id, t.origin_location_id) for t in transfers
+         if t.status == JobStatus.PENDING and t.attempts}, now))
+    return found
+
+
+def explain_corrupt_sources(readers: dict[int, tuple[int, int]], now: datetime) -> dict[int, Explanation]:
+    """Pending jobs held because the bundle copy they read ({job id: (bundle, location)}) was found corrupt.
+
+    Only jobs that failed an attempt can be held so; two queries for the whole list (none without such jobs).
+    """
+    if not readers:
+        return {}
+    copies = {
+        (c.transfer_package_id, c.location_id): c for c in DataTransferPackageCopy.objects.filter(
+            transfer_package_id__in={b for b, _ in readers.values()},
+            location_id__in={loc for _, loc in readers.values()},
+            status__in=(CopyStatus.MISMATCH, CopyStatus.MISSING),
+        ).select_related("location__site")
+    }
+    if not copies:
+        return {}
+    repairs = {r.repair_of_id: r for r in DataTransfer.objects.filter(
+        repair_of__in=[c.pk for c in copies.values()],
+        status__in=(JobStatus.PENDING, JobStatus.ACTIVE, JobStatus.FAILED)).select_related("origin_location__site")}
+    found = {}
+    for pk, key in readers.items():
+        copy = copies.get(key)
+        if copy is None:
+            continue
+        repair = repairs.get(copy.pk)
+        if repair is not None:
+            then = (f"it is being fetched again from {repair.origin_location} by repair transfer #{repair.pk} "
+                    f"({repair.get_status_display().lower()})")
+        else:
+            then = "no good copy to fetch it from is known yet (see Needs attention)"
+        found[pk] = Explanation(
+            ExplanationCode.SOURCE_CORRUPT,
+            f"Held: the copy it reads at {copy.location} was found {copy.get_status_display().lower()} at "
+            f"{clock(copy.updated_at, now)}; {then}. It goes on once a good copy is back.",
+            copy.updated_at,
+        )
     return found
 
 

@@ -19,7 +19,7 @@ from opsdb.explanation import Explanation
 from opsdb.models import RawDataPackageCopy
 from opsdb.work import JobKindHandler, location_payload, raw_package_path, record_copies, record_copy
 from transfers.choices import RouteState
-from transfers.explain import explain_transfers
+from transfers.explain import explain_corrupt_sources, explain_transfers
 from transfers.models import (
     DataTransfer,
     DataTransferPackage,
@@ -269,6 +269,16 @@ class UnpackHandler(JobKindHandler):
 
     def size_of(self, job: DataTransferUnpack) -> int | None:
         return job.transfer.transfer_package.size
+
+    def explain(self, jobs: Sequence[DataTransferUnpack], now: datetime) -> dict[int, Explanation]:
+        """An unpack held because the archive where it landed was found corrupt (one query more, only when
+        a listed unpack is pending after a failed attempt)."""
+        held = [u.pk for u in jobs if u.status == JobStatus.PENDING and u.attempts]
+        if not held:
+            return {}
+        readers = {pk: (bundle, location) for pk, bundle, location in DataTransfer.objects.filter(pk__in=held)
+                   .values_list("pk", "transfer_package_id", "destination_location_id")}
+        return explain_corrupt_sources(readers, now)
 
     def payload(self, job: DataTransferUnpack) -> dict[str, Any]:
         transfer = job.transfer

@@ -264,3 +264,26 @@ def test_concurrent_schedulers_make_one_repair(relay):
 
     assert errors == []
     assert DataTransfer.objects.filter(repair_of=relay["relay_copy"]).count() == 1
+
+
+def test_held_readers_say_why(relay):
+    from opsdb.explain import explain_jobs
+
+    client = worker_client()
+    hop2 = claimed(relay["hop2"])
+    corrupt(client, "transfer", hop2)
+    unpack = claimed(f.DataTransferUnpackFactory(transfer=relay["hop1"]))
+    corrupt(client, "unpack", unpack)
+    hop2.refresh_from_db()
+    unpack.refresh_from_db()
+
+    [before] = explain_jobs([hop2])
+    plan_bundle_repairs(now=timezone.now())
+    after = explain_jobs([hop2, unpack])
+
+    assert before.code == "source_corrupt"
+    assert "no good copy to fetch it from is known yet" in before.message
+    repair = DataTransfer.objects.get(repair_of=relay["relay_copy"])
+    for explanation in after:
+        assert explanation.code == "source_corrupt"
+        assert f"being fetched again from ccat:buffer by repair transfer #{repair.pk}" in explanation.message
