@@ -303,7 +303,8 @@ def test_every_code_is_reached_by_a_test_here():
         ExplanationCode.DONE, ExplanationCode.CANCELLED,
     }
 
-    assert set(ExplanationCode) - tested == {ExplanationCode.BUNDLE_FILLING}  # tests/transfers/test_explain_bundles
+    # tests/transfers/test_explain_bundles, tests/transfers/test_bundle_repair
+    assert set(ExplanationCode) - tested == {ExplanationCode.BUNDLE_FILLING, ExplanationCode.SOURCE_CORRUPT}
 
 
 # --- in bulk ---------------------------------------------------------------------------------------
@@ -332,10 +333,10 @@ def test_explanations_of_a_list_cost_the_same_queries_for_1_and_3_of_each_state(
     three = list(DataTransfer.objects.filter(pk__in=[j.pk for j in mixed_transfers(3, ccat, cologne, route)]))
 
     # routes, active transfers per route, the done ones not forwarded, relay routes from where they landed,
-    # the due ones' sites, the sites' workers
-    with django_assert_num_queries(6):
+    # corrupt copies read by the ones pending after a failed attempt, the due ones' sites, the sites' workers
+    with django_assert_num_queries(7):
         explain_jobs(one)
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(7):
         codes = [e.code for e in explain_jobs(three)]
 
     assert sorted(codes) == sorted([ExplanationCode.QUEUED, ExplanationCode.RETRY_WAIT, ExplanationCode.RUNNING,
