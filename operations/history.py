@@ -188,7 +188,7 @@ def route_queues() -> dict[tuple[int, int], dict[str, int]]:
     The pending transfers' sizes are looked up one by one (a subquery each): a join would read the whole
     bundle table, which grows with the years of history while the open transfers stay few.
     """
-    package_size = Subquery(DataTransferPackage.objects.filter(pk=OuterRef("transfer_package")).values(
+    package_size = Subquery(DataTransferPackage.objects.filter(pk=OuterRef("transfer_package")).order_by().values(
         bytes=Coalesce("size", "payload_size")))
     rows = (
         DataTransfer.objects.filter(status__in=OPEN, route__isnull=False)

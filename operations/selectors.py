@@ -144,7 +144,7 @@ def related_value(model, path: str):
     related = model._meta.get_field(first).related_model
     if not rest or related is DataLocation:
         return F(path)
-    return Subquery(related.objects.filter(pk=OuterRef(first)).values(rest))
+    return Subquery(related.objects.filter(pk=OuterRef(first)).order_by().values(rest))
 
 
 def job_tables(now: datetime) -> list[KindTables]:
