@@ -310,7 +310,7 @@ def deletion_stage(n: int, locs, use_tracemalloc: bool, idle_ticks: int, steady_
         statuses = dict(cursor.fetchall())
         cursor.execute("SELECT count(*), coalesce(sum(size), 0) FROM custody_deletionjob")
         jobs, size = cursor.fetchone()
-    print(f"  deletion: {statuses}; {jobs:,} delete jobs freeing {size / 1e15:.2f} PB (tick 6 in {seconds:.1f} s)",
+    print(f"  deletion: {statuses}; {jobs:,} delete jobs freeing {int(size) / 1e15:.2f} PB (tick 6 in {seconds:.1f} s)",
           flush=True)
     simulate(  # the workers deleted every scheduled copy (the guard checks each raw copy as it goes)
         "UPDATE opsdb_rawdatapackagecopy SET status = 'DELETED' WHERE status = 'DELETION_SCHEDULED';"
