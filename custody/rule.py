@@ -104,19 +104,19 @@ def _safe_packages(packages: str, t: dict[str, str]) -> str:
     site their copies outside the archives require. Hash joins over the candidates, not a lookup per row.
     """
     return (
-        f"cand_pkg AS ({packages}), "
-        f"safe AS (SELECT a.raw_package_id, al.site_id, a.verified_at FROM {t['copy']} a "
+        f"cand_pkg AS MATERIALIZED ({packages}), "
+        f"safe AS MATERIALIZED (SELECT a.raw_package_id, al.site_id, a.verified_at FROM {t['copy']} a "
         f"JOIN {t['loc']} al ON al.id = a.location_id JOIN cand_pkg cp ON cp.raw_package_id = a.raw_package_id "
         f"WHERE al.location_type = 'LONG_TERM_ARCHIVE' AND a.status = 'PRESENT' AND a.checksum_verified <> '' "
         f"AND LOWER(a.checksum_verified) = LOWER(cp.checksum)), "
-        f"safe_count AS (SELECT raw_package_id, COUNT(DISTINCT site_id) AS sites, MIN(verified_at) AS archived_at "
+        f"safe_count AS MATERIALIZED (SELECT raw_package_id, COUNT(DISTINCT site_id) AS sites, MIN(verified_at) AS archived_at "
         f"FROM safe GROUP BY raw_package_id), "
         f"needed AS (SELECT DISTINCT o.raw_package_id, r.site_id FROM {t['copy']} o "
         f"JOIN {t['loc']} ol ON ol.id = o.location_id JOIN required r ON r.origin_site_id = ol.site_id "
         f"JOIN cand_pkg cp ON cp.raw_package_id = o.raw_package_id WHERE ol.location_type <> 'LONG_TERM_ARCHIVE'), "
-        f"missing AS (SELECT DISTINCT n.raw_package_id FROM needed n LEFT JOIN safe s "
+        f"missing AS MATERIALIZED (SELECT DISTINCT n.raw_package_id FROM needed n LEFT JOIN safe s "
         f"ON s.raw_package_id = n.raw_package_id AND s.site_id = n.site_id WHERE s.raw_package_id IS NULL), "
-        f"safe_pkg AS (SELECT sc.raw_package_id, sc.archived_at FROM safe_count sc "
+        f"safe_pkg AS MATERIALIZED (SELECT sc.raw_package_id, sc.archived_at FROM safe_count sc "
         f"WHERE sc.sites >= {int(settings.ARCHIVE_MIN_COPIES)} "
         f"AND NOT EXISTS (SELECT 1 FROM missing x WHERE x.raw_package_id = sc.raw_package_id))"
     )
@@ -141,7 +141,7 @@ def deletable_raw_copies_sql(location_ids: Sequence[int], required: dict[int, se
         f"AND l.location_type IN ('SOURCE', 'BUFFER')"
     )
     sql = (
-        f"WITH required(origin_site_id, site_id) AS (VALUES {values}), cand AS ({candidates}), "
+        f"WITH required(origin_site_id, site_id) AS (VALUES {values}), cand AS MATERIALIZED ({candidates}), "
         f"{_safe_packages('SELECT DISTINCT raw_package_id, checksum FROM cand', t)} "
         f"SELECT c.id, c.size, sp.archived_at FROM cand c JOIN safe_pkg sp ON sp.raw_package_id = c.raw_package_id "
         f"LEFT JOIN {t['member']} m ON m.raw_package_id = c.raw_package_id "
@@ -176,7 +176,7 @@ def deletable_bundle_copies_sql(location_ids: Sequence[int], required: dict[int,
         f"ON p.id = m.raw_package_id WHERE m.transfer_package_id IN (SELECT transfer_package_id FROM cand)"
     )
     sql = (
-        f"WITH required(origin_site_id, site_id) AS (VALUES {values}), cand AS ({candidates}), "
+        f"WITH required(origin_site_id, site_id) AS (VALUES {values}), cand AS MATERIALIZED ({candidates}), "
         f"{_safe_packages(members, t)} "
         f"SELECT d.id, d.size, d.created_at AS archived_at FROM cand d "
         f"WHERE {_no_open_hop('d.transfer_package_id', 'd.location_id', t, unpacked_from=True)} "
