@@ -1,6 +1,7 @@
 """The deletion rule: which copies may be deleted, as one documented query per kind of copy.
 
-A **raw package copy** at a SOURCE or BUFFER location may go only when all of this holds:
+A **raw package copy** at a SOURCE, BUFFER or PROCESSING location (a data product registered at a
+processing area comes home to its site's archive, then may go there) may go only when all of this holds:
 
 1. the package is *safe*: it has a safe archive copy (PRESENT in a LONG_TERM_ARCHIVE location,
    its own checksum verified) at **every** site its routes deliver it to, and such copies at no
@@ -43,7 +44,7 @@ from transfers.models import (
 )
 
 OPEN = (JobStatus.PENDING, JobStatus.ACTIVE, JobStatus.FAILED)
-DELETABLE_TYPES = (LocationType.SOURCE, LocationType.BUFFER)
+DELETABLE_TYPES = (LocationType.SOURCE, LocationType.BUFFER, LocationType.PROCESSING)
 
 
 def required_archive_sites() -> dict[int, set[int]]:
@@ -109,8 +110,8 @@ def _safe_packages(packages: str, t: dict[str, str]) -> str:
         f"JOIN {t['loc']} al ON al.id = a.location_id JOIN cand_pkg cp ON cp.raw_package_id = a.raw_package_id "
         f"WHERE al.location_type = 'LONG_TERM_ARCHIVE' AND a.status = 'PRESENT' AND a.checksum_verified <> '' "
         f"AND LOWER(a.checksum_verified) = LOWER(cp.checksum)), "
-        f"safe_count AS MATERIALIZED (SELECT raw_package_id, COUNT(DISTINCT site_id) AS sites, MIN(verified_at) AS archived_at "
-        f"FROM safe GROUP BY raw_package_id), "
+        f"safe_count AS MATERIALIZED (SELECT raw_package_id, COUNT(DISTINCT site_id) AS sites, "
+        f"MIN(verified_at) AS archived_at FROM safe GROUP BY raw_package_id), "
         f"needed AS (SELECT DISTINCT o.raw_package_id, r.site_id FROM {t['copy']} o "
         f"JOIN {t['loc']} ol ON ol.id = o.location_id JOIN required r ON r.origin_site_id = ol.site_id "
         f"JOIN cand_pkg cp ON cp.raw_package_id = o.raw_package_id WHERE ol.location_type <> 'LONG_TERM_ARCHIVE'), "
@@ -138,7 +139,7 @@ def deletable_raw_copies_sql(location_ids: Sequence[int], required: dict[int, se
         f"SELECT c.id, c.raw_package_id, c.location_id, p.size, p.checksum FROM {t['copy']} c "
         f"JOIN {t['loc']} l ON l.id = c.location_id JOIN {t['pkg']} p ON p.id = c.raw_package_id "
         f"WHERE c.status = {_status(status)} AND c.location_id IN ({_ints(location_ids)}) {ids} "
-        f"AND l.location_type IN ('SOURCE', 'BUFFER')"
+        f"AND l.location_type IN ({', '.join(repr(str(v)) for v in DELETABLE_TYPES)})"
     )
     sql = (
         f"WITH required(origin_site_id, site_id) AS (VALUES {values}), cand AS MATERIALIZED ({candidates}), "

@@ -11,7 +11,8 @@ from opsdb.models import DataLocation, RawDataFileCopy, RawDataPackageCopy
 from opsdb.scheduler import plan_dry_run
 from opsdb.services import job_cancel
 from tests import factories as f
-from tests.custody.scenario import deliver, policy, world
+from tests.custody.scenario import archived, deliver, policy, world
+from tests.topology import site
 from transfers.models import DataTransferPackageCopy
 
 pytestmark = pytest.mark.django_db
@@ -250,3 +251,19 @@ def test_copies_that_failed_before_wait_the_backoff():
 
     job = DeletionJob.objects.get()
     assert job.next_attempt_at > now
+
+
+def test_data_products_archived_at_home_are_deleted_at_a_when_safe_processing_area():
+    cologne = site("cologne", processing=True)
+    policy(cologne.processing)
+    product = f.RawDataPackageCopyFactory(location=cologne.processing, path="products/map.tar",
+                                          checksum_verified="", verified_at=None)
+    waiting = f.RawDataPackageCopyFactory(location=cologne.processing)
+    archived(product.raw_package, cologne.archive)
+
+    plan_deletions(now=timezone.now())
+
+    product.refresh_from_db()
+    waiting.refresh_from_db()
+    assert (product.status, waiting.status) == (CopyStatus.DELETION_SCHEDULED, CopyStatus.PRESENT)
+    assert DeletionItem.objects.get().job.location == cologne.processing

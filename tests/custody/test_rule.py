@@ -218,3 +218,23 @@ def test_bundle_copy_stays_while_a_member_is_not_safe():
         status=CopyStatus.MISSING, verified_at=timezone.now())
 
     assert bundle_deletable(w.ccat.buffer) == set()
+
+
+def test_data_product_at_a_processing_area_may_go_once_archived_at_its_site():
+    cologne = site("cologne", processing=True)
+    product = f.RawDataPackageCopyFactory(location=cologne.processing, path="products/map.tar")
+    f.RawDataPackageCopyFactory(location=cologne.processing)  # not archived yet: stays
+    archived(product.raw_package, cologne.archive)
+
+    assert raw_deletable(cologne.processing) == {product.pk}
+
+
+def test_data_product_stays_while_its_archive_transfer_reads_it():
+    cologne = site("cologne", processing=True)
+    product = f.RawDataPackageCopyFactory(location=cologne.processing)
+    archived(product.raw_package, cologne.archive)
+    f.LongTermArchiveTransferFactory(raw_package=product.raw_package, source_location=cologne.processing,
+                                     destination_location=f.DataLocationFactory(
+                                         site=cologne.site, name="archive-2", location_type="LONG_TERM_ARCHIVE"))
+
+    assert raw_deletable(cologne.processing) == set()

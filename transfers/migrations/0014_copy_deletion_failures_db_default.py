@@ -11,7 +11,7 @@ KEEP_BEFORE, KEEP_AFTER = sqlite_objects_kept("transfers_datatransferpackagecopy
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('transfers', '0012_datatransferpackagecopy_deletion_failures'),
+        ('transfers', '0013_open_job_indexes'),
     ]
 
     operations = [
