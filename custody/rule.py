@@ -135,25 +135,27 @@ def deletable_raw_copies_sql(location_ids: Sequence[int], required: dict[int, se
     t = _tables()
     values = _required_values(required)
     ids = f"AND c.id IN ({_ints(copy_ids)})" if copy_ids is not None else ""
+    # The cheap conditions (no open job reads it, no hop left) first: only what passes them is
+    # checked for safety, so copies that wait for their jobs cost nothing each tick.
     candidates = (
         f"SELECT c.id, c.raw_package_id, c.location_id, p.size, p.checksum FROM {t['copy']} c "
         f"JOIN {t['loc']} l ON l.id = c.location_id JOIN {t['pkg']} p ON p.id = c.raw_package_id "
-        f"WHERE c.status = {_status(status)} AND c.location_id IN ({_ints(location_ids)}) {ids} "
-        f"AND l.location_type IN ({', '.join(repr(str(v)) for v in DELETABLE_TYPES)})"
-    )
-    sql = (
-        f"WITH required(origin_site_id, site_id) AS (VALUES {values}), cand AS MATERIALIZED ({candidates}), "
-        f"{_safe_packages('SELECT DISTINCT raw_package_id, checksum FROM cand', t)} "
-        f"SELECT c.id, c.size, sp.archived_at FROM cand c JOIN safe_pkg sp ON sp.raw_package_id = c.raw_package_id "
         f"LEFT JOIN {t['member']} m ON m.raw_package_id = c.raw_package_id "
         f"LEFT JOIN {t['bundle']} b ON b.id = m.transfer_package_id "
-        f"WHERE NOT (b.id IS NOT NULL AND b.origin_location_id = c.location_id AND {_open('b.status')}) "
+        f"WHERE c.status = {_status(status)} AND c.location_id IN ({_ints(location_ids)}) {ids} "
+        f"AND l.location_type IN ({', '.join(repr(str(v)) for v in DELETABLE_TYPES)}) "
+        f"AND NOT (b.id IS NOT NULL AND b.origin_location_id = c.location_id AND {_open('b.status')}) "
         f"AND NOT EXISTS (SELECT 1 FROM {t['archive']} at WHERE at.raw_package_id = c.raw_package_id "
         f"AND at.source_location_id = c.location_id AND {_open('at.status')}) "
         f"AND NOT EXISTS (SELECT 1 FROM {t['sjp']} sjp JOIN {t['sj']} sj ON sj.id = sjp.job_id "
         f"WHERE sjp.raw_package_id = c.raw_package_id AND sjp.source_location_id = c.location_id "
         f"AND {_open('sj.status')}) "
         f"AND (b.id IS NULL OR {_no_open_hop('b.id', 'c.location_id', t)})"
+    )
+    sql = (
+        f"WITH required(origin_site_id, site_id) AS (VALUES {values}), cand AS MATERIALIZED ({candidates}), "
+        f"{_safe_packages('SELECT DISTINCT raw_package_id, checksum FROM cand', t)} "
+        f"SELECT c.id, c.size, sp.archived_at FROM cand c JOIN safe_pkg sp ON sp.raw_package_id = c.raw_package_id"
     )
     return sql
 
@@ -170,7 +172,8 @@ def deletable_bundle_copies_sql(location_ids: Sequence[int], required: dict[int,
         f"FROM {t['bcopy']} d JOIN {t['loc']} l ON l.id = d.location_id "
         f"JOIN {t['bundle']} b ON b.id = d.transfer_package_id "
         f"WHERE d.status = {_status(status)} AND d.location_id IN ({_ints(location_ids)}) {ids} "
-        f"AND l.location_type IN ('SOURCE', 'BUFFER') AND b.status = 'COMPLETED'"
+        f"AND l.location_type IN ('SOURCE', 'BUFFER') AND b.status = 'COMPLETED' "
+        f"AND {_no_open_hop('d.transfer_package_id', 'd.location_id', t, unpacked_from=True)}"
     )
     members = (
         f"SELECT DISTINCT m.raw_package_id, p.checksum FROM {t['member']} m JOIN {t['pkg']} p "
@@ -180,8 +183,7 @@ def deletable_bundle_copies_sql(location_ids: Sequence[int], required: dict[int,
         f"WITH required(origin_site_id, site_id) AS (VALUES {values}), cand AS MATERIALIZED ({candidates}), "
         f"{_safe_packages(members, t)} "
         f"SELECT d.id, d.size, d.created_at AS archived_at FROM cand d "
-        f"WHERE {_no_open_hop('d.transfer_package_id', 'd.location_id', t, unpacked_from=True)} "
-        f"AND NOT EXISTS (SELECT 1 FROM {t['member']} m WHERE m.transfer_package_id = d.transfer_package_id "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {t['member']} m WHERE m.transfer_package_id = d.transfer_package_id "
         f"AND NOT EXISTS (SELECT 1 FROM safe_pkg sp WHERE sp.raw_package_id = m.raw_package_id))"
     )
     return sql
