@@ -19,9 +19,13 @@ class Series:
 
 
 def line_chart(title: str, series: Sequence[Series], start: datetime, end: datetime,
-               fmt: Callable[[float], str], *, time_format: str = "%H:%M") -> SafeString:
-    """A chart of ``series`` between ``start`` and ``end``; the y axis from 0 to the largest value."""
-    top = max((v for s in series for _, v in s.points), default=0) or 1
+               fmt: Callable[[float], str], *, time_format: str = "%H:%M",
+               marks: Sequence[tuple[str, float]] = ()) -> SafeString:
+    """A chart of ``series`` between ``start`` and ``end``; the y axis from 0 to the largest value.
+
+    ``marks``: (label, value) drawn as dashed horizontal lines (thresholds such as a high watermark).
+    """
+    top = max([v for s in series for _, v in s.points] + [v for _, v in marks], default=0) or 1
     span = (end - start).total_seconds() or 1
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
@@ -42,6 +46,9 @@ def line_chart(title: str, series: Sequence[Series], start: datetime, end: datet
         f'<text x="{LEFT}" y="{HEIGHT - 6}" font-size="10">{start:{time_format}}</text>',
         f'<text x="{WIDTH - RIGHT}" y="{HEIGHT - 6}" text-anchor="end" font-size="10">{end:{time_format}}</text>',
     ]
+    for label, value in marks:
+        parts.append(f'<line x1="{LEFT}" y1="{y(value):.1f}" x2="{WIDTH - RIGHT}" y2="{y(value):.1f}" stroke="#999" '
+                     f'stroke-dasharray="4 3"><title>{escape(label)}</title></line>')
     for n, one in enumerate(series):
         color = PALETTE[n % len(PALETTE)]
         points = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in sorted(one.points))

@@ -134,10 +134,12 @@ def buffer_charts(now: datetime, location_states: list[selectors.LocationState])
     for res, start, span, time_format in ((Resolution.FIVE_MINUTES, now - timedelta(hours=24), "24 h", "%a %H:%M"),
                                           (Resolution.HOUR, now - timedelta(days=7), "7 days", "%d %b")):
         with_capacity = {str(loc) for loc in buffers.values() if loc.capacity_bytes}
+        highs = sorted({loc.high_watermark_percent for loc in buffers.values() if loc.capacity_bytes})
         charts.append(line_chart(
             f"Buffer fill, last {span} (% of capacity; bytes where none is set)",
             [Series(k + ("" if k in with_capacity else " (bytes)"), v) for k, v in sorted(by[res].items())],
-            start, now, lambda v: f"{v:,.0f}", time_format=time_format))
+            start, now, lambda v: f"{v:,.0f}", time_format=time_format,
+            marks=[(f"high watermark {high} %", high) for high in highs]))
     return charts
 
 

@@ -256,7 +256,8 @@ def _add_safety(events: list[Event]) -> None:
     done = {e.job_id: e.at for e in events if e.kind == JobKind.ARCHIVE and e.outcome == Outcome.COMPLETED}
     if not done:
         return
-    archived = list(LongTermArchiveTransfer.objects.filter(pk__in=list(done))
+    # A repair (of a copy an audit found bad) puts back a copy the package was already safe with.
+    archived = list(LongTermArchiveTransfer.objects.filter(pk__in=list(done), repair_of__isnull=True)
                     .values_list("pk", "raw_package_id", "destination_location_id"))
     copies: dict[int, list[RawDataPackageCopy]] = defaultdict(list)
     for copy in (RawDataPackageCopy.objects.filter(raw_package_id__in={p for _, p, _ in archived})

@@ -151,13 +151,20 @@ class DatabaseCollector:
                                  "latest sample).", labels=["location", "type"])
         capacity = GaugeMetricFamily("opsdb_location_capacity_bytes", "Capacity of each location that has one.",
                                      labels=["location", "type"])
+        high = GaugeMetricFamily("opsdb_location_high_watermark_bytes", "Bytes above which deletion of archived "
+                                 "data starts (UNDER_PRESSURE locations), for each location with a capacity.",
+                                 labels=["location", "type"])
+        low = GaugeMetricFamily("opsdb_location_low_watermark_bytes", "Bytes down to which that deletion frees "
+                                "space, for each location with a capacity.", labels=["location", "type"])
         for state in selectors.locations():
             labels = [str(state.location), state.location.location_type]
             if state.used_bytes is not None:
                 used.add_metric(labels, state.used_bytes)
             if state.location.capacity_bytes is not None:
                 capacity.add_metric(labels, state.location.capacity_bytes)
-        yield from (used, capacity)
+                high.add_metric(labels, state.high_watermark_bytes)
+                low.add_metric(labels, state.low_watermark_bytes)
+        yield from (used, capacity, high, low)
 
     def _safety(self, now):
         oldest = GaugeMetricFamily("opsdb_oldest_unsafe_raw_package_seconds",

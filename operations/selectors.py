@@ -217,6 +217,22 @@ class LocationState:
             return None
         return self.used_bytes / capacity
 
+    @property
+    def high_watermark_bytes(self) -> int | None:
+        """Where deletion of archived data starts (UNDER_PRESSURE locations); None without a capacity."""
+        capacity = self.location.capacity_bytes
+        return capacity * self.location.high_watermark_percent // 100 if capacity else None
+
+    @property
+    def low_watermark_bytes(self) -> int | None:
+        capacity = self.location.capacity_bytes
+        return capacity * self.location.low_watermark_percent // 100 if capacity else None
+
+    @property
+    def above_high_watermark(self) -> bool:
+        high = self.high_watermark_bytes
+        return high is not None and self.used_bytes is not None and self.used_bytes > high
+
 
 def locations() -> list[LocationState]:
     """Every location with its used bytes at the history's latest sample (two queries)."""

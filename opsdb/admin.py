@@ -21,7 +21,7 @@ from rangefilter.filters import DateRangeQuickSelectListFilterBuilder
 from simple_history.admin import SimpleHistoryAdmin
 
 from opsdb.admin_tables import CappedChangeList, LargeTableAdmin
-from opsdb.choices import CopyStatus, JobStatus
+from opsdb.choices import CopyStatus, DeletionPolicy, JobStatus
 from opsdb.custody import raw_package_custody, safety_summary
 from opsdb.explain import attach_explanations, attach_raw_package_explanations, explanation_of
 from opsdb.explanation import Explanation, age, clock
@@ -507,9 +507,42 @@ class SiteAdmin(KeepSavedObjectHeadingMixin, SimpleHistoryAdmin):
 class DataLocationAdmin(KeepSavedObjectHeadingMixin, SimpleHistoryAdmin):
     list_display = (
         "__str__", "site", "location_type", "storage_type", "base_path", "host", "priority", "active",
+        "deletion_policy", "deletion_state",
     )
     list_display_links = ("__str__",)
-    list_filter = ("site", "location_type", "storage_type", "active")
+    list_filter = ("site", "location_type", "storage_type", "active", "deletion_policy", "deletion_enabled")
+    readonly_fields = ("deletion_paused_at",)
+    actions = ("resume_deletion", "switch_deletion_off", "switch_deletion_on")
+
+    @admin.display(description="deletion")
+    def deletion_state(self, obj):
+        if not obj.deletion_enabled:
+            return "switched off"
+        if obj.deletion_paused_reason:
+            return format_html('<strong style="color: var(--error-fg);">paused</strong>: {}',
+                               obj.deletion_paused_reason)
+        return "on" if obj.deletion_policy != DeletionPolicy.NEVER else "-"
+
+    @admin.action(description="Resume deletion at the selected locations (after a pause on failures)")
+    def resume_deletion(self, request, queryset):
+        count = queryset.exclude(deletion_paused_reason="").update(
+            deletion_paused_reason="", deletion_paused_at=None, deletion_failures_recent=0)
+        self.message_user(request, f"Deletion resumed at {count} location(s).", messages.SUCCESS)
+
+    @admin.action(description="Switch deletion off at the selected locations")
+    def switch_deletion_off(self, request, queryset):
+        for location in queryset:
+            location.deletion_enabled = False
+            location.save(update_fields=["deletion_enabled"])
+        self.message_user(request, "Deletion switched off: nothing there is scheduled for deletion nor deleted.",
+                          messages.SUCCESS)
+
+    @admin.action(description="Switch deletion on at the selected locations")
+    def switch_deletion_on(self, request, queryset):
+        for location in queryset:
+            location.deletion_enabled = True
+            location.save(update_fields=["deletion_enabled"])
+        self.message_user(request, "Deletion switched on.", messages.SUCCESS)
     search_fields = ("name", "site__name", "base_path", "host")
     autocomplete_fields = ("site",)
     list_select_related = LOCATION_RELATED

@@ -10,6 +10,14 @@ class LocationType(models.TextChoices):
     PROCESSING = "PROCESSING", "Processing"
 
 
+class DeletionPolicy(models.TextChoices):
+    """When copies at a location are deleted once the deletion rule allows it (docs/custody.md)."""
+
+    NEVER = "NEVER", "Never (archives)"
+    WHEN_SAFE = "WHEN_SAFE", "As soon as it is safe"
+    UNDER_PRESSURE = "UNDER_PRESSURE", "When space is short (keep archived data as a cache)"
+
+
 class StorageType(models.TextChoices):
     DISK = "DISK", "Disk"
     S3 = "S3", "S3"

@@ -6,7 +6,7 @@ Every change goes through a transition of ``opsdb.models.PhysicalCopy`` and leav
 number of statements however many rows (the scheduler's passes work on sets).
 
 The database refuses, whatever the code path, to move the last verified PRESENT copy of a raw data
-package into DELETION_IN_PROGRESS or DELETED (a trigger, ``opsdb/migrations/0010_copy_lifecycle.py``);
+package into DELETION_IN_PROGRESS or DELETED (a trigger, ``opsdb/migration_ops.py`` ``last_copy_guard``);
 both services turn that refusal into ``LastCopyProtected``.
 """
 
@@ -19,10 +19,8 @@ from django.utils import timezone
 from django_fsm_log.models import StateLog
 
 from opsdb.choices import CopyStatus
+from opsdb.migration_ops import LAST_COPY_MESSAGE  # the trigger's message: the refusal is recognised by it
 from opsdb.models import PhysicalCopy
-
-# The trigger's message; the services recognise the refusal by it.
-LAST_COPY_MESSAGE = "the last verified PRESENT copy of a raw data package cannot be deleted"
 
 
 class LastCopyProtected(Exception):
@@ -64,6 +62,15 @@ def copy_transition(*, copy: PhysicalCopy, transition: str, by=None, description
     return locked
 
 
+# What a transition changes besides the status, for the bulk variant (mirrors the transition methods).
+BULK_SIDE_EFFECTS = {
+    "release_deletion": "deletion_failures = deletion_failures + 1",
+    "fail_deletion": "deletion_failures = deletion_failures + 1",
+    "retry_deletion": "deletion_failures = 0",
+    "keep": "deletion_failures = 0",
+}
+
+
 def copies_transition(queryset: QuerySet, transition: str, *, description: str = "", by=None,
                       now: datetime | None = None) -> int:
     """Move every copy of ``queryset`` whose status allows ``transition``; one StateLog row each. Returns the count.
@@ -83,33 +90,47 @@ def copies_transition(queryset: QuerySet, transition: str, *, description: str =
     marks = ", ".join(["%s"] * len(sources))
     log_values = [now, getattr(by, "pk", None), target, transition, content_type.pk, description or None]
     columns = "timestamp, by_id, source_state, state, transition, content_type_id, object_id, description"
+    also = f", {BULK_SIDE_EFFECTS[transition]}" if transition in BULK_SIDE_EFFECTS else ""
     try:
         with transaction.atomic():
             if connection.vendor == "postgresql":
                 return _pg_transition(table, log_table, columns, marks, ids_sql, [*ids_params, *sources],
-                                      target, now, log_values)
+                                      target, now, log_values, also)
             return _sqlite_transition(table, log_table, columns, marks, ids_sql, [*ids_params, *sources],
-                                      target, now, log_values)
+                                      target, now, log_values, also)
     except IntegrityError as exc:
         if is_last_copy_refusal(exc):
             raise LastCopyProtected(LAST_COPY_MESSAGE) from exc
         raise
 
 
-def _pg_transition(table, log_table, columns, marks, ids_sql, pick_params, target, now, log_values) -> int:
-    sql = (
-        f"WITH picked AS (SELECT id, status FROM {table} WHERE id IN ({ids_sql}) AND status IN ({marks}) "
-        f"ORDER BY id FOR UPDATE), "
-        f"changed AS (UPDATE {table} AS c SET status = %s, updated_at = %s FROM picked WHERE c.id = picked.id "
-        f"RETURNING c.id, picked.status AS source) "
-        f"INSERT INTO {log_table} ({columns}) SELECT %s, %s, source, %s, %s, %s, id, %s FROM changed"
-    )
+def _pg_transition(table, log_table, columns, marks, ids_sql, pick_params, target, now, log_values, also) -> int:
+    sources = pick_params[len(pick_params) - marks.count("%s"):]
+    if len(sources) == 1:
+        # One source state: the UPDATE's own row locks and re-check suffice, and RETURNING says which rows moved.
+        sql = (
+            f"WITH changed AS (UPDATE {table} SET status = %s, updated_at = %s{also} "
+            f"WHERE id IN ({ids_sql}) AND status IN ({marks}) RETURNING id) "
+            f"INSERT INTO {log_table} ({columns}) SELECT %s, %s, %s, %s, %s, %s, id, %s FROM changed"
+        )
+        params = [target, now, *pick_params, log_values[0], log_values[1], sources[0], *log_values[2:]]
+    else:
+        sql = (
+            f"WITH picked AS (SELECT id, status FROM {table} WHERE id IN ({ids_sql}) AND status IN ({marks}) "
+            f"ORDER BY id FOR UPDATE), "
+            f"changed AS (UPDATE {table} AS c SET status = %s, updated_at = %s{also} FROM picked "
+            f"WHERE c.id = picked.id RETURNING c.id, picked.status AS source) "
+            f"INSERT INTO {log_table} ({columns}) SELECT %s, %s, source, %s, %s, %s, id, %s FROM changed"
+        )
+        params = [*pick_params, target, now, *log_values]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*pick_params, target, now, *log_values])
+        cursor.execute("SET LOCAL jit = off")  # compiling the plan costs more than it saves here
+        cursor.execute(sql, params)
         return cursor.rowcount
 
 
-def _sqlite_transition(table, log_table, columns, marks, ids_sql, pick_params, target, now, log_values) -> int:
+def _sqlite_transition(table, log_table, columns, marks, ids_sql, pick_params, target, now, log_values,
+                       also) -> int:
     where = f"id IN ({ids_sql}) AND status IN ({marks})"
     with connection.cursor() as cursor:
         cursor.execute(
@@ -117,7 +138,8 @@ def _sqlite_transition(table, log_table, columns, marks, ids_sql, pick_params, t
             f"WHERE {where}",
             [*log_values, *pick_params],
         )
-        cursor.execute(f"UPDATE {table} SET status = %s, updated_at = %s WHERE {where}", [target, now, *pick_params])
+        cursor.execute(f"UPDATE {table} SET status = %s, updated_at = %s{also} WHERE {where}",
+                       [target, now, *pick_params])
         return cursor.rowcount
 
 

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import transaction
 
-from opsdb.choices import ChecksumAlgorithm, CopyStatus, LocationType, StorageType, TransferMethod
+from opsdb.choices import ChecksumAlgorithm, CopyStatus, DeletionPolicy, LocationType, StorageType, TransferMethod
 from opsdb.models import (
     DataLocation,
     Instrument,
@@ -59,6 +59,22 @@ LOCATIONS = {
         ("archive", LocationType.LONG_TERM_ARCHIVE, 0),
         ("processing", LocationType.PROCESSING, 0),
     ],
+}
+MB = 10**6
+# Custody: what each location deletes once the data is safe, and its capacity, small like the demo's
+# data (about 2 MB of raw packages), so the fill and the watermarks show. The telescope's buffers
+# and cologne's relay buffer empty as soon as the data is archived at cologne and cornell;
+# cornell's buffer keeps archived data as a cache until it passes its high watermark.
+CUSTODY = {
+    "ccat:source": (DeletionPolicy.NEVER, 20 * MB),
+    "ccat:buffer": (DeletionPolicy.WHEN_SAFE, 10 * MB),
+    "ccat:buffer-express": (DeletionPolicy.WHEN_SAFE, 5 * MB),
+    "cologne:buffer": (DeletionPolicy.WHEN_SAFE, 10 * MB),
+    "cologne:archive": (DeletionPolicy.NEVER, 100 * MB),
+    "cologne:processing": (DeletionPolicy.NEVER, 20 * MB),
+    "cornell:buffer": (DeletionPolicy.UNDER_PRESSURE, 3 * MB),
+    "cornell:archive": (DeletionPolicy.NEVER, 100 * MB),
+    "cornell:processing": (DeletionPolicy.NEVER, 20 * MB),
 }
 INSTRUMENTS = {
     "Prime-Cam": "Wide-field broadband and spectroscopic imager (280–850 GHz).",
@@ -155,10 +171,11 @@ def load_topology(report: DemoReport) -> dict[str, DataLocation]:
         report.add("sites", created)
         for loc_name, loc_type, priority in LOCATIONS[name]:
             base_path = demo_root() / name / loc_name
+            policy, capacity = CUSTODY[f"{name}:{loc_name}"]
             location, created = DataLocation.objects.get_or_create(
                 site=site, name=loc_name,
                 defaults={"location_type": loc_type, "storage_type": StorageType.DISK, "base_path": str(base_path),
-                          "priority": priority},
+                          "priority": priority, "deletion_policy": policy, "capacity_bytes": capacity},
             )
             report.add("locations", created)
             Path(location.base_path).mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,21 @@ def partial_data_index(prefix: str) -> models.Index:
                         name=f"{prefix}_partial_data")
 
 
+def open_job_indexes(prefix: str, location: str | None, *, pk: str = "id") -> list[models.Index]:
+    """Covering indexes of the waiting and of the running jobs (``location``: the job's location field).
+
+    The operations view sums them up per site and per worker at every page view and scrape; with
+    these it reads the index alone (an index-only scan), not rows scattered through years of history.
+    """
+    return [
+        models.Index(fields=["status", *([location] if location else []), "created_at", "next_attempt_at",
+                             "claimed_at", pk],
+                     condition=Q(status=JobStatus.PENDING), name=f"{prefix}_pending_cover"),
+        models.Index(fields=["status", "lease_user", "lease_holder", "heartbeat_at", "lease_expires_at", pk],
+                     condition=Q(status=JobStatus.ACTIVE), name=f"{prefix}_active_cover"),
+    ]
+
+
 class LeasedJob(ConcurrentTransitionMixin, models.Model):
     """A unit of work that one worker at a time holds under a lease.
 

@@ -13,7 +13,7 @@ from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 from django_fsm_log.decorators import fsm_log_by, fsm_log_description
 from simple_history.models import HistoricalRecords
 
-from opsdb.choices import ChecksumAlgorithm, CopyStatus, LocationType, LogLevel, StorageType
+from opsdb.choices import ChecksumAlgorithm, CopyStatus, DeletionPolicy, LocationType, LogLevel, StorageType
 
 slug_validator = RegexValidator(
     r"^[a-z0-9][a-z0-9_-]*$", "Use lower-case letters, digits, '-' and '_', starting with a letter or digit."
@@ -75,8 +75,27 @@ class DataLocation(models.Model):
     priority = models.IntegerField(default=0, help_text="Among a site's locations of one type, higher is used first.")
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Custody: when copies here are deleted once the deletion rule allows it (docs/custody.md).
+    deletion_policy = models.CharField(
+        max_length=20, choices=DeletionPolicy.choices, default=DeletionPolicy.NEVER,
+        help_text="NEVER for archives; WHEN_SAFE empties a buffer as soon as its data is archived; "
+                  "UNDER_PRESSURE keeps archived data until the high watermark of the capacity is passed.",
+    )
+    high_watermark_percent = models.PositiveSmallIntegerField(
+        default=80, help_text="UNDER_PRESSURE: deletion starts when the copies here use more than this % of capacity.")
+    low_watermark_percent = models.PositiveSmallIntegerField(
+        default=70, help_text="UNDER_PRESSURE: … and stops once they use no more than this %.")
+    deletion_enabled = models.BooleanField(
+        default=True, help_text="Operators' switch: off, nothing here is scheduled for deletion nor deleted.")
+    deletion_paused_reason = models.CharField(
+        max_length=500, blank=True, default="",
+        help_text="Set when deletion paused itself here (too many failures); clear it to resume.")
+    deletion_paused_at = models.DateTimeField(null=True, blank=True)
+    # Counted by the delete jobs' reports, read and reset by the deletion pass (which pauses on many).
+    deletion_failures_recent = models.PositiveIntegerField(default=0, editable=False)
+    deletion_last_error = models.CharField(max_length=500, blank=True, default="", editable=False)
 
-    history = HistoricalRecords()
+    history = HistoricalRecords(excluded_fields=["deletion_failures_recent", "deletion_last_error"])
     objects = DataLocationQuerySet.as_manager()
 
     class Meta:
@@ -93,10 +112,23 @@ class DataLocation(models.Model):
             ),
             models.CheckConstraint(condition=Q(storage_type__in=StorageType.values), name="location_storage_valid"),
             models.CheckConstraint(condition=~Q(base_path=""), name="location_base_path_not_empty"),
+            models.CheckConstraint(condition=Q(deletion_policy__in=DeletionPolicy.values),
+                                   name="location_deletion_policy_valid"),
+            models.CheckConstraint(
+                condition=Q(low_watermark_percent__lt=F("high_watermark_percent"), high_watermark_percent__lte=100),
+                name="location_watermarks_ordered",
+                violation_error_message="The low watermark must be below the high watermark, which is at most 100 %.",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.site.name}:{self.name}"
+
+    @property
+    def deletes(self) -> bool:
+        """Copies here may be scheduled for deletion now (a policy other than NEVER, enabled, not paused)."""
+        return (self.deletion_policy != DeletionPolicy.NEVER and self.deletion_enabled
+                and not self.deletion_paused_reason)
 
 
 class Instrument(models.Model):
@@ -215,6 +247,9 @@ class PhysicalCopy(ConcurrentTransitionMixin, models.Model):
     path = models.CharField(max_length=1024, help_text="Relative to the location's base path.")
     checksum_verified = models.CharField(max_length=128, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
+    deletion_failures = models.PositiveIntegerField(
+        default=0, db_default=0, editable=False,  # db_default: rows inserted with SQL (bulk loads) get it too
+        help_text="Failed attempts to delete it since it was scheduled or last retried.")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -254,18 +289,21 @@ class PhysicalCopy(ConcurrentTransitionMixin, models.Model):
     @transition(field=status, source=CopyStatus.DELETION_IN_PROGRESS, target=CopyStatus.DELETION_SCHEDULED)
     def release_deletion(self, *, by=None, description=None):
         """DELETION_IN_PROGRESS → DELETION_SCHEDULED: an attempt failed or its lease ran out; the next one retries."""
+        self.deletion_failures += 1
 
     @fsm_log_by
     @fsm_log_description
     @transition(field=status, source=CopyStatus.DELETION_IN_PROGRESS, target=CopyStatus.DELETION_FAILED)
     def fail_deletion(self, *, by=None, description=None):
         """DELETION_IN_PROGRESS → DELETION_FAILED: the last attempt failed; an operator looks at it."""
+        self.deletion_failures += 1
 
     @fsm_log_by
     @fsm_log_description
     @transition(field=status, source=CopyStatus.DELETION_FAILED, target=CopyStatus.DELETION_SCHEDULED)
     def retry_deletion(self, *, by=None, description=None):
-        """DELETION_FAILED → DELETION_SCHEDULED: an operator asks for the deletion again."""
+        """DELETION_FAILED → DELETION_SCHEDULED: an operator asks for the deletion again, with fresh attempts."""
+        self.deletion_failures = 0
 
     @fsm_log_by
     @fsm_log_description
@@ -273,6 +311,7 @@ class PhysicalCopy(ConcurrentTransitionMixin, models.Model):
                 target=CopyStatus.PRESENT)
     def keep(self, *, by=None, description=None):
         """DELETION_SCHEDULED/DELETION_FAILED → PRESENT: the deletion is called off; the file is still there."""
+        self.deletion_failures = 0
 
     @fsm_log_by
     @fsm_log_description
@@ -294,6 +333,7 @@ class PhysicalCopy(ConcurrentTransitionMixin, models.Model):
     def restore(self, *, by=None, description=None):
         """MISMATCH/MISSING/DELETED/DELETION_FAILED/DELETION_SCHEDULED → PRESENT: a good copy is there
         (again): re-checked, repaired, or recorded anew by a transfer, unpack or archive."""
+        self.deletion_failures = 0
 
 
 class RawDataPackageCopy(PhysicalCopy):

@@ -4,7 +4,7 @@ OPERATORS = "operators"
 SCIENTISTS = "scientists"
 WORKERS = "workers"
 
-DOMAIN_APPS = ("opsdb", "transfers", "staging")
+DOMAIN_APPS = ("opsdb", "transfers", "staging", "custody")
 CATALOGUE_MODELS = (
     "opsdb.site", "opsdb.datalocation", "opsdb.instrument", "opsdb.observation", "opsdb.rawdatapackage",
     "opsdb.rawdatafile", "opsdb.rawdatapackagecopy", "opsdb.rawdatafilecopy",
@@ -26,6 +26,7 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("transfers.datatransferpackagecopy", ("view", "add", "change")),
         ("staging.longtermarchivetransfer", ("view", "change")), ("staging.stagingjob", ("view", "change")),
         ("staging.stagingjobpackage", ("view", "change")), ("staging.fixitycheck", ("view", "change")),
+        ("custody.deletionjob", ("view", "change")), ("custody.deletionitem", ("view",)),
     ],
 }
 # Operators manage accounts within their own permissions (opsdb/admin_accounts.py); API tokens are

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "opsdb",
     "transfers",
     "staging",
+    "custody",
     "operations",
 ]
 
@@ -262,6 +263,7 @@ JOB_KINDS = [
     "transfers.work.UnpackHandler",
     "transfers.work.TransferHandler",
     "transfers.work.PackageHandler",
+    "custody.work.DeleteHandler",
     "staging.verify_work.VerifyHandler",
 ]
 # Claim fairness: a kind defers to the kinds declared before it for at most this long per place in
@@ -279,6 +281,7 @@ SCHEDULER_PASSES = [
     ("archiving", "staging.planning.plan_archive_transfers"),
     ("fixity", "staging.fixity.plan_fixity"),
     ("staging cleanup", "staging.planning.clean_expired_staging"),
+    ("deletion", "custody.planning.plan_deletions"),
     ("partial data", "opsdb.recovery.discard_expired_partial_data"),
     ("route health", "transfers.services.route_health_pass"),
     ("operations history", "operations.history.record_history"),
@@ -314,6 +317,13 @@ ROUTE_SUCCESS_MIN_ATTEMPTS = env_int("ROUTE_SUCCESS_MIN_ATTEMPTS", 10, minimum=1
 ROUTE_COOLDOWN_SECONDS = env_int("ROUTE_COOLDOWN_SECONDS", 30 * 60, minimum=0)
 
 # Staging lifetime for scientists' requests.
+# Deletion (docs/custody.md): a buffer copy of a raw package may go once the package is safe
+# (ARCHIVE_MIN_COPIES, CUSTODY_ARCHIVE_SITES above) and no open job reads it.
+# Copies one delete job covers at most (all at one location).
+DELETE_JOB_MAX_COPIES = env_int("DELETE_JOB_MAX_COPIES", 500, minimum=1)
+# Deletion pauses itself at a location when this many deletions failed there since the last pass.
+DELETION_PAUSE_AFTER_FAILURES = env_int("DELETION_PAUSE_AFTER_FAILURES", 10, minimum=1)
+
 STAGING_DEFAULT_LIFETIME_DAYS = env_int("STAGING_DEFAULT_LIFETIME_DAYS", 14, minimum=1)
 STAGING_MAX_LIFETIME_DAYS = env_int("STAGING_MAX_LIFETIME_DAYS", 90, minimum=1)
 # At most this many packages in one selection / request (bounds "select all results").

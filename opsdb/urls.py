@@ -17,6 +17,7 @@ urlpatterns = [
     path("api/v1/", include("opsdb.api.urls")),
     path("api/v1/", include("transfers.api.urls")),
     path("api/v1/", include("staging.api.urls")),
+    path("api/v1/", include("custody.api.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", views.SignOutView.as_view(), name="logout"),
     path("", include("staging.urls")),

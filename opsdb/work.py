@@ -205,7 +205,7 @@ def record_copies(copy_model, *, of: str, location, entries) -> None:
             if existing.get(obj.pk, (None, None))[1] != CopyStatus.DELETION_IN_PROGRESS]
     copy_model.objects.bulk_create(
         rows, update_conflicts=True, unique_fields=[of, "location"],
-        update_fields=["path", "status", "checksum_verified", "verified_at", "updated_at"],
+        update_fields=["path", "status", "checksum_verified", "verified_at", "deletion_failures", "updated_at"],
     )
     restore_logs(copy_model, {pk: status for pk, status in existing.values()
                               if status != CopyStatus.DELETION_IN_PROGRESS},

@@ -9,7 +9,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from opsdb.choices import JobKind, JobStatus, LocationType, TransferMethod
-from opsdb.leases import LeasedJob, partial_data_index
+from opsdb.leases import LeasedJob, open_job_indexes, partial_data_index
 from opsdb.models import DataLocation, RawDataPackage, RawDataPackageCopy, validate_location_type
 from staging.choices import FixityOutcome, StagedPackageState
 
@@ -45,7 +45,8 @@ class LongTermArchiveTransfer(LeasedJob):
     class Meta:
         ordering = ["-created_at"]
         # API lists filtered by status, newest id first
-        indexes = [models.Index(fields=["status", "id"], name="archive_status_id"), partial_data_index("archive")]
+        indexes = [models.Index(fields=["status", "id"], name="archive_status_id"), partial_data_index("archive"),
+                   *open_job_indexes("archive", "source_location")]
         constraints = [
             models.UniqueConstraint(
                 fields=["raw_package", "destination_location"], condition=Q(repair_of__isnull=True),
@@ -120,7 +121,8 @@ class StagingJob(LeasedJob):
     class Meta:
         ordering = ["-created_at"]
         # API lists filtered by status, newest id first
-        indexes = [models.Index(fields=["status", "id"], name="staging_status_id"), partial_data_index("staging")]
+        indexes = [models.Index(fields=["status", "id"], name="staging_status_id"), partial_data_index("staging"),
+                   *open_job_indexes("staging", "destination_location")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(lifetime__gt=timedelta(0)), name="staging_lifetime_positive",
@@ -192,6 +194,7 @@ class FixityCheck(LeasedJob):
             models.Index(fields=["location", "finished_at"], name="fixity_location_finished"),
             models.Index(fields=["location", "created_at"], name="fixity_location_created"),
             partial_data_index("fixity"),
+            *open_job_indexes("fixity", "location"),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -8,11 +8,10 @@
   bundle straight into the archive, where it was unpacked). Unique constraint
   ``archive_once_per_package_and_archive`` backs the "once".
 - Staging cleanup: a READY staging job whose ``expires_at`` passed gives up its file access
-  records (RawDataFileCopy at its processing location → DELETED) unless another live staging job
-  (pending, active, failed-awaiting-retry, or ready and not expired) at the same location uses
-  the same package; then ``cleaned_at`` is set. ops-db never touches the files themselves: a
-  DELETED record means the files under ``staged/<package>/`` may be removed by the site's
-  housekeeping (see docs/scheduler.md).
+  records (RawDataFileCopy at its processing location → DELETION_SCHEDULED) unless another live
+  staging job (pending, active, failed-awaiting-retry, or ready and not expired) at the same
+  location uses the same package; then ``cleaned_at`` is set. The deletion pass hands the
+  scheduled records to ``delete`` jobs, whose workers remove the files (docs/custody.md).
 """
 
 from datetime import datetime
@@ -20,6 +19,7 @@ from datetime import datetime
 from django.db.models import Count, Exists, OuterRef, Q
 
 from opsdb.choices import CopyStatus, JobStatus, LocationType
+from opsdb.copies import copies_transition
 from opsdb.models import DataLocation, RawDataFileCopy, RawDataPackageCopy
 from opsdb.planning import Locations, PassResult, insert_from_select, plural
 from staging.models import ARCHIVE_SOURCE_TYPES, LongTermArchiveTransfer, StagingJob, StagingJobPackage
@@ -139,12 +139,13 @@ def clean_expired_staging(*, now: datetime) -> PassResult:
     )
     records = RawDataFileCopy.objects.filter(status=CopyStatus.PRESENT).filter(Exists(staged_for_expired))
     kept = records.filter(Exists(still_used)).count()
-    deleted = records.exclude(Exists(still_used)).update(status=CopyStatus.DELETED, updated_at=now)
+    deleted = copies_transition(records.exclude(Exists(still_used)), "schedule_deletion", now=now,
+                                description="its staging job expired: the files are deleted")
     StagingJob.objects.filter(pk__in=job_ids).update(cleaned_at=now)
     result.count = len(job_ids)
     result.say(
         f"{plural(len(job_ids), 'expired staging job')} cleaned ({', '.join(f'#{pk}' for pk in job_ids[:10])}"
-        f"{'…' if len(job_ids) > 10 else ''}): {plural(deleted, 'file access record')} marked DELETED, "
+        f"{'…' if len(job_ids) > 10 else ''}): {plural(deleted, 'file access record')} scheduled for deletion, "
         f"{kept} kept for live jobs"
     )
     return result

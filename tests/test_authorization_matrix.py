@@ -15,6 +15,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
+from custody.models import DeletionJob
 from staging.models import FixityCheck
 from tests import factories as f
 from tests.apiclient import ensure_role_groups, token_client, worker
@@ -30,9 +31,10 @@ SIGNED_IN = {"scientist", "worker", "operator"}
 CATALOGUE = ["site", "datalocation", "instrument", "observation", "rawdatapackage", "rawdatafile",
              "rawdatapackagecopy", "rawdatafilecopy"]
 OPERATIONS = ["datatransferroute", "datatransferpackage", "datatransferpackagecopy", "datatransfer",
-              "datatransferunpack", "datatransferlog", "longtermarchivetransfer", "fixitycheck"]
+              "datatransferunpack", "datatransferlog", "longtermarchivetransfer", "fixitycheck", "deletionjob"]
 WRITABLE = ["site", "datalocation", "datatransferroute"]
-JOBS = ["datatransferpackage", "datatransfer", "datatransferunpack", "longtermarchivetransfer", "fixitycheck"]
+JOBS = ["datatransferpackage", "datatransfer", "datatransferunpack", "longtermarchivetransfer", "fixitycheck",
+        "deletionjob"]
 
 
 def _policy() -> dict[str, dict[str, set[str]]]:
@@ -127,6 +129,7 @@ def world():
         "datatransfer": f.DataTransferFactory().pk, "datatransferunpack": f.DataTransferUnpackFactory().pk,
         "datatransferlog": f.DataTransferLogFactory().pk, "longtermarchivetransfer": archive_job.pk,
         "stagingjob": f.StagingJobPackageFactory().job.pk, "archive-job": archive_job.pk,
+        "deletionjob": DeletionJob.objects.create(location=archive_job.source_location).pk,
         "fixitycheck": FixityCheck.objects.create(copy=f.RawDataPackageCopyFactory(), size=1,
                                                   location=f.DataLocationFactory()).pk,
     }

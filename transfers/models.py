@@ -13,7 +13,7 @@ from django_fsm_log.decorators import fsm_log_by, fsm_log_description
 from simple_history.models import HistoricalRecords
 
 from opsdb.choices import ChecksumAlgorithm, JobKind, JobStatus, LocationType, TransferMethod
-from opsdb.leases import LeasedJob, partial_data_index
+from opsdb.leases import LeasedJob, open_job_indexes, partial_data_index
 from opsdb.models import REASON_MAX_LENGTH, DataLocation, PhysicalCopy, RawDataPackage, Site
 from transfers.choices import PAUSED_STATES, RouteState, RouteType
 from transfers.routing import validate_route
@@ -268,7 +268,8 @@ class DataTransferPackage(LeasedJob):
     class Meta:
         ordering = ["-created_at"]
         # API lists filtered by status, newest id first
-        indexes = [models.Index(fields=["status", "id"], name="dtp_status_id"), partial_data_index("dtp")]
+        indexes = [models.Index(fields=["status", "id"], name="dtp_status_id"), partial_data_index("dtp"),
+                   *open_job_indexes("dtp", "origin_location")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(size__isnull=True) | Q(size__gte=0), name="dtp_size_not_negative",
@@ -356,6 +357,7 @@ class DataTransfer(LeasedJob):
             models.Index(fields=["status", "next_attempt_at"], name="transfer_status_due"),
             models.Index(fields=["status", "id"], name="transfer_status_id"),  # API lists by status, newest first
             partial_data_index("transfer"),
+            *open_job_indexes("transfer", "origin_location"),
         ]
 
     def __str__(self) -> str:
@@ -377,7 +379,8 @@ class DataTransferUnpack(LeasedJob):
     class Meta:
         ordering = ["-created_at"]
         # API lists filtered by status, newest id first
-        indexes = [models.Index(fields=["status", "transfer"], name="unpack_status_id"), partial_data_index("unpack")]
+        indexes = [models.Index(fields=["status", "transfer"], name="unpack_status_id"), partial_data_index("unpack"),
+                   *open_job_indexes("unpack", None, pk="transfer")]
 
     def __str__(self) -> str:
         return f"unpack of {self.transfer}"

@@ -1,4 +1,4 @@
-"""Handlers for the five job kinds of docs/worker-protocol.md, on local/POSIX storage.
+"""Handlers for the job kinds of docs/worker-protocol.md, on local/POSIX storage.
 
 A handler takes the claimed job (the JSON ops-db sent) and a JobContext, does the work, and
 returns the ``complete`` body (without the lease token). It raises to fail the job; it never
@@ -576,12 +576,68 @@ def _already_staged(folder: Path, files: list[dict[str, Any]]) -> list[storage.E
     return found
 
 
+# -- delete ----------------------------------------------------------------------------------
+def do_delete(job: Job, ctx: JobContext) -> Result:
+    """Remove the files of the job's copies, only under the location's base path; report on each copy.
+
+    A file already gone counts as deleted (and the log says so); a file that cannot be removed is
+    reported failed with its error, and the others still go. Folders left empty by a deletion are
+    removed up to (not including) the base path.
+    """
+    location = job["location"]
+    base = local_path(location, ".").resolve() if location.get("storage_type", "DISK") == "DISK" else None
+    if base is None:
+        raise JobError(f"location {location.get('name')} is {location.get('storage_type')} storage; this worker "
+                       "deletes only on disk", retryable=False)
+    if not base.is_dir():
+        raise JobError(f"base path {base} of {location.get('site')}:{location.get('name')} is not a folder "
+                       "(not mounted?)")
+    return {"copies": [_delete_one(base, copy, ctx) for copy in job["copies"]]}
+
+
+def _delete_one(base: Path, copy: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    ctx.check()
+    try:
+        path = _inside(base, copy["path"])
+        if not path.exists() and not path.is_symlink():
+            ctx.log(f"{path}: already gone, counted as deleted")
+            return {"id": copy["id"], "outcome": "gone"}
+        if path.is_dir() and not path.is_symlink():
+            raise StorageError(f"{path} is a folder, not a file: not removed")
+        path.unlink()
+        ctx.log(f"deleted {path} ({copy.get('size', '?')} bytes)")
+        _remove_empty_parents(path.parent, base)
+        return {"id": copy["id"], "outcome": "deleted"}
+    except (OSError, StorageError) as exc:
+        ctx.log(f"{copy['path']}: not deleted: {exc}")
+        return {"id": copy["id"], "outcome": "failed", "error": str(exc)[:2000]}
+
+
+def _inside(base: Path, relative: str) -> Path:
+    """``relative`` under ``base``, its folder resolved (symlinks too) and checked to stay inside ``base``."""
+    path = storage.resolve(str(base), relative)
+    parent = path.parent.resolve()
+    if parent != base and base not in parent.parents:
+        raise StorageError(f"{relative} leads outside {base} (through a link?): not removed")
+    return parent / path.name
+
+
+def _remove_empty_parents(folder: Path, base: Path) -> None:
+    while folder != base and base in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (or not ours to remove): stop
+        folder = folder.parent
+
+
 HANDLERS: dict[str, Handler] = {
     "package": do_package,
     "transfer": do_transfer,
     "unpack": do_unpack,
     "archive": do_archive,
     "stage": do_stage,
+    "delete": do_delete,
     "verify": do_verify,
 }
 KINDS = tuple(HANDLERS)

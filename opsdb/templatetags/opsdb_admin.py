@@ -38,6 +38,25 @@ def paused_routes() -> dict:
             "url": f"{url}?state__in=PAUSED_AUTO,PAUSED_MANUAL"}
 
 
+def custody_attention() -> list[dict]:
+    """Copies whose deletion failed for good, per kind of copy, and locations whose deletion paused itself."""
+    items = []
+    for label in ("opsdb.RawDataPackageCopy", "transfers.DataTransferPackageCopy", "opsdb.RawDataFileCopy"):
+        model = apps.get_model(label)
+        meta = model._meta
+        url = reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist")
+        items.append({"label": f"{meta.verbose_name_plural.capitalize()} whose deletion failed",
+                      "count": model.objects.filter(status=CopyStatus.DELETION_FAILED).count(),
+                      "url": f"{url}?status__exact={CopyStatus.DELETION_FAILED}"})
+    locations = apps.get_model("opsdb.DataLocation").objects.exclude(deletion_paused_reason="")
+    url = reverse("admin:opsdb_datalocation_changelist")
+    items.append({"label": "Locations where deletion paused itself", "count": locations.count(), "url": url,
+                  "details": [{"text": f"{loc}: {loc.deletion_paused_reason}",
+                               "url": reverse("admin:opsdb_datalocation_change", args=[loc.pk])}
+                              for loc in locations.select_related("site")[:20]]})
+    return items
+
+
 def bad_archive_copies() -> dict:
     """Archive copies an audit found bad (MISMATCH / MISSING): out of service until repaired or re-checked."""
     statuses = (CopyStatus.MISMATCH, CopyStatus.MISSING)
@@ -64,7 +83,7 @@ def ops_attention() -> list[dict]:
     """Paused routes, bad archive copies, held repairs, jobs waiting for an operator per kind and leases
     run out, each linked to its list; then the rows of the callables ``settings.ADMIN_ATTENTION`` names
     (stuck work, from the operations view)."""
-    items = [paused_routes(), bad_archive_copies(), fixity_holds()]
+    items = [paused_routes(), bad_archive_copies(), fixity_holds(), *custody_attention()]
     now = timezone.now()
     for handler in job_kinds:
         model = handler.model

@@ -2,7 +2,7 @@ from django import template
 from django.utils import timezone
 from django.utils.html import format_html
 
-from opsdb.explanation import age, clock
+from opsdb.explanation import ExplanationCode, age, clock
 from opsdb.log_links import log_url
 from staging.explain import job_status_words, status_words
 
@@ -41,22 +41,28 @@ def job_status(job) -> str:
     return job_status_words(job)
 
 
-# How the time of an explanation is introduced, by the job's status ("Waiting since 17:15 (3 min): …").
-SINCE_WORDS = {"PENDING": "Waiting since", "ACTIVE": "Running since", "FAILED": "Stopped since"}
+# How the time of an explanation is introduced ("Waiting since 17:15 (3 min): …"), by its code;
+# finished requests show none (their state says it all).
+SINCE_WORDS = {
+    ExplanationCode.RUNNING: "Running since", ExplanationCode.RESUMED: "Running since",
+    ExplanationCode.LEASE_EXPIRED: "Stalled since", ExplanationCode.NEEDS_OPERATOR: "Stopped since",
+    ExplanationCode.DONE: None, ExplanationCode.CANCELLED: None,
+}
 
 
 @register.filter
 def why(job) -> str:
     """Why the request is where it is, with since when: "Waiting since 17:15 (3 min): …" (open requests only)."""
     explanation = getattr(job, "explanation", None)
-    if explanation is None or job.status not in SINCE_WORDS:
+    words = SINCE_WORDS.get(explanation.code, "Waiting since") if explanation is not None else None
+    if words is None:
         return ""
     now = timezone.now()
     if explanation.since is None:
         return format_html('<span class="why" data-code="{}">{}</span>', explanation.code, explanation.message)
     return format_html(
         '<span class="why" data-code="{}"><span class="why-since" title="{} UTC">{} {} ({})</span>: {}</span>',
-        explanation.code, f"{timezone.localtime(explanation.since):%Y-%m-%d %H:%M:%S}", SINCE_WORDS[job.status],
+        explanation.code, f"{timezone.localtime(explanation.since):%Y-%m-%d %H:%M:%S}", words,
         clock(explanation.since, now), age(explanation.since, now), explanation.message,
     )
 

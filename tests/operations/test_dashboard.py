@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from operations.dashboard import human_duration
 from operations.history import record_history
-from opsdb.models import ApiToken, RawDataPackage
+from opsdb.models import ApiToken, DataLocation, RawDataPackage
 from opsdb.registry import job_kinds
 from opsdb.services import job_claim, job_fail
 from staging.models import LongTermArchiveTransfer
@@ -154,6 +154,23 @@ def test_stuck_work_is_spelled_out(operator_client, settings):
     assert "1 long term archive transfer, due since " in content and "not claimed" in content
     assert "1 long term archive transfer with a lease run out since " in content
     assert "Stalled site: cologne" in content
+
+
+def test_a_buffer_above_its_high_watermark_is_marked(operator_client):
+    site = t.site("cornell")
+    DataLocation.objects.filter(pk=site.buffer.pk).update(capacity_bytes=10 * t.GB, high_watermark_percent=80,
+                                                          low_watermark_percent=60)
+    t.waiting(site.buffer, size=9 * t.GB)
+    record_history(now=timezone.now())
+
+    response = operator_client.get(URL)
+
+    [state] = [s for s in response.context["locations"] if s.location.pk == site.buffer.pk]
+    assert (state.high_watermark_bytes, state.low_watermark_bytes) == (8 * t.GB, 6 * t.GB)
+    assert state.above_high_watermark
+    content = response.content.decode()
+    assert "60 % / 80 %" in content and "above high watermark" in content
+    assert 'stroke-dasharray="4 3"><title>high watermark 80 %</title>' in content
 
 
 def test_the_admin_header_and_index_link_to_the_dashboard(operator_client):

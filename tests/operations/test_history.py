@@ -22,7 +22,7 @@ from operations.models import (
     SafetySample,
 )
 from opsdb.choices import JobStatus
-from opsdb.models import RawDataPackage
+from opsdb.models import RawDataPackage, RawDataPackageCopy
 from opsdb.services import job_cancel, job_claim, job_fail
 from tests import factories as f
 from tests import topology as t
@@ -229,6 +229,21 @@ def test_a_further_archive_copy_of_a_safe_package_is_not_counted_again(line):
                                   location_type=line["cologne"].archive.location_type)
     archived(f.LongTermArchiveTransferFactory(raw_package=job.raw_package, source_location=line["cologne"].buffer,
                                               destination_location=extra))
+
+    record_history(now=timezone.now())
+
+    [sample] = SafetySample.objects.all()
+    assert sum(sample.counts.values()) == 1
+
+
+def test_a_repaired_archive_copy_is_not_counted_again(line):
+    job = registered(line["cologne"], hours_ago=2)
+    archived(job)
+    record_history(now=timezone.now())
+    copy = RawDataPackageCopy.objects.get(raw_package=job.raw_package, location=line["cologne"].archive)
+    repair = f.LongTermArchiveTransferFactory(raw_package=job.raw_package, source_location=line["cologne"].buffer,
+                                              destination_location=line["cologne"].archive, repair_of=copy)
+    t.finish(repair)
 
     record_history(now=timezone.now())
 

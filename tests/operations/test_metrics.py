@@ -135,6 +135,10 @@ def test_metrics_report_the_database_figures(client):
                  type=LocationType.BUFFER) == 3 * t.GB
     assert value(families, "opsdb_location_capacity_bytes", location="dest0:archive",
                  type=LocationType.LONG_TERM_ARCHIVE) == 100 * t.GB
+    assert value(families, "opsdb_location_high_watermark_bytes", location="dest0:archive",
+                 type=LocationType.LONG_TERM_ARCHIVE) == 80 * t.GB  # the default 80 % of 100 GB
+    assert value(families, "opsdb_location_low_watermark_bytes", location="dest0:archive",
+                 type=LocationType.LONG_TERM_ARCHIVE) == 70 * t.GB
     assert 5 * 3600 - 60 < value(families, "opsdb_oldest_unsafe_raw_package_seconds") < 5 * 3600 + 60
     assert 19 * 60 < value(families, "opsdb_worker_last_seen_seconds", worker="ccat-dtn-1", site="ccat") < 21 * 60
     assert value(families, "opsdb_site_jobs_waiting", site="ccat") == 2  # the transfer and its bundle's build
@@ -186,7 +190,7 @@ def test_the_grafana_dashboard_and_alert_rules_use_only_exported_metrics(client)
 
     assert used - exported == set()
     assert {"opsdb_worker_last_seen_seconds", "opsdb_jobs_requiring_intervention", "opsdb_location_used_bytes",
-            "opsdb_oldest_unsafe_raw_package_seconds"} <= used
+            "opsdb_location_high_watermark_bytes", "opsdb_oldest_unsafe_raw_package_seconds"} <= used
 
 
 def test_the_alert_rules_cover_the_stuck_cases():

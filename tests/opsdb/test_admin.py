@@ -359,7 +359,8 @@ def test_location_edit_in_admin_keeps_history(operator_client):
         "site": location.site_id, "name": location.name, "location_type": LocationType.BUFFER,
         "storage_type": location.storage_type, "base_path": "/data/new", "host": location.host,
         "capacity_bytes": "", "priority": 5, "active": "on", "created_at_0": "2026-01-01",
-        "created_at_1": "00:00:00",
+        "created_at_1": "00:00:00", "deletion_policy": "WHEN_SAFE", "high_watermark_percent": 80,
+        "low_watermark_percent": 70, "deletion_enabled": "on", "deletion_paused_reason": "",
     }
 
     response = operator_client.post(admin_url(DataLocation, "change", location.pk), data)

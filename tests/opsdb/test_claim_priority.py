@@ -52,7 +52,7 @@ def archive_backlog(count: int, *, oldest: timedelta) -> list[int]:
 
 
 def test_the_declared_order_puts_stage_first_and_bulk_work_downstream_first():
-    assert job_kinds.kinds() == ["stage", "archive", "unpack", "transfer", "package", "verify"]
+    assert job_kinds.kinds() == ["stage", "archive", "unpack", "transfer", "package", "delete", "verify"]
 
 
 def test_a_new_stage_job_is_claimed_before_5000_pending_archive_jobs():
@@ -155,7 +155,7 @@ def test_an_idle_claim_of_several_kinds_costs_one_query_per_kind(django_assert_n
 
 
 def test_a_kind_that_is_not_served_is_refused():
-    response = worker_client().post(CLAIM, {"worker": "w1", "kinds": ["archive", "delete"]}, format="json")
+    response = worker_client().post(CLAIM, {"worker": "w1", "kinds": ["archive", "teleport"]}, format="json")
 
     assert response.status_code == 400
-    assert response.json() == {"kinds": ["No such job kind is served here: delete."]}
+    assert "teleport" in str(response.json()["kinds"])

@@ -237,8 +237,9 @@ def test_custody_api_query_count_is_constant(sites, copies, django_assert_num_qu
     client = operator_client()
     client.get(API.format(package.pk))  # the token lookup is cached after the first request
 
-    # user perms, group perms, the package, custody (6 + one per kind), groups for the stage kind's visibility
-    with django_assert_num_queries(9 + len(job_kinds)):
+    # user perms, group perms, the package, custody (6 + one per kind), the package's own explanation
+    # (locations, routes, its copies)
+    with django_assert_num_queries(12 + len(job_kinds)):
         response = client.get(API.format(package.pk))
 
     assert response.status_code == 200

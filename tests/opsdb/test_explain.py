@@ -6,6 +6,7 @@ import pytest
 from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 
+from custody.models import DeletionJob
 from opsdb.choices import JobStatus
 from opsdb.explain import attach_explanations, explain_jobs, explanation_of
 from opsdb.explanation import ExplanationCode, clock, duration, quoted_error
@@ -361,12 +362,17 @@ def test_a_list_with_only_finished_jobs_costs_no_query(django_assert_num_queries
 # --- in the API ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("endpoint", ["transfer-packages", "transfers", "unpacks", "archive-transfers",
-                                      "staging-jobs"])
+JOB_ENDPOINTS = {
+    "transfer-packages": f.DataTransferPackageFactory, "transfers": f.DataTransferFactory,
+    "unpacks": f.DataTransferUnpackFactory, "archive-transfers": f.LongTermArchiveTransferFactory,
+    "staging-jobs": lambda: f.StagingJobPackageFactory().job,
+    "delete-jobs": lambda: DeletionJob.objects.create(location=f.DataLocationFactory(), size=10),
+}
+
+
+@pytest.mark.parametrize("endpoint", list(JOB_ENDPOINTS))
 def test_every_job_in_the_read_endpoints_carries_its_explanation(endpoint):
-    factory = {"transfer-packages": f.DataTransferPackageFactory, "transfers": f.DataTransferFactory,
-               "unpacks": f.DataTransferUnpackFactory, "archive-transfers": f.LongTermArchiveTransferFactory,
-               "staging-jobs": lambda: f.StagingJobPackageFactory().job}[endpoint]
+    factory = JOB_ENDPOINTS[endpoint]
     job = factory()
     client = operator_client()
 

@@ -9,6 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from custody.models import DeletionJob
 from opsdb.admin import ExplainedChangeList, LeasedJobAdmin
 from opsdb.admin_tables import CappedChangeList
 from opsdb.explanation import clock
@@ -37,6 +38,10 @@ def staging_job():
     return f.StagingJobPackageFactory().job
 
 
+def deletion_job():
+    return DeletionJob.objects.create(location=f.DataLocationFactory(), reason="safe at 2 archives", size=10)
+
+
 def fixity_check():
     copy = f.RawDataPackageCopyFactory()
     return FixityCheck.objects.create(copy=copy, location=copy.location, size=10)
@@ -50,6 +55,7 @@ JOB_ADMINS = {
     LongTermArchiveTransfer: f.LongTermArchiveTransferFactory,
     StagingJob: staging_job,
     FixityCheck: fixity_check,
+    DeletionJob: deletion_job,
 }
 # What the "why" column adds to a page of pending jobs: their sites, and the workers serving them.
 EXPLAINED = 2

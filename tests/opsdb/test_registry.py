@@ -75,7 +75,7 @@ def test_every_job_model_has_exactly_one_handler():
 
 def test_the_handlers_are_found_by_kind():
     assert isinstance(job_kinds["stage"], StageHandler)
-    assert job_kinds.get("delete") is None
+    assert job_kinds.get("teleport") is None
     assert "package" in job_kinds
     with pytest.raises(UnknownJobKind):
         job_kinds["teleport"]
@@ -110,7 +110,7 @@ def test_a_declared_kind_that_cannot_be_built_is_a_problem(path, problem):
     registry = built(*[p for p in settings.JOB_KINDS if p != OK], path)
 
     assert ids(registry) == [problem, "opsdb.E007"]  # and the stage model is left without a handler
-    assert registry.kinds() == ["archive", "unpack", "transfer", "package", "verify"]
+    assert registry.kinds() == ["archive", "unpack", "transfer", "package", "delete", "verify"]
     assert path in registry.problems[0].msg
 
 

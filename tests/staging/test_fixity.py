@@ -338,3 +338,58 @@ def test_bad_copies_show_under_needs_attention(sites):
 
     assert items["Archive copies found bad by an audit"]["count"] == 1
 
+
+
+# --- concurrency ------------------------------------------------------------------------------------
+
+
+def concurrently(count: int, run) -> list[str]:
+    """Run ``run()`` in ``count`` threads at once, each with its own connection; return their errors."""
+    import threading
+
+    from django.db import connection as thread_connection
+
+    barrier, errors = threading.Barrier(count), []
+
+    def target():
+        try:
+            barrier.wait()
+            run()
+        except Exception as exc:  # reported by the caller
+            errors.append(repr(exc))
+        finally:
+            thread_connection.close()
+
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_schedulers_at_once_make_each_check_recheck_and_repair_once(sites):
+    cologne, cornell = sites
+    copies = [archived(cologne.archive) for _ in range(20)]
+    for copy in copies[:3]:
+        archived(cornell.archive, package=copy.raw_package, days_ago=10)
+
+    assert concurrently(4, tick) == []
+    open_checks = FixityCheck.objects.filter(status=JobStatus.PENDING)
+    assert open_checks.count() == 20
+    for copy in copies[:3]:
+        report(open_checks.get(copy=copy), checksum="ff" * 32)
+    assert concurrently(4, tick) == []
+    assert FixityCheck.objects.filter(recheck=True).count() == 3
+    for copy in copies[:3]:
+        report(FixityCheck.objects.get(copy=copy, recheck=True), checksum="ff" * 32)
+    assert concurrently(4, tick) == []
+    assert FixityHold.objects.count() == 1  # 3 of 20 failed: held once, whatever the race
+    FixityHold.objects.update(released_at=timezone.now(), released_by="operator")
+
+    assert concurrently(4, tick) == []
+
+    assert LongTermArchiveTransfer.objects.filter(repair_of__isnull=False).count() == 3
+    assert FixityHold.objects.count() == 1

@@ -153,14 +153,14 @@ def record_states(raw) -> list[str]:
     return sorted(RawDataFileCopy.objects.filter(raw_file__package=raw).values_list("status", flat=True))
 
 
-def test_cleanup_marks_expired_records_deleted_once(cologne):
+def test_cleanup_schedules_expired_records_for_deletion_once(cologne):
     job, raw = staged(cologne, expires_in=-timedelta(minutes=1))
 
     counts = [clean_expired_staging(now=timezone.now()).count for _ in range(2)]
 
     job.refresh_from_db()
     assert counts == [1, 0]
-    assert record_states(raw) == ["DELETED", "DELETED"]
+    assert record_states(raw) == ["DELETION_SCHEDULED", "DELETION_SCHEDULED"]  # a delete job removes the files
     assert job.cleaned_at is not None
     assert job.status == JobStatus.READY
 
@@ -181,7 +181,7 @@ def test_cleanup_keeps_records_another_live_job_uses(cologne):
 
     assert result.count == 2
     assert record_states(raw) == ["PRESENT", "PRESENT"]
-    assert record_states(other) == ["DELETED", "DELETED"]
+    assert record_states(other) == ["DELETION_SCHEDULED", "DELETION_SCHEDULED"]
     assert StagingJob.objects.filter(cleaned_at__isnull=False).count() == 2
 
 
@@ -213,8 +213,8 @@ def test_cleanup_query_count_does_not_grow(cologne, jobs):
         result = clean_expired_staging(now=timezone.now())
 
     assert result.count == jobs
-    assert RawDataFileCopy.objects.filter(status=CopyStatus.DELETED).count() == 2 * jobs
-    assert len(queries) == 4
+    assert RawDataFileCopy.objects.filter(status=CopyStatus.DELETION_SCHEDULED).count() == 2 * jobs
+    assert len(queries) <= 8  # jobs · counts · the scheduling transition (savepoint, log insert, update) · cleaned_at
 
 
 # --- reading only open work ------------------------------------------------------------------------

@@ -90,3 +90,25 @@ def test_finished_request_shows_no_waiting_line(client_alice, topology, alice):
     job.save()
 
     assert 'class="why"' not in detail(client_alice, job)
+
+
+def test_request_whose_worker_stopped_reporting_is_stalled(client_alice, topology, alice):
+    job = job_claim(job=make_job(alice, topology), worker="cologne-dtn-1")
+    StagingJob.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(minutes=4))
+
+    page = detail(client_alice, job)
+
+    assert "Stalled since " in page and "(4 min)</span>: cologne-dtn-1 stopped reporting" in page
+
+
+def test_failed_request_says_an_operator_is_needed(client_alice, topology, alice):
+    job = make_job(alice, topology)
+    for _ in range(job.max_attempts()):
+        StagingJob.objects.filter(pk=job.pk).update(next_attempt_at=None)
+        job = job_claim(job=StagingJob.objects.get(pk=job.pk), worker="cologne-dtn-1")
+        job, _ = job_fail(job=job, lease_token=job.lease_token, error="Permission denied")
+
+    page = detail(client_alice, job)
+
+    assert f"Stopped since {clock(job.finished_at)}" in page
+    assert "Needs an operator after 5 failed attempts" in page
