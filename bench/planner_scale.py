@@ -15,6 +15,11 @@ RELAY via cologne, archives at cologne and cornell), then runs:
   tick 3  — after every first hop arrived at cologne: unpacking and the relay hops;
   tick 4  — after every bundle was unpacked at cologne (N raw copies): archiving of N packages;
   tick 5  — nothing to do: the steady-state cost of a tick over N packages of history.
+  tick 6  — after every package was archived and verified at cologne and cornell (every hop and
+            unpack done), with ccat's and cologne's buffers WHEN_SAFE: the deletion pass schedules
+            2N raw copies and the bundle archives and makes the delete jobs;
+  tick 7  — after the workers deleted them: nothing to do, over N packages of history whose
+            buffer copies are gone (the steady state of a site that deletes).
 The worker steps in between are simulated with set-based SQL. Above --passes-up-to packages
 (default 1,000,000) ticks 1 and 4 are not run: their results — bundles (2,000 packages each, as
 the pass packs them at the default target) with their memberships, and N pending archive
@@ -278,6 +283,47 @@ def bench(n: int, url: str, use_tracemalloc: bool, passes_up_to: int, idle_ticks
     steady = min(idle[1:]) if len(idle) > 1 else idle[0]
     print(f"planner_scale: idle pass {steady:.2f} s at {n} packages of history (first idle tick {idle[0]:.2f} s; "
           f"{time.perf_counter() - started:.0f} s for the ticks)", flush=True)
+    deletion_stage(n, locs, use_tracemalloc, idle_ticks, steady)
+
+
+def deletion_stage(n: int, locs, use_tracemalloc: bool, idle_ticks: int, steady_before: float) -> None:
+    """Ticks 6 and 7: the deletion pass over N archived packages, then idle ticks once the buffers are empty."""
+    from django.db import connection
+
+    cologne, cornell = locs["cologne:archive"].pk, locs["cornell:archive"].pk
+    simulate(  # every hop arrived and was unpacked, every archive transfer done, verified copies in both archives
+        "UPDATE transfers_datatransfer SET status = 'TRANSFERRED';"
+        "UPDATE transfers_datatransferunpack SET status = 'UNPACKED';"
+        "UPDATE staging_longtermarchivetransfer SET status = 'COMPLETED';"
+        "INSERT INTO opsdb_rawdatapackagecopy (raw_package_id, location_id, status, path, checksum_verified, "
+        "verified_at, created_at, updated_at, archive_planned, deletion_failures) "
+        "SELECT p.id, a.loc, 'PRESENT', 'raw/' || p.name, p.checksum, now(), now(), now(), true, 0 "
+        "FROM opsdb_rawdatapackage p, (VALUES (%s), (%s)) a(loc)",
+        [cologne, cornell], bulk_load=True,
+    )
+    simulate("UPDATE opsdb_datalocation SET deletion_policy = 'WHEN_SAFE' WHERE location_type = 'BUFFER'")
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+    seconds = measure_tick("tick 6: archived at both sites", use_tracemalloc)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT status, count(*) FROM opsdb_rawdatapackagecopy GROUP BY status ORDER BY status")
+        statuses = dict(cursor.fetchall())
+        cursor.execute("SELECT count(*), coalesce(sum(size), 0) FROM custody_deletionjob")
+        jobs, size = cursor.fetchone()
+    print(f"  deletion: {statuses}; {jobs:,} delete jobs freeing {int(size) / 1e15:.2f} PB (tick 6 in {seconds:.1f} s)",
+          flush=True)
+    simulate(  # the workers deleted every scheduled copy (the guard checks each raw copy as it goes)
+        "UPDATE opsdb_rawdatapackagecopy SET status = 'DELETED' WHERE status = 'DELETION_SCHEDULED';"
+        "UPDATE transfers_datatransferpackagecopy SET status = 'DELETED' WHERE status = 'DELETION_SCHEDULED';"
+        "UPDATE custody_deletionitem SET outcome = 'DELETED';"
+        "UPDATE custody_deletionjob SET status = 'COMPLETED', finished_at = now()"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+    idle = [measure_tick(f"tick 7.{i + 1}: buffers emptied", use_tracemalloc) for i in range(idle_ticks)]
+    steady = min(idle[1:]) if len(idle) > 1 else idle[0]
+    print(f"planner_scale: deletion pass tick {seconds:.2f} s for {n} archived packages; idle tick after deletion "
+          f"{steady:.2f} s (before deletion {steady_before:.2f} s)", flush=True)
 
 
 def idle_only(url: str, idle_ticks: int) -> None:

@@ -16,7 +16,7 @@ Per tick, with a fixed number of queries per location that deletes (never one pe
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import connection
@@ -114,18 +114,22 @@ def pause_failing(locations: list[DataLocation], now: datetime, result: PassResu
 # --- 2. scheduling ---------------------------------------------------------------------------------
 
 def schedule_at(location: DataLocation, required: dict[int, set[int]], now: datetime, result: PassResult) -> int:
-    """Schedule the copies at ``location`` that its policy and the rule allow; returns how many."""
-    raw_sql = deletable_raw_copies_sql([location.pk], required)
-    bundle_sql = deletable_bundle_copies_sql([location.pk], required)
+    """Schedule the copies at ``location`` that its policy and the rule allow; returns how many.
+
+    The rule runs once per kind of copy; what it allows is read (id, size, when archived) and
+    scheduled by id in one statement.
+    """
+    raw_rows = _rows(deletable_raw_copies_sql([location.pk], required))
+    bundle_rows = _rows(deletable_bundle_copies_sql([location.pk], required))
     sites = ", ".join(sorted(required_site_names(location, required))) or "none"
     if location.deletion_policy == DeletionPolicy.WHEN_SAFE:
         why = f"WHEN_SAFE at {location}"
-        raw = _schedule(RawDataPackageCopy, f"SELECT id FROM ({raw_sql}) x", why, now,
-                        f"archived and verified at every required site ({sites}); no open job reads it")
-        bundles = _schedule(DataTransferPackageCopy, f"SELECT id FROM ({bundle_sql}) x", why, now,
-                            "every hop from here done, every member archived at its required sites")
     else:
-        raw, bundles = _schedule_under_pressure(location, raw_sql, bundle_sql, sites, now, result)
+        why, raw_rows, bundle_rows = _under_pressure(location, raw_rows, bundle_rows, result)
+    raw = _schedule(RawDataPackageCopy, raw_rows, why, now,
+                    f"archived and verified at every required site ({sites}); no open job reads it")
+    bundles = _schedule(DataTransferPackageCopy, bundle_rows, why, now,
+                        "every hop from here done, every member archived at its required sites")
     _say_scheduled(result, location, raw, bundles, sites)
     return raw[0] + bundles[0]
 
@@ -136,25 +140,38 @@ def required_site_names(location: DataLocation, required: dict[int, set[int]]) -
     return set(names.values())
 
 
-def _schedule(model, ids_sql: str, why: str, now: datetime, because: str) -> tuple[int, int]:
-    """(copies, bytes) moved PRESENT → DELETION_SCHEDULED among the ids ``ids_sql`` selects."""
-    kind = next(k for k in KINDS if k.model is model)
-    queryset = model.objects.filter(pk__in=RawSQL(ids_sql, []))
-    size = _size_of(kind, ids_sql)
-    moved = copies_transition(queryset, "schedule_deletion", description=f"{why}: {because}"[:500], now=now)
-    return moved, size if moved else 0
-
-
-def _size_of(kind: CopyKind, ids_sql: str) -> int:
-    table = kind.model._meta.db_table
+def _rows(sql: str) -> list[tuple[int, int, datetime | None]]:
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT COALESCE(SUM({kind.size_sql}), 0) FROM {table} c {kind.size_join} "
-                       f"WHERE c.id IN ({ids_sql})")
-        return int(cursor.fetchone()[0])
+        cursor.execute(sql)
+        return [(int(pk), int(size or 0), archived_at) for pk, size, archived_at in cursor.fetchall()]
+
+
+def ids_queryset(model, ids: list[int]):
+    """``model``'s rows with these ids, however many: one array parameter (PostgreSQL) or a literal list."""
+    if connection.vendor == "postgresql":
+        return model.objects.filter(pk__in=RawSQL("SELECT unnest(%s::bigint[])", [ids]))
+    literal = ", ".join(str(int(pk)) for pk in ids) or "NULL"
+    return model.objects.filter(pk__in=RawSQL(f"SELECT id FROM {model._meta.db_table} WHERE id IN ({literal})", []))
+
+
+def _schedule(model, rows, why: str, now: datetime, because: str) -> tuple[int, int]:
+    """(copies, bytes) moved PRESENT → DELETION_SCHEDULED among ``rows`` (id, size, archived_at)."""
+    if not rows:
+        return 0, 0
+    sizes = {pk: size for pk, size, _ in rows}
+    moved = copies_transition(ids_queryset(model, list(sizes)), "schedule_deletion",
+                              description=f"{why}: {because}"[:500], now=now)
+    return moved, sum(sizes.values()) if moved == len(sizes) else _moved_size(model, sizes, now)
+
+
+def _moved_size(model, sizes: dict[int, int], now: datetime) -> int:
+    """The bytes of the copies this pass did schedule (another process moved some meanwhile)."""
+    moved = ids_queryset(model, list(sizes)).filter(status="DELETION_SCHEDULED", updated_at=now)
+    return sum(sizes[pk] for pk in moved.values_list("pk", flat=True))
 
 
 def used_bytes(location: DataLocation) -> int:
-    """Bytes the PRESENT copies at ``location`` use (three grouped sums)."""
+    """Bytes the PRESENT copies at ``location`` use (three sums)."""
     total = 0
     with connection.cursor() as cursor:
         for kind in KINDS:
@@ -165,44 +182,37 @@ def used_bytes(location: DataLocation) -> int:
     return total
 
 
-def _schedule_under_pressure(location: DataLocation, raw_sql: str, bundle_sql: str, sites: str, now: datetime,
-                             result: PassResult) -> tuple[tuple[int, int], tuple[int, int]]:
-    none = (0, 0)
+def _under_pressure(location: DataLocation, raw_rows, bundle_rows, result: PassResult):
+    """(why, the raw rows, the bundle rows) to schedule: oldest-archived first, just to the low watermark."""
     if not location.capacity_bytes:
         result.say(f"{location} is UNDER_PRESSURE but has no capacity_bytes: nothing can be measured, "
                    "nothing is deleted")
-        return none, none
+        return "", [], []
     used = used_bytes(location)
     high = location.capacity_bytes * location.high_watermark_percent // 100
     low = location.capacity_bytes * location.low_watermark_percent // 100
     if used <= high:
-        return none, none
+        return "", [], []
     needed = used - low
-    # The candidates of both kinds, oldest-archived first; a running sum keeps the prefix that
-    # reaches the low watermark: each copy taken while the bytes taken before it fall short.
-    picked = (
-        f"SELECT kind, id FROM (SELECT kind, id, size, SUM(size) OVER (ORDER BY archived_at, kind, id) AS running "
-        f"FROM (SELECT 'r' AS kind, id, size, archived_at FROM ({raw_sql}) r "
-        f"UNION ALL SELECT 'b' AS kind, id, size, archived_at FROM ({bundle_sql}) b) u) w "
-        f"WHERE running - size < {int(needed)}"
-    )
+    oldest_first = sorted([("b", *row) for row in bundle_rows] + [("r", *row) for row in raw_rows],
+                          key=lambda row: (row[3] is None, row[3] or now_min(), row[0], row[1]))
+    taken, freed = [], 0
+    for row in oldest_first:
+        if freed >= needed:
+            break  # the copy taken last crossed the low watermark: no more
+        taken.append(row)
+        freed += row[2]
     why = (f"UNDER_PRESSURE at {location}: {human_bytes(used)} used of {human_bytes(location.capacity_bytes)} "
            f"(high watermark {location.high_watermark_percent} %), freeing {human_bytes(needed)} to reach "
            f"{location.low_watermark_percent} %, oldest-archived first")
-    with connection.cursor() as cursor:  # read first: SQLite cannot parse it nested once more
-        cursor.execute(picked)
-        rows = cursor.fetchall()
-    raw_ids = ", ".join(str(int(pk)) for kind, pk in rows if kind == "r") or "NULL"
-    bundle_ids = ", ".join(str(int(pk)) for kind, pk in rows if kind == "b") or "NULL"
-    raw = _schedule(RawDataPackageCopy, f"SELECT id FROM {RawDataPackageCopy._meta.db_table} WHERE id IN ({raw_ids})",
-                    why, now, f"archived and verified at every required site ({sites})")
-    bundles = _schedule(DataTransferPackageCopy,
-                        f"SELECT id FROM {DataTransferPackageCopy._meta.db_table} WHERE id IN ({bundle_ids})", why, now,
-                        "every hop from here done, every member archived")
-    if raw[0] + bundles[0] == 0:
+    if not taken:
         result.say(f"{location} is above its high watermark ({human_bytes(used)} of "
                    f"{human_bytes(location.capacity_bytes)}) but nothing here may be deleted yet")
-    return raw, bundles
+    return (why, [row[1:] for row in taken if row[0] == "r"], [row[1:] for row in taken if row[0] == "b"])
+
+
+def now_min():
+    return datetime.min.replace(tzinfo=UTC)
 
 
 def _say_scheduled(result: PassResult, location: DataLocation, raw: tuple[int, int], bundles: tuple[int, int],

@@ -77,39 +77,49 @@ def _required_values(required: dict[int, set[int]]) -> str:
     return ", ".join(f"({int(loc)}, {int(site)})" for loc, site in pairs)
 
 
-def _safe(package: str, t: dict[str, str]) -> str:
-    """SQL: the package ``package`` (an id expression) is safe.
-
-    A safe archive copy is PRESENT in a LONG_TERM_ARCHIVE location with the package's own checksum
-    verified (``opsdb.custody.is_safe_copy``). Inside an f-string, so the minimum number of archive
-    sites is inlined (an integer setting).
-    """
-    safe_archive = (
-        f"FROM {t['copy']} a JOIN {t['loc']} al ON al.id = a.location_id "
-        f"WHERE a.raw_package_id = {package} AND al.location_type = 'LONG_TERM_ARCHIVE' AND a.status = 'PRESENT' "
-        f"AND a.checksum_verified <> '' AND LOWER(a.checksum_verified) = "
-        f"LOWER((SELECT sp.checksum FROM {t['pkg']} sp WHERE sp.id = {package}))"
-    )
-    return (
-        f"(SELECT COUNT(DISTINCT al.site_id) {safe_archive}) >= {int(settings.ARCHIVE_MIN_COPIES)} "
-        f"AND NOT EXISTS (SELECT 1 FROM {t['copy']} o JOIN {t['loc']} ol ON ol.id = o.location_id "
-        f"JOIN required r ON r.origin_site_id = ol.site_id WHERE o.raw_package_id = {package} "
-        f"AND ol.location_type <> 'LONG_TERM_ARCHIVE' "
-        f"AND NOT EXISTS (SELECT 1 {safe_archive} AND al.site_id = r.site_id))"
-    )
-
-
 def _open(column: str) -> str:
     return f"{column} IN ('PENDING', 'ACTIVE', 'FAILED')"
 
 
-def _no_open_hop(bundle: str, location: str, t: dict[str, str]) -> str:
-    """SQL: no transfer of ``bundle`` from or to ``location`` is open, nor the unpack of one."""
+def _no_open_hop(bundle: str, location: str, t: dict[str, str], *, unpacked_from: bool = False) -> str:
+    """SQL: no transfer of ``bundle`` leaving ``location`` is open, nor one arriving there or its unpack there.
+
+    ``unpacked_from``: also the unpack, wherever it is, of a transfer that left ``location`` (a
+    bundle archive stays until what it carried is unpacked at the other end).
+    """
+    leaving_unpack = f" OR {_open('u.status')}" if unpacked_from else ""
     return (
         f"NOT EXISTS (SELECT 1 FROM {t['transfer']} tr LEFT JOIN {t['unpack']} u ON u.transfer_id = tr.id "
         f"WHERE tr.transfer_package_id = {bundle} "
-        f"AND (tr.origin_location_id = {location} OR tr.destination_location_id = {location}) "
-        f"AND ({_open('tr.status')} OR {_open('u.status')}))"
+        f"AND ((tr.origin_location_id = {location} AND ({_open('tr.status')}{leaving_unpack})) "
+        f"OR (tr.destination_location_id = {location} AND ({_open('tr.status')} OR {_open('u.status')}))))"
+    )
+
+
+def _safe_packages(packages: str, t: dict[str, str]) -> str:
+    """CTEs over ``cand_pkg`` (the packages in question, from the SQL ``packages``): which are safe, set-based.
+
+    ``safe``: their safe archive copies (PRESENT in a LONG_TERM_ARCHIVE location with the package's
+    own checksum verified, ``opsdb.custody.is_safe_copy``); ``safe_count``: the distinct sites of
+    those per package and when the first was verified; ``missing``: packages that lack one at a
+    site their copies outside the archives require. Hash joins over the candidates, not a lookup per row.
+    """
+    return (
+        f"cand_pkg AS MATERIALIZED ({packages}), "
+        f"safe AS MATERIALIZED (SELECT a.raw_package_id, al.site_id, a.verified_at FROM {t['copy']} a "
+        f"JOIN {t['loc']} al ON al.id = a.location_id JOIN cand_pkg cp ON cp.raw_package_id = a.raw_package_id "
+        f"WHERE al.location_type = 'LONG_TERM_ARCHIVE' AND a.status = 'PRESENT' AND a.checksum_verified <> '' "
+        f"AND LOWER(a.checksum_verified) = LOWER(cp.checksum)), "
+        f"safe_count AS MATERIALIZED (SELECT raw_package_id, COUNT(DISTINCT site_id) AS sites, "
+        f"MIN(verified_at) AS archived_at FROM safe GROUP BY raw_package_id), "
+        f"needed AS (SELECT DISTINCT o.raw_package_id, r.site_id FROM {t['copy']} o "
+        f"JOIN {t['loc']} ol ON ol.id = o.location_id JOIN required r ON r.origin_site_id = ol.site_id "
+        f"JOIN cand_pkg cp ON cp.raw_package_id = o.raw_package_id WHERE ol.location_type <> 'LONG_TERM_ARCHIVE'), "
+        f"missing AS MATERIALIZED (SELECT DISTINCT n.raw_package_id FROM needed n LEFT JOIN safe s "
+        f"ON s.raw_package_id = n.raw_package_id AND s.site_id = n.site_id WHERE s.raw_package_id IS NULL), "
+        f"safe_pkg AS MATERIALIZED (SELECT sc.raw_package_id, sc.archived_at FROM safe_count sc "
+        f"WHERE sc.sites >= {int(settings.ARCHIVE_MIN_COPIES)} "
+        f"AND NOT EXISTS (SELECT 1 FROM missing x WHERE x.raw_package_id = sc.raw_package_id))"
     )
 
 
@@ -118,32 +128,34 @@ def deletable_raw_copies_sql(location_ids: Sequence[int], required: dict[int, se
                              ) -> str:
     """SELECT of (id, size, archived_at) of the raw package copies the rule allows to delete at these locations.
 
-    ``archived_at``: when its oldest verified archive copy was verified (UNDER_PRESSURE deletes the
+    ``archived_at``: when its first safe archive copy was verified (UNDER_PRESSURE deletes the
     oldest-archived first). ``status``: PRESENT for new candidates; DELETION_SCHEDULED to check
     again, at claim, copies scheduled earlier (``copy_ids`` narrows to a job's).
     """
     t = _tables()
     values = _required_values(required)
     ids = f"AND c.id IN ({_ints(copy_ids)})" if copy_ids is not None else ""
-    sql = (
-        f"WITH required(origin_site_id, site_id) AS (VALUES {values}) "
-        f"SELECT c.id, p.size, (SELECT MIN(a.verified_at) FROM {t['copy']} a JOIN {t['loc']} al "
-        f"ON al.id = a.location_id WHERE a.raw_package_id = c.raw_package_id "
-        f"AND al.location_type = 'LONG_TERM_ARCHIVE' AND a.status = 'PRESENT') AS archived_at "
-        f"FROM {t['copy']} c JOIN {t['loc']} l ON l.id = c.location_id "
-        f"JOIN {t['pkg']} p ON p.id = c.raw_package_id "
+    # The cheap conditions (no open job reads it, no hop left) first: only what passes them is
+    # checked for safety, so copies that wait for their jobs cost nothing each tick.
+    candidates = (
+        f"SELECT c.id, c.raw_package_id, c.location_id, p.size, p.checksum FROM {t['copy']} c "
+        f"JOIN {t['loc']} l ON l.id = c.location_id JOIN {t['pkg']} p ON p.id = c.raw_package_id "
         f"LEFT JOIN {t['member']} m ON m.raw_package_id = c.raw_package_id "
         f"LEFT JOIN {t['bundle']} b ON b.id = m.transfer_package_id "
         f"WHERE c.status = {_status(status)} AND c.location_id IN ({_ints(location_ids)}) {ids} "
         f"AND l.location_type IN ({', '.join(repr(str(v)) for v in DELETABLE_TYPES)}) "
-        f"AND {_safe('c.raw_package_id', t)} "
         f"AND NOT (b.id IS NOT NULL AND b.origin_location_id = c.location_id AND {_open('b.status')}) "
         f"AND NOT EXISTS (SELECT 1 FROM {t['archive']} at WHERE at.raw_package_id = c.raw_package_id "
         f"AND at.source_location_id = c.location_id AND {_open('at.status')}) "
-        f"AND NOT EXISTS (SELECT 1 FROM {t['sjp']} sp JOIN {t['sj']} sj ON sj.id = sp.job_id "
-        f"WHERE sp.raw_package_id = c.raw_package_id AND sp.source_location_id = c.location_id "
+        f"AND NOT EXISTS (SELECT 1 FROM {t['sjp']} sjp JOIN {t['sj']} sj ON sj.id = sjp.job_id "
+        f"WHERE sjp.raw_package_id = c.raw_package_id AND sjp.source_location_id = c.location_id "
         f"AND {_open('sj.status')}) "
         f"AND (b.id IS NULL OR {_no_open_hop('b.id', 'c.location_id', t)})"
+    )
+    sql = (
+        f"WITH required(origin_site_id, site_id) AS (VALUES {values}), cand AS MATERIALIZED ({candidates}), "
+        f"{_safe_packages('SELECT DISTINCT raw_package_id, checksum FROM cand', t)} "
+        f"SELECT c.id, c.size, sp.archived_at FROM cand c JOIN safe_pkg sp ON sp.raw_package_id = c.raw_package_id"
     )
     return sql
 
@@ -155,16 +167,24 @@ def deletable_bundle_copies_sql(location_ids: Sequence[int], required: dict[int,
     t = _tables()
     values = _required_values(required)
     ids = f"AND d.id IN ({_ints(copy_ids)})" if copy_ids is not None else ""
-    sql = (
-        f"WITH required(origin_site_id, site_id) AS (VALUES {values}) "
-        f"SELECT d.id, COALESCE(b.size, b.payload_size) AS size, d.created_at AS archived_at "
+    candidates = (
+        f"SELECT d.id, d.transfer_package_id, d.location_id, d.created_at, COALESCE(b.size, b.payload_size) AS size "
         f"FROM {t['bcopy']} d JOIN {t['loc']} l ON l.id = d.location_id "
         f"JOIN {t['bundle']} b ON b.id = d.transfer_package_id "
         f"WHERE d.status = {_status(status)} AND d.location_id IN ({_ints(location_ids)}) {ids} "
         f"AND l.location_type IN ('SOURCE', 'BUFFER') AND b.status = 'COMPLETED' "
-        f"AND {_no_open_hop('b.id', 'd.location_id', t)} "
-        f"AND NOT EXISTS (SELECT 1 FROM {t['member']} m WHERE m.transfer_package_id = b.id "
-        f"AND NOT ({_safe('m.raw_package_id', t)}))"
+        f"AND {_no_open_hop('d.transfer_package_id', 'd.location_id', t, unpacked_from=True)}"
+    )
+    members = (
+        f"SELECT DISTINCT m.raw_package_id, p.checksum FROM {t['member']} m JOIN {t['pkg']} p "
+        f"ON p.id = m.raw_package_id WHERE m.transfer_package_id IN (SELECT transfer_package_id FROM cand)"
+    )
+    sql = (
+        f"WITH required(origin_site_id, site_id) AS (VALUES {values}), cand AS MATERIALIZED ({candidates}), "
+        f"{_safe_packages(members, t)} "
+        f"SELECT d.id, d.size, d.created_at AS archived_at FROM cand d "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {t['member']} m WHERE m.transfer_package_id = d.transfer_package_id "
+        f"AND NOT EXISTS (SELECT 1 FROM safe_pkg sp WHERE sp.raw_package_id = m.raw_package_id))"
     )
     return sql
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import Count, F, Min, Sum
+from django.db.models import Count, F, Min, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django_fsm_log.models import StateLog
 
@@ -37,7 +37,7 @@ from opsdb.models import DataLocation, RawDataFileCopy, RawDataPackageCopy
 from opsdb.planning import PassResult
 from opsdb.registry import job_kinds
 from staging.models import LongTermArchiveTransfer
-from transfers.models import DataTransfer, DataTransferPackageCopy
+from transfers.models import DataTransfer, DataTransferPackage, DataTransferPackageCopy
 
 CURSOR = "statelog"
 EVENTS_PER_TICK = 50_000  # a backlog after a long stop is read over several ticks
@@ -183,12 +183,18 @@ EVENT_FIELDS = ("succeeded", "failed_attempts", "bytes_done")
 
 def route_queues() -> dict[tuple[int, int], dict[str, int]]:
     """Open transfers per (route, hop): pending/active/failed jobs, pending bytes and the oldest pending one's
-    creation time (``oldest_pending``) — one query."""
+    creation time (``oldest_pending``) — one query.
+
+    The pending transfers' sizes are looked up one by one (a subquery each): a join would read the whole
+    bundle table, which grows with the years of history while the open transfers stay few.
+    """
+    package_size = Subquery(DataTransferPackage.objects.filter(pk=OuterRef("transfer_package")).order_by().values(
+        bytes=Coalesce("size", "payload_size")))
     rows = (
         DataTransfer.objects.filter(status__in=OPEN, route__isnull=False)
         .values("route_id", "hop", "status")
         .annotate(jobs=Count("pk"), since=Min("created_at"),
-                  bytes=Sum(Coalesce(F("transfer_package__size"), F("transfer_package__payload_size"))))
+                  bytes=Sum(package_size, filter=Q(status=JobStatus.PENDING)))
         .order_by()
     )
     queues: dict[tuple[int, int], dict] = defaultdict(lambda: {**dict.fromkeys(SNAPSHOT_FIELDS, 0),

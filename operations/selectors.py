@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 
@@ -133,6 +133,20 @@ class KindTables:
                 min((row["expired_since"] for row in self.active_rows if row["expired_since"]), default=None))
 
 
+def related_value(model, path: str):
+    """The value at ``path`` (``location__site``, ``transfer__destination_location``) from ``model``'s rows:
+    a join when the path starts at the job's location, else a subquery per row through its first relation.
+
+    The subquery is a primary key lookup for each of the few rows read (open or failed jobs); a join
+    would read the whole related table (e.g. every transfer, for the unpacks' destination sites).
+    """
+    first, _, rest = path.partition("__")
+    related = model._meta.get_field(first).related_model
+    if not rest or related is DataLocation:
+        return F(path)
+    return Subquery(related.objects.filter(pk=OuterRef(first)).order_by().values(rest))
+
+
 def job_tables(now: datetime) -> list[KindTables]:
     """Every kind's pending and active jobs summed up, two queries a kind (read once, shared by the view's parts).
 
@@ -152,7 +166,8 @@ def job_tables(now: datetime) -> list[KindTables]:
                 "due_since": Min(due_since, filter=due), "stuck": Count("pk", filter=stuck),
                 "stuck_since": Min(due_since, filter=stuck)}
         if handler.site_field:
-            pending_rows = list(pending.values(site=F(handler.site_field)).annotate(**sums).order_by())
+            site = related_value(handler.model, handler.site_field)
+            pending_rows = list(pending.values(site=site).annotate(**sums).order_by())
         else:
             pending_rows = [{"site": None, **pending.aggregate(**sums)}]
         active_rows = list(handler.model.objects.active().values("lease_user_id", "lease_holder").annotate(

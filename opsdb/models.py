@@ -248,7 +248,8 @@ class PhysicalCopy(ConcurrentTransitionMixin, models.Model):
     checksum_verified = models.CharField(max_length=128, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
     deletion_failures = models.PositiveIntegerField(
-        default=0, editable=False, help_text="Failed attempts to delete it since it was scheduled or last retried.")
+        default=0, db_default=0, editable=False,  # db_default: rows inserted with SQL (bulk loads) get it too
+        help_text="Failed attempts to delete it since it was scheduled or last retried.")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 

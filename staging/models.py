@@ -46,7 +46,10 @@ class LongTermArchiveTransfer(LeasedJob):
         ordering = ["-created_at"]
         # API lists filtered by status, newest id first
         indexes = [models.Index(fields=["status", "id"], name="archive_status_id"), partial_data_index("archive"),
-                   *open_job_indexes("archive", "source_location")]
+                   *open_job_indexes("archive", "source_location"),
+                   # the transfers waiting for an operator, newest first (the operations view groups them)
+                   models.Index(fields=["-id"], condition=Q(status=JobStatus.FAILED, requires_intervention=True),
+                                name="archive_attention")]
         constraints = [
             models.UniqueConstraint(
                 fields=["raw_package", "destination_location"], condition=Q(repair_of__isnull=True),

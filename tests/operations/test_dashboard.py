@@ -15,6 +15,7 @@ from staging.models import LongTermArchiveTransfer
 from tests import factories as f
 from tests import topology as t
 from tests.apiclient import ensure_role_groups, worker
+from transfers.models import DataTransfer, DataTransferRoute
 
 pytestmark = pytest.mark.django_db
 
@@ -102,6 +103,41 @@ def test_the_dashboard_shows_routes_sites_storage_safety_and_causes(operator_cli
     assert "No space left on device × 1 at ccat:buffer" in content
     assert "Oldest raw package not yet safe" in content
     assert content.count('class="ops-chart"') == 6  # throughput and backlog per route, buffer fill; 24 h and 7 days
+
+
+def test_unpack_failures_are_grouped_at_their_destination(operator_client):
+    world(1)
+    moved = DataTransfer.objects.get(transfer_package__payload_size=7 * t.GB)
+    unpack = job_claim(job=f.DataTransferUnpackFactory(transfer=moved), worker="dest0-dtn-1")
+    job_fail(job=unpack, lease_token=unpack.lease_token, error="tar: unexpected end of file", retryable=False)
+
+    response = operator_client.get(URL)
+
+    [group] = [g for g in response.context["failures"] if g["kind"] == "unpack"]
+    assert (group["cause"], group["count"], group["where"]) == ("tar: unexpected end of file", 1, "dest0:buffer")
+    destination = DataLocation.objects.get(site__name="dest0", name="buffer")
+    assert f"transfer__destination_location__id__exact={destination.pk}" in group["url"]
+    assert response.context["failures_partial"] == []
+
+
+def test_failures_are_grouped_over_the_latest_with_the_total_shown(operator_client, monkeypatch):
+    monkeypatch.setattr("operations.dashboard.FAILURES_READ", 2)
+    ccat = world(1)
+    [route] = DataTransferRoute.objects.all()
+    destination = DataLocation.objects.get(site__name="dest0", name="buffer")
+    for error in ("bbcp: connection reset", "bbcp: connection reset"):  # after the world's "No space left"
+        job = job_claim(job=f.DataTransferFactory(route=route, origin_location=ccat.buffer,
+                                                  destination_location=destination), worker="ccat-dtn-1")
+        job_fail(job=job, lease_token=job.lease_token, error=error, retryable=False)
+
+    response = operator_client.get(URL)
+
+    transfers = [(g["cause"], g["count"]) for g in response.context["failures"] if g["kind"] == "transfer"]
+    assert transfers == [("bbcp: connection reset", 2)]
+    [partial] = response.context["failures_partial"]
+    assert (partial["kind"], partial["total"], partial["grouped"]) == ("transfer", 3, 2)
+    assert "transfer: <a href=\"/admin/transfers/datatransfer/?status__exact=FAILED\">3 waiting in all</a>; " \
+           "the causes above are those of the latest 2." in response.content.decode()
 
 
 def test_route_rates_come_from_the_history(operator_client):

@@ -13,6 +13,7 @@ from opsdb.registry import job_kinds
 from opsdb.services import job_cancel, job_claim, job_complete, job_fail, job_heartbeat
 from tests import factories as f
 from tests.apiclient import scientist_client, worker_client
+from tests.opsdb.test_api_concurrency import archive_jobs
 from transfers.models import DataTransfer
 
 pytestmark = pytest.mark.django_db
@@ -258,12 +259,13 @@ def test_scheduler_discards_partial_data_older_than_the_setting(settings):
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("kind", ["archive", "stage", "unpack", "transfer", "package", "verify"])
-def test_partial_data_pass_reads_only_jobs_with_partial_data(kind):
-    """An index over waiting jobs with partial data: the pass does not read every waiting job (10^7 at scale)."""
-    model = job_kinds[kind].model
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")  # tiny tables: make the planner show the index
+def test_partial_data_pass_reads_only_jobs_with_partial_data():
+    """Thousands waiting, none with partial data: the pass's query goes through the partial-data index."""
+    archive_jobs(3000)
+    model = job_kinds["archive"].model
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {model._meta.db_table}")
+    with transaction.atomic():
         plan = model.objects.partial_data_expired(partial_data_cutoff()).explain()
 
-    assert "_partial_data" in plan
+    assert "archive_partial_data" in plan
