@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('opsdb', '0012_custody_policies'),
-        ('transfers', '0013_open_job_indexes'),
+        ('transfers', '0014_copy_deletion_failures_db_default'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
