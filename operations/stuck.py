@@ -10,6 +10,7 @@ Shown on the dashboard and, through ``settings.ADMIN_ATTENTION``, in the admin's
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import ClassVar
 
 from django.conf import settings
 from django.urls import reverse
@@ -24,21 +25,37 @@ from transfers.models import DataTransferRoute
 
 
 @dataclass
-class UnclaimedJobs:
+class _KindJobs:
+    """Jobs of one kind in one stuck situation since ``since``: a line with a link to their list."""
+
     handler: JobKindHandler
     jobs: int
     since: datetime
     now: datetime
 
+    listed_status: ClassVar[str]
+
     @property
     def url(self) -> str:
-        return selectors.changelist_url(self.handler.model, status__exact=JobStatus.PENDING)
+        return selectors.changelist_url(self.handler.model, status__exact=self.listed_status)
+
+    @property
+    def jobs_named(self) -> str:
+        meta = self.handler.model._meta
+        return f"{self.jobs} {meta.verbose_name if self.jobs == 1 else meta.verbose_name_plural}"
+
+    @property
+    def since_words(self) -> str:
+        return f"{_when(self.since)} ({timesince(self.since, self.now)})"
+
+
+@dataclass
+class UnclaimedJobs(_KindJobs):
+    listed_status: ClassVar[str] = JobStatus.PENDING
 
     @property
     def text(self) -> str:
-        meta = self.handler.model._meta
-        name = meta.verbose_name if self.jobs == 1 else meta.verbose_name_plural
-        return f"{self.jobs} {name}, due since {_when(self.since)} ({timesince(self.since, self.now)}), not claimed"
+        return f"{self.jobs_named}, due since {self.since_words}, not claimed"
 
 
 @dataclass
@@ -67,21 +84,12 @@ class BlockedRoute:
 
 
 @dataclass
-class ExpiredLeases:
-    handler: JobKindHandler
-    jobs: int
-    since: datetime
-    now: datetime
-
-    @property
-    def url(self) -> str:
-        return selectors.changelist_url(self.handler.model, status__exact=JobStatus.ACTIVE)
+class ExpiredLeases(_KindJobs):
+    listed_status: ClassVar[str] = JobStatus.ACTIVE
 
     @property
     def text(self) -> str:
-        meta = self.handler.model._meta
-        return (f"{self.jobs} {meta.verbose_name_plural if self.jobs != 1 else meta.verbose_name} with a lease run "
-                f"out since {_when(self.since)} ({timesince(self.since, self.now)})")
+        return f"{self.jobs_named} with a lease run out since {self.since_words}"
 
 
 @dataclass
