@@ -12,7 +12,7 @@ from django_fsm_log.models import StateLog
 
 from opsdb.admin_tables import CappedCountPaginator
 from opsdb.choices import CopyStatus, JobStatus
-from opsdb.models import RawDataPackage
+from opsdb.models import DataTransferLog, RawDataFile, RawDataPackage
 from opsdb.services import job_claim
 from tests import factories as f
 from transfers.models import DataTransferPackageMember
@@ -79,6 +79,32 @@ def test_state_log_search_by_job_id_is_exact_and_text_is_not_a_number(operator_c
     assert [log.object_id for log in listed(by_id)] == [job.pk]
     assert other.pk != job.pk
     assert listed(by_text) == []
+
+
+def test_broad_search_on_own_columns_filters_the_page_query_and_lists_each_row_once(operator_client, monkeypatch):
+    job = f.DataTransferFactory()
+    lines = [f.DataTransferLogFactory(job=job, worker=f"dtn-{n}", message=f"dtn-{n} copied") for n in range(4)]
+    f.DataTransferLogFactory(job=job, worker="other", message="copied")
+    monkeypatch.setattr("opsdb.admin_tables.SEARCH_IDS_MAX", 2)  # 4 lines match both fields: broad
+
+    with CaptureQueriesContext(connection) as queries:
+        response = changelist(operator_client, DataTransferLog, q="DTN-")
+
+    assert sorted(line.pk for line in listed(response)) == sorted(line.pk for line in lines)
+    assert response.context["cl"].result_count == 4
+    assert len([q for q in queries if "UNION" in q["sql"].upper()]) == 1  # the probe of the ids alone
+
+
+def test_broad_search_across_a_relation_keeps_its_subquery_and_lists_each_row_once(operator_client, monkeypatch):
+    packages = [f.RawDataPackageFactory(name=f"raw-broad-{n}.tar") for n in range(3)]
+    files = [f.RawDataFileFactory(package=package, relative_path=f"raw-broad/{n}.fits")
+             for n, package in enumerate(packages)]
+    f.RawDataFileFactory(relative_path="elsewhere.fits")
+    monkeypatch.setattr("opsdb.admin_tables.SEARCH_IDS_MAX", 2)
+
+    response = changelist(operator_client, RawDataFile, q="raw-broad")
+
+    assert sorted(row.pk for row in listed(response)) == sorted(row.pk for row in files)
 
 
 def test_filtered_count_stops_at_the_cap_and_deep_pages_show_the_last_one(operator_client, monkeypatch):
