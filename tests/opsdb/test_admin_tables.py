@@ -187,7 +187,11 @@ def test_large_unfiltered_table_shows_the_planner_estimate(operator_client, monk
     (lambda: StateLog.objects.filter(timestamp__gte=datetime(2030, 1, 1, tzinfo=UTC)), "statelog_timestamp"),
     (lambda: DataTransferPackageMember.objects.filter(transfer_package__name__istartswith="dtp-1"),
      "dtp_name_upper"),
-], ids=["prefix", "exact", "statelog-time", "bundle-name"])
+    (lambda: StateLog.objects.filter(transition="cancel").order_by("-pk")[:100], "statelog_transition_id"),
+    (lambda: StateLog.objects.filter(state=JobStatus.PENDING).order_by("-pk")[:100], "statelog_state_id"),
+    (lambda: DataTransferLog.objects.filter(level="DEBUG").order_by("-created_at", "-pk")[:100],
+     "transferlog_level_time"),
+], ids=["prefix", "exact", "statelog-time", "bundle-name", "statelog-transition", "statelog-state", "log-level"])
 def test_admin_searches_can_use_their_index(queryset, index):
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")  # tiny tables: make the planner show the index
