@@ -14,7 +14,8 @@ pytestmark = pytest.mark.django_db
 
 LIST_APPS = ("transfers", "staging")
 FILTERED_MODELS = sorted(
-    (m for m, model_admin in admin.site._registry.items() if m._meta.app_label in LIST_APPS and model_admin.list_filter),
+    (m for m, model_admin in admin.site._registry.items()
+     if m._meta.app_label in LIST_APPS and model_admin.list_filter),
     key=lambda m: m._meta.label,
 )
 
