@@ -27,6 +27,7 @@ from opsdb.admin import (
     related_or_none,
     titled,
 )
+from opsdb.admin_errors import IndexedLastErrorMixin
 from opsdb.admin_tables import LargeTableAdmin
 from opsdb.choices import JobStatus
 from transfers.choices import PAUSED_STATES, RouteState
@@ -172,7 +173,7 @@ class DataTransferInline(ReadOnlyInlineMixin, admin.TabularInline):
 
 
 @admin.register(DataTransferPackage)
-class DataTransferPackageAdmin(LeasedJobAdmin):
+class DataTransferPackageAdmin(IndexedLastErrorMixin, LeasedJobAdmin):
     list_display = (
         "name", "origin_location", "status", "member_count", "payload", "size_display", "attempts_column",
         "error_column", "lease_column", "created_at",
@@ -259,7 +260,7 @@ UNPACK_STATUS_PARAMETER = UnpackStatusFilter.parameter_name
 
 
 @admin.register(DataTransfer)
-class DataTransferAdmin(LeasedJobAdmin):
+class DataTransferAdmin(IndexedLastErrorMixin, LeasedJobAdmin):
     """A transfer's own state, its unpack state (kept apart), attempts, history and log lines."""
 
     list_display = (
@@ -317,7 +318,7 @@ class DataTransferAdmin(LeasedJobAdmin):
 
 
 @admin.register(DataTransferUnpack)
-class DataTransferUnpackAdmin(LeasedJobAdmin):
+class DataTransferUnpackAdmin(IndexedLastErrorMixin, LeasedJobAdmin):
     list_display = (
         "__str__", "status", "attempts_column", "error_column", "next_attempt_at", "lease_column", "created_at",
     )
