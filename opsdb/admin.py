@@ -21,7 +21,7 @@ from rangefilter.filters import DateRangeQuickSelectListFilterBuilder
 from simple_history.admin import SimpleHistoryAdmin
 
 from opsdb.admin_tables import CappedChangeList, LargeTableAdmin
-from opsdb.choices import CopyStatus, DeletionPolicy, JobStatus
+from opsdb.choices import CopyStatus, DeletionPolicy, JobStatus, LocationType
 from opsdb.custody import raw_package_custody, safety_summary
 from opsdb.explain import attach_explanations, attach_raw_package_explanations, explanation_of
 from opsdb.explanation import Explanation, age, clock
@@ -709,10 +709,75 @@ class RawDataFileAdmin(LargeTableAdmin):
     list_select_related = ("package",)
 
 
+class CopyLocationsFilter(admin.SimpleListFilter):
+    """Copies at the locations of a site, or of a location type: the locations are read first (a
+    handful of rows) and the copies filtered by ``location_id``, which the (location, id) index serves
+    newest first. Joined to the location table instead, PostgreSQL walked every copy from the newest
+    looking for those of a site whose copies are the oldest (3.3 s at 10^6 copies)."""
+
+    location_field = ""  # a DataLocation field
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset
+        matching = DataLocation.objects.filter(**{self.location_field: self.value()})
+        locations = list(matching.values_list("pk", flat=True))
+        if len(locations) == 1:
+            return queryset.filter(location_id=locations[0])  # an equality: see CopyChangeList
+        return queryset.filter(location_id__in=locations)
+
+
+def filtered_to_one_location(queryset) -> bool:
+    """Whether ``queryset`` is filtered by ``location = <one value>`` (then every row has that location)."""
+    for child in queryset.query.where.children:
+        target = getattr(getattr(child, "lhs", None), "target", None)
+        if getattr(child, "lookup_name", None) == "exact" and target is not None and target.name == "location" \
+                and target.model is queryset.model._meta.concrete_model:
+            return True
+    return False
+
+
+class CopyChangeList(CappedChangeList):
+    """Copies at one location: the page's ids are read first, then its rows by primary key.
+
+    Asked for whole rows ordered by id at one location, PostgreSQL guessed that the location's copies
+    are spread evenly and walked the primary key from the newest, reading a million rows when that
+    location's copies are the oldest (1.4 s at 10^6 copies); asked for the ids alone, it reads the
+    (location, id) index, which holds them in that order (one more query, on this filter only).
+    """
+
+    def get_results(self, request):
+        super().get_results(request)
+        if self.multi_page and filtered_to_one_location(self.queryset):
+            ids = list(self.result_list.values_list("pk", flat=True))
+            self.result_list = self.queryset.filter(pk__in=ids)
+
+
+class CopySiteFilter(CopyLocationsFilter):
+    title = "site"
+    parameter_name = "site"
+    location_field = "site_id"
+
+    def lookups(self, request, model_admin):
+        return [(str(site.pk), site.name) for site in Site.objects.order_by("name")]
+
+
+class CopyLocationTypeFilter(CopyLocationsFilter):
+    title = "location type"
+    parameter_name = "location_type"
+    location_field = "location_type"
+
+    def lookups(self, request, model_admin):
+        return LocationType.choices
+
+
 class CopyAdmin(LargeTableAdmin):
     """Shared by the physical-copy models: where a copy is, and whether it is still there."""
 
-    list_filter = ("status", "location__site", ("location", LocationListFilter), "location__location_type")
+    list_filter = ("status", CopySiteFilter, ("location", LocationListFilter), CopyLocationTypeFilter)
+
+    def get_changelist(self, request, **kwargs):
+        return CopyChangeList
     autocomplete_fields = ("location",)
     readonly_fields = ("status", "created_at", "updated_at")  # status: only by transitions (opsdb.copies)
     inlines = (TransitionHistoryInline,)

@@ -353,6 +353,8 @@ class RawDataPackageCopy(PhysicalCopy):
         ]
         indexes = [
             models.Index(fields=["location", "status"], name="rawpackagecopy_loc_status"),
+            # The admin's copies at a location (or a site's only location), newest first.
+            models.Index(fields=["location", "id"], name="rawpackagecopy_loc_id"),
             models.Index(fields=["location"], condition=Q(status=CopyStatus.PRESENT, archive_planned=False),
                          name="rawpackagecopy_to_archive"),
         ]
@@ -374,7 +376,10 @@ class RawDataFileCopy(PhysicalCopy):
         constraints = [
             models.UniqueConstraint(fields=["raw_file", "location"], name="rawfilecopy_one_per_location"),
         ]
-        indexes = [models.Index(fields=["location", "status"], name="rawfilecopy_loc_status")]
+        indexes = [
+            models.Index(fields=["location", "status"], name="rawfilecopy_loc_status"),
+            models.Index(fields=["location", "id"], name="rawfilecopy_loc_id"),  # the admin's copies at a location
+        ]
 
     def __str__(self) -> str:
         return f"{self.raw_file} @ {self.location}"

@@ -11,8 +11,8 @@ from django.urls import reverse
 from django_fsm_log.models import StateLog
 
 from opsdb.admin_tables import CappedCountPaginator
-from opsdb.choices import CopyStatus, JobStatus
-from opsdb.models import DataTransferLog, RawDataFile, RawDataPackage
+from opsdb.choices import CopyStatus, JobStatus, LocationType
+from opsdb.models import DataTransferLog, RawDataFile, RawDataPackage, RawDataPackageCopy
 from opsdb.services import job_claim
 from tests import factories as f
 from transfers.models import DataTransferPackageMember
@@ -198,3 +198,21 @@ def test_admin_searches_can_use_their_index(queryset, index):
         plan = queryset().explain()
 
     assert index in plan
+
+
+def test_copies_by_site_and_location_type_list_the_copies_at_those_locations(operator_client, monkeypatch):
+    here = f.RawDataPackageCopyFactory(location=f.DataLocationFactory(location_type=LocationType.BUFFER))
+    f.RawDataPackageCopyFactory(location=f.DataLocationFactory(location_type=LocationType.LONG_TERM_ARCHIVE))
+    monkeypatch.setattr(admin.site._registry[RawDataPackageCopy], "list_per_page", 1)  # pages: ids read first
+    f.RawDataPackageCopyFactory(location=here.location)
+
+    by_site = changelist(operator_client, RawDataPackageCopy, site=here.location.site_id)
+    by_location = changelist(operator_client, RawDataPackageCopy, location__id__exact=here.location_id, p=2)
+    by_type = changelist(operator_client, RawDataPackageCopy, location_type=LocationType.BUFFER)
+    nowhere = changelist(operator_client, RawDataPackageCopy, location_type=LocationType.PROCESSING)
+
+    assert by_site.context["cl"].result_count == 2
+    assert [c.location_id for c in listed(by_site)] == [here.location_id]
+    assert [c.pk for c in listed(by_location)] == [here.pk]  # newest first: the older copy on page 2
+    assert by_type.context["cl"].result_count == 2
+    assert listed(nowhere) == []
