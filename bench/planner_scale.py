@@ -19,7 +19,7 @@ RELAY via cologne, archives at cologne and cornell), then runs:
   tick 6  — after every package was archived and verified at cologne and cornell (every hop and
             unpack done), with ccat's and cologne's buffers WHEN_SAFE: 2N raw copies and the bundle
             archives may go. The deletion pass schedules at most DELETION_MAX_COPIES_PER_PASS
-            (default 20,000) per location, with their StateLog rows, and makes their delete jobs;
+            (default 10,000) per location, with their StateLog rows, and makes their delete jobs;
             then (ticks 6.2, 6.3, … — the deletion pass alone, the workers having deleted what the
             pass before scheduled) the passes that drain the backlog, until one schedules nothing
             or --drain-passes were run (the rest is then deleted with SQL). Printed: how many

@@ -75,9 +75,6 @@ class DeletionItem(models.Model):
                                       name=f"deletionitem_{field}_waiting_once")
               for field in ("raw_package_copy", "transfer_package_copy", "file_copy")],
         ]
-        # The items still waiting (the pass looks for those of cancelled jobs every tick): an index
-        # as small as the work in flight, not as large as the history of deletions.
-        indexes = [models.Index(fields=["job"], condition=Q(outcome="WAITING"), name="deletionitem_waiting")]
 
     def __str__(self) -> str:
         return self.path

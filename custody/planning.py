@@ -341,15 +341,18 @@ def _fill(kind: CopyKind, jobs: list[DeletionJob], location_id: int, failures: i
     postgres = connection.vendor == "postgresql"
     with connection.cursor() as cursor:
         # A copy already waiting in another job (the unique constraint) is skipped, never given twice.
+        # The copies are numbered once (MATERIALIZED): with the statistics of before the pass, which
+        # knew of no scheduled copy, PostgreSQL computed them again for every job.
         cursor.execute(
-            f"WITH j(chunk, job_id) AS (VALUES {chunks}) "
+            f"WITH j(chunk, job_id) AS (VALUES {chunks}), "
+            f"s AS MATERIALIZED (SELECT c.id, c.path, {kind.size_sql} AS size, "
+            f"ROW_NUMBER() OVER (ORDER BY c.id) - 1 AS rn "
+            f"{_uncovered(kind, [location_id])} AND c.deletion_failures = %s) "
             f"INSERT {'' if postgres else 'OR IGNORE '}INTO {items} "
             f"(job_id, {kind.name}_id, path, size, outcome, error) "
-            f"SELECT j.job_id, s.id, s.path, s.size, %s, '' FROM "
-            f"(SELECT c.id, c.path, {kind.size_sql} AS size, ROW_NUMBER() OVER (ORDER BY c.id) - 1 AS rn "
-            f"{_uncovered(kind, [location_id])} AND c.deletion_failures = %s) s "
+            f"SELECT j.job_id, s.id, s.path, s.size, %s, '' FROM s "
             f"JOIN j ON j.chunk = s.rn / %s{' ON CONFLICT DO NOTHING' if postgres else ''}",
-            [DeletionOutcome.WAITING, failures, limit])
+            [failures, DeletionOutcome.WAITING, limit])
 
 
 def _set_sizes(job_ids: list[int]) -> None:
