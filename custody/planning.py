@@ -69,6 +69,11 @@ def plan_deletions(*, now: datetime) -> PassResult:
     pause_failing(locations, now, result)
     deleting = [loc for loc in locations if loc.deletes]
     if deleting:
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                # The rule's queries are estimated dear (their per-row subqueries): compiling them
+                # took a second per location, on buffers with nothing left to delete.
+                cursor.execute("SET LOCAL jit = off")
         required = required_archive_sites()
         for location in deleting:
             result.count += schedule_at(location, required, now, result)

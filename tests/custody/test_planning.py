@@ -1,6 +1,7 @@
 """The deletion pass: policies, watermarks, switches, pausing, and the jobs it makes."""
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from django_fsm_log.models import StateLog
 
@@ -112,7 +113,7 @@ def test_pass_queries_do_not_grow_with_copies(packages, cap, settings, django_as
     deliver(w, w.cologne)
     deliver(w, w.cornell)
 
-    with django_assert_max_num_queries(PASS_QUERIES):
+    with django_assert_max_num_queries(PASS_QUERIES + (connection.vendor == "postgresql")):  # jit off
         plan_deletions(now=timezone.now())
 
     assert statuses(w.ccat.buffer).count(CopyStatus.DELETION_SCHEDULED) == min(packages, cap or packages)
