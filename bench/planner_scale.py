@@ -375,10 +375,12 @@ def deletion_ticks(n: int, use_tracemalloc: bool, idle_ticks: int, steady_before
     note = ""
     if left and drain_passes is not None and passes >= drain_passes:
         # --drain-passes stopped the drain: the rest is deleted with SQL, as the next passes would.
+        # (triggers off, like the other bulk loads: every one of these packages has two verified archive copies)
         simulate("UPDATE opsdb_rawdatapackagecopy SET status = 'DELETED' WHERE status = 'PRESENT' AND location_id IN "
                  "(SELECT id FROM opsdb_datalocation WHERE location_type = 'BUFFER');"
                  "UPDATE transfers_datatransferpackagecopy SET status = 'DELETED' WHERE status = 'PRESENT' "
-                 "AND location_id IN (SELECT id FROM opsdb_datalocation WHERE location_type = 'BUFFER')")
+                 "AND location_id IN (SELECT id FROM opsdb_datalocation WHERE location_type = 'BUFFER')",
+                 bulk_load=True)
         note = f"; stopped after {passes} passes (--drain-passes), {left:,} copies then deleted with SQL"
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*), coalesce(sum(size), 0) FROM custody_deletionjob")
