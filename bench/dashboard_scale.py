@@ -105,11 +105,12 @@ def measure(repeat: int) -> dict:
     from django.test import Client
     from django.utils import timezone
 
-    from operations.history import location_used_bytes, record_history
+    from operations.history import record_history
+    from operations.usage import fold_changes
 
     write_history()
     catch_up()
-    record_history(now=timezone.now())  # the 5-minute work once: location sums, the oldest unsafe package
+    record_history(now=timezone.now())  # the 5-minute work once: the oldest unsafe package, keep times
     client = Client()
     client.force_login(User.objects.get(username="bench-operator"))
 
@@ -130,7 +131,7 @@ def measure(repeat: int) -> dict:
                                                 start=bucket_start(now, Resolution.FIVE_MINUTES))
         with transaction.atomic():
             if with_location_sums:
-                current.delete()  # a new 5-minute bucket: the pass sums the bytes at every location
+                current.delete()  # a new 5-minute bucket: the pass finds the oldest unsafe package, forgets old samples
             elif not current.exists():  # the bucket turned since the history was written: sampled already
                 first = LocationSample.objects.values_list("location_id", flat=True).first()
                 LocationSample.objects.create(location_id=first, resolution=Resolution.FIVE_MINUTES,
@@ -141,9 +142,9 @@ def measure(repeat: int) -> dict:
     results = {}
     for label, fetch, n in (("GET /ops/ (operator)", dashboard, repeat), ("GET /metrics", metrics, repeat),
                             ("history tick, every 30 s", lambda: tick(False), repeat),
-                            ("history tick with location sums, every 5 min", lambda: tick(True),
+                            ("history tick with its 5-minute work", lambda: tick(True),
                              max(repeat // 3, 3)),
-                            ("  of which: location used bytes", location_used_bytes, max(repeat // 3, 3))):
+                            ("  of which: location changes folded", fold_changes, max(repeat // 3, 3))):
         timed(fetch)  # warm
         samples, queries = [], 0
         for _ in range(n):

@@ -28,7 +28,9 @@ checks off for those loads (the data is consistent by construction), because at 
 that make them take long (bundling loads every fresh package into Python; archiving inserts 10^7
 rows through the archive-location trigger). Ticks 2, 3 and 5 run. Tick 5 (nothing new) runs
 --idle-ticks times (default 3): the first may do the once-per-5-minutes work of the operations
-history pass; the others are the steady state. Printed per pass: seconds,
+history pass; the others are the steady state; then that pass's parts are timed one by one. Loads
+with triggers off skip the triggers that count each location's used bytes: it is counted again
+after them (not timed as a tick). Printed per pass: seconds,
 queries, peak RSS of the process (ru_maxrss, never decreases) and the Python heap peak during
 the pass (tracemalloc, only with --tracemalloc: it slows Python code down).
 """
@@ -132,6 +134,12 @@ def simulate(sql: str, params=(), *, bulk_load: bool = False) -> None:
         cursor.execute(sql, params)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
+    if bulk_load:  # the triggers that count each location's used bytes were skipped too
+        from operations.usage import recount
+
+        t0 = time.perf_counter()
+        recount()
+        print(f"  (bulk load: used bytes per location counted again in {time.perf_counter() - t0:.1f} s)", flush=True)
 
 
 def measure_tick(label: str, use_tracemalloc: bool) -> float:
@@ -168,6 +176,27 @@ def measure_tick(label: str, use_tracemalloc: bool) -> float:
               f"{result.count:>9,} made  peak RSS {rss:7.1f} MB{heap}", flush=True)
     print(f"  {label:<34} {'TOTAL':<16} {total_t:8.2f} s  {total_q:3d} queries", flush=True)
     return total_t
+
+
+def history_parts() -> None:
+    """The operations history pass's parts, timed one by one (rolled back): its 5-minute work shows apart."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from operations import history, usage
+    from operations.selectors import find_oldest_unsafe_package
+
+    now = timezone.now()
+    parts = []
+    with transaction.atomic():
+        for name, run in (("location changes folded", usage.fold_changes),
+                          ("oldest unsafe (5 min)", find_oldest_unsafe_package),
+                          ("samples forgotten (5 min)", lambda: history._forget_old(now))):
+            t0 = time.perf_counter()
+            run()
+            parts.append(f"{name} {time.perf_counter() - t0:.3f} s")
+        transaction.set_rollback(True)
+    print(f"  operations history, its parts: {'; '.join(parts)}", flush=True)
 
 
 def bundle_with_sql(n: int, location) -> float:
@@ -280,6 +309,7 @@ def bench(n: int, url: str, use_tracemalloc: bool, passes_up_to: int, idle_ticks
     with connection.cursor() as cursor:  # what autovacuum does between ticks in a steady state
         cursor.execute("VACUUM ANALYZE")
     idle = [measure_tick(f"tick 5.{i + 1}: nothing new", use_tracemalloc) for i in range(idle_ticks)]
+    history_parts()
     steady = min(idle[1:]) if len(idle) > 1 else idle[0]
     print(f"planner_scale: idle pass {steady:.2f} s at {n} packages of history (first idle tick {idle[0]:.2f} s; "
           f"{time.perf_counter() - started:.0f} s for the ticks)", flush=True)
@@ -338,6 +368,7 @@ def idle_only(url: str, idle_ticks: int) -> None:
         cursor.execute("VACUUM ANALYZE")
     n = RawDataPackage.objects.count()
     idle = [measure_tick(f"tick 5.{i + 1}: nothing new", False) for i in range(idle_ticks)]
+    history_parts()
     steady = min(idle[1:]) if len(idle) > 1 else idle[0]
     print(f"planner_scale: idle pass {steady:.2f} s at {n} packages of history (first idle tick {idle[0]:.2f} s; "
           f"database of {url} kept from an earlier run)", flush=True)

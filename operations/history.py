@@ -2,10 +2,11 @@
 
 Each tick it reads the transition log (django-fsm-log's StateLog) from where it stopped, by id, and
 adds what finished to the running totals and to the current buckets; it writes the open transfers'
-queue per route and hop into the current 5-minute and hourly buckets; once per 5-minute bucket it
-sums the bytes present at each location, finds the oldest raw package not yet safe, and forgets
-samples past their keep time. A fixed number
-of queries per tick, however many jobs there are.
+queue per route and hop and the bytes present at each location (counted by triggers as copies change,
+``operations.usage``) into the current 5-minute and hourly buckets; once per 5-minute bucket it finds
+the oldest raw package not yet safe and forgets samples past their keep time. A fixed number of
+queries per tick, however many jobs there are, each reading what is still moving or what changed
+since the last tick, never the years of history.
 """
 
 import math
@@ -20,6 +21,7 @@ from django.db.models import Count, F, Min, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django_fsm_log.models import StateLog
 
+from operations import usage
 from operations.models import (
     HistoryCursor,
     JobOutcomeTotal,
@@ -33,11 +35,11 @@ from operations.models import (
 from operations.selectors import find_oldest_unsafe_package
 from opsdb import custody
 from opsdb.choices import JobKind, JobStatus
-from opsdb.models import DataLocation, RawDataFileCopy, RawDataPackageCopy
+from opsdb.models import DataLocation, RawDataPackageCopy
 from opsdb.planning import PassResult
 from opsdb.registry import job_kinds
 from staging.models import LongTermArchiveTransfer
-from transfers.models import DataTransfer, DataTransferPackage, DataTransferPackageCopy
+from transfers.models import DataTransfer, DataTransferPackage
 
 CURSOR = "statelog"
 EVENTS_PER_TICK = 50_000  # a backlog after a long stop is read over several ticks
@@ -101,9 +103,10 @@ def record_history(*, now: datetime) -> PassResult:
     _write_route_samples(now, events, transfers)
     _add_route_totals(events, transfers)
     _add_safety(events)
-    if not LocationSample.objects.filter(resolution=Resolution.FIVE_MINUTES,
-                                         start=bucket_start(now, Resolution.FIVE_MINUTES)).exists():
-        _write_location_samples(now)
+    first_of_bucket = not LocationSample.objects.filter(resolution=Resolution.FIVE_MINUTES,
+                                                        start=bucket_start(now, Resolution.FIVE_MINUTES)).exists()
+    _write_location_samples(now)
+    if first_of_bucket:
         _record_oldest_unsafe(now)
         _forget_old(now)
     result.count = len(events)
@@ -309,23 +312,9 @@ def _add_safety_counts(added: dict[datetime, dict[str, int]]) -> None:
 
 # --- locations and keep times -------------------------------------------------------------------
 
-def location_used_bytes() -> dict[int, int]:
-    """Bytes present at each location: raw package, bundle and staged file copies (three queries)."""
-    used: dict[int, int] = defaultdict(int)
-    sources = (
-        (RawDataPackageCopy, "raw_package__size"),
-        (DataTransferPackageCopy, "transfer_package__size"),
-        (RawDataFileCopy, "raw_file__size"),
-    )
-    for model, size in sources:
-        rows = model.objects.present().values("location_id").annotate(total=Sum(size)).order_by()
-        for row in rows:
-            used[row["location_id"]] += row["total"] or 0
-    return used
-
-
 def _write_location_samples(now: datetime) -> None:
-    used = location_used_bytes()
+    """Every location's used bytes into the current buckets (the changes since the last tick added first)."""
+    used = usage.fold_changes()
     rows = [LocationSample(location_id=location_id, resolution=res, start=bucket_start(now, res),
                            used_bytes=used.get(location_id, 0))
             for location_id in DataLocation.objects.values_list("pk", flat=True) for res in Resolution.values]

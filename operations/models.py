@@ -123,3 +123,34 @@ class OldestUnsafe(models.Model):
 
     def __str__(self) -> str:
         return f"oldest unsafe: {self.raw_package_id or 'none'} (checked {self.checked_at:%Y-%m-%d %H:%M})"
+
+
+class LocationUsage(models.Model):
+    """The bytes present at a location (raw package, bundle and staged file copies), kept by counting changes.
+
+    Database triggers on the three copy tables (and on their objects' ``size``) append a
+    :class:`LocationUsageChange` in the same transaction as every change of what is PRESENT where; the
+    history pass adds those changes here each tick. So the samples and /metrics never sum the copy
+    tables, which grow with every year of history (``operations.usage``).
+    """
+
+    location = models.OneToOneField("opsdb.DataLocation", on_delete=models.CASCADE, related_name="+")
+    used_bytes = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"location #{self.location_id}: {self.used_bytes} bytes"
+
+
+class LocationUsageChange(models.Model):
+    """Bytes that became PRESENT (positive) or stopped being PRESENT (negative) at a location, not yet counted.
+
+    Written only by the triggers (one row per statement and location), removed by the history pass as it
+    adds them to :class:`LocationUsage`. Appending instead of updating a total keeps concurrent workers
+    from waiting on (or deadlocking over) one row per location.
+    """
+
+    location = models.ForeignKey("opsdb.DataLocation", on_delete=models.CASCADE, related_name="+", db_index=False)
+    bytes = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"location #{self.location_id}: {self.bytes:+} bytes"
