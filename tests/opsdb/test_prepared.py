@@ -124,11 +124,20 @@ def test_update_row_writes_only_its_fields_and_only_where_the_row_still_matches(
     assert stale.updated_at >= job.created_at  # auto_now refreshed
 
 
+def test_a_saved_transition_writes_what_the_kinds_hooks_set_on_the_job_too():
+    job = f.LongTermArchiveTransferFactory()
+    job.priority = 7  # e.g. a kind's apply_result setting a field of the job before the transition
+    job.claim(worker="w", token="t", expires_at=timezone.now())
+    with transaction.atomic():
+        services.save_transition(job, JobStatus.PENDING)
+    job.refresh_from_db()
+    assert (job.status, job.lease_holder, job.priority) == (JobStatus.ACTIVE, "w", 7)
+
+
 def test_a_transition_saved_over_a_changed_status_is_refused_and_nothing_is_written():
     job = f.LongTermArchiveTransferFactory()
     LongTermArchiveTransfer.objects.filter(pk=job.pk).update(status=JobStatus.CANCELLED)
-    before = services.snapshot(job)
     job.claim(worker="w", token="t", expires_at=timezone.now())
     with pytest.raises(ConcurrentTransition), transaction.atomic():
-        services.save_transition(job, before)
+        services.save_transition(job, JobStatus.PENDING)
     assert LongTermArchiveTransfer.objects.filter(Q(pk=job.pk), ~Q(lease_holder="w")).exists()
