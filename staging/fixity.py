@@ -29,7 +29,7 @@ from functools import cache
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Exists, F, OuterRef, Q, Sum, Window
+from django.db.models import Count, Exists, F, OuterRef, Q, Sum
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -240,6 +240,32 @@ def site_route_methods() -> dict[tuple[int, int], str]:
     return _route_methods_function()()
 
 
+def _due_copies(archive, now: datetime, limit: int) -> list[tuple[int, int, int]]:
+    """Up to ``limit`` due copies at ``archive``, never verified first, then oldest-verified: (id, size, running sum).
+
+    Two range scans of the index ``rawpackagecopy_fixity_due`` (location, verified_at, id), the never
+    verified and those verified before the cycle began: one scan with ``verified_at IS NULL OR …`` cannot
+    be bounded by the index, and read every copy at the archive (1.3–2.2 s per archive at 10^6 copies)
+    however few were due.
+    """
+    open_check = FixityCheck.objects.filter(copy_id=OuterRef("pk"), status__in=OPEN)
+    # The index's own order, also for the never-verified (ordered by id alone, PostgreSQL walked the
+    # primary key through every copy, guessing half of them were never verified).
+    copies = (RawDataPackageCopy.objects.filter(location_id=archive.id, status=CopyStatus.PRESENT)
+              .filter(~Exists(open_check)).order_by(F("verified_at").asc(nulls_first=True), "pk")
+              .values_list("pk", "raw_package__size"))
+    rows = list(copies.filter(verified_at__isnull=True)[:limit])
+    if len(rows) < limit:
+        cycle_began = now - timedelta(days=settings.FIXITY_CYCLE_DAYS)
+        rows += list(copies.filter(verified_at__lte=cycle_began)[: limit - len(rows)])
+    running = 0
+    due = []
+    for pk, size in rows:
+        running += size
+        due.append((pk, size, running))
+    return due
+
+
 def _plan_checks(result: PassResult, archive, now: datetime) -> None:
     """The due copies of one archive, oldest-verified first, within the day's byte budget."""
     since = now - DAY
@@ -248,17 +274,7 @@ def _plan_checks(result: PassResult, archive, now: datetime) -> None:
     budget = settings.FIXITY_BYTES_PER_DAY - spent
     if budget <= 0:
         return
-    open_check = FixityCheck.objects.filter(copy_id=OuterRef("pk"), status__in=OPEN)
-    due = (
-        RawDataPackageCopy.objects.filter(location_id=archive.id, status=CopyStatus.PRESENT)
-        .filter(Q(verified_at__isnull=True) | Q(verified_at__lte=now - timedelta(days=settings.FIXITY_CYCLE_DAYS)))
-        .filter(~Exists(open_check))
-        .order_by(F("verified_at").asc(nulls_first=True), "pk")
-        .annotate(running=Window(Sum("raw_package__size"), order_by=[F("verified_at").asc(nulls_first=True),
-                                                                      F("pk").asc()]))
-        .values_list("pk", "raw_package__size", "running")[: settings.FIXITY_MAX_CHECKS_PER_PASS + 1]
-    )
-    rows = list(due)
+    rows = _due_copies(archive, now, settings.FIXITY_MAX_CHECKS_PER_PASS + 1)
     chosen = [(pk, size) for pk, size, running in rows[: settings.FIXITY_MAX_CHECKS_PER_PASS] if running <= budget]
     if not chosen and rows and spent == 0:
         chosen = [rows[0][:2]]  # a copy larger than a whole day's budget is still checked, alone
