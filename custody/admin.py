@@ -4,6 +4,7 @@ from django.contrib import admin
 
 from custody.models import DeletionItem, DeletionJob
 from opsdb.admin import LeasedJobAdmin, LocationListFilter, ReadOnlyInlineMixin, human_size
+from opsdb.admin_errors import IndexedLastErrorMixin
 
 
 class DeletionItemInline(ReadOnlyInlineMixin, admin.TabularInline):
@@ -17,7 +18,7 @@ class DeletionItemInline(ReadOnlyInlineMixin, admin.TabularInline):
 
 
 @admin.register(DeletionJob)
-class DeletionJobAdmin(LeasedJobAdmin):
+class DeletionJobAdmin(IndexedLastErrorMixin, LeasedJobAdmin):
     list_display = ("__str__", "location", "status", "size_display", "attempts_column", "error_column",
                     "next_attempt_at", "lease_column", "created_at")
     list_filter = ("status", "location__site", ("location", LocationListFilter))

@@ -7,12 +7,13 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from opsdb.admin import LeasedJobAdmin, LocationListFilter, ReadOnlyInlineMixin, human_size
+from opsdb.admin_errors import IndexedLastErrorMixin
 from opsdb.admin_tables import LargeTableAdmin
 from staging.models import FixityCheck, FixityHold, LongTermArchiveTransfer, StagingJob, StagingJobPackage
 
 
 @admin.register(LongTermArchiveTransfer)
-class LongTermArchiveTransferAdmin(LeasedJobAdmin):
+class LongTermArchiveTransferAdmin(IndexedLastErrorMixin, LeasedJobAdmin):
     """Archive transfers; the ones waiting for an operator are filtered by requires_intervention."""
 
     list_display = (
@@ -54,7 +55,7 @@ class StagingJobPackageInline(ReadOnlyInlineMixin, admin.TabularInline):
 
 
 @admin.register(StagingJob)
-class StagingJobAdmin(LeasedJobAdmin):
+class StagingJobAdmin(IndexedLastErrorMixin, LeasedJobAdmin):
     list_display = (
         "__str__", "owner", "destination_location", "status", "package_count", "attempts_column", "error_column",
         "expires_at", "lease_column", "created_at",
@@ -100,7 +101,7 @@ class StagingJobPackageAdmin(LargeTableAdmin):
 
 
 @admin.register(FixityCheck)
-class FixityCheckAdmin(LeasedJobAdmin):
+class FixityCheckAdmin(IndexedLastErrorMixin, LeasedJobAdmin):
     """Fixity checks (job kind ``verify``): what each re-read of an archive copy found."""
 
     list_display = ("copy", "location", "recheck", "status", "outcome", "attempts_column", "error_column",

@@ -1,9 +1,12 @@
 """Forms of the scientists' pages: searching the catalogue and requesting staging."""
 
+from datetime import date, datetime, time, timedelta
+
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from opsdb import numbers
 from opsdb.choices import LocationType
@@ -21,10 +24,12 @@ class SearchForm(forms.Form):
     """Find raw packages by their observation (instrument, target, date) or by package name."""
 
     instrument = BoundedModelChoiceField(Instrument.objects.all(), required=False, empty_label="Any instrument")
-    target = forms.CharField(required=False, max_length=200, label="Target name")
+    target = forms.CharField(required=False, max_length=200, label="Target name",
+                             widget=forms.TextInput(attrs={"placeholder": "how it begins, e.g. Orion"}))
     date_from = forms.DateField(required=False, label="Observed from", widget=DateInput)
     date_to = forms.DateField(required=False, label="Observed until", widget=DateInput)
-    package = forms.CharField(required=False, max_length=255, label="Package name")
+    package = forms.CharField(required=False, max_length=255, label="Package name",
+                              widget=forms.TextInput(attrs={"placeholder": "how it begins"}))
 
     def clean(self):
         data = super().clean()
@@ -33,7 +38,12 @@ class SearchForm(forms.Form):
         return data
 
     def filter(self, packages: QuerySet[RawDataPackage]) -> QuerySet[RawDataPackage]:
-        """``packages`` narrowed by the valid criteria (all of them when the form is invalid)."""
+        """``packages`` narrowed by the valid criteria (all of them when the form is invalid).
+
+        Names match from their start, not case-sensitive (``UPPER(column)`` prefix indexes on
+        PostgreSQL: a substring would scan every package); dates are ranges on the observation's
+        start time (its index), not the date of every start time.
+        """
         if not self.is_valid():
             return packages.none()
         data = self.cleaned_data
@@ -41,14 +51,20 @@ class SearchForm(forms.Form):
         if data["instrument"]:
             conditions &= Q(observation__instrument=data["instrument"])
         if data["target"]:
-            conditions &= Q(observation__target_name__icontains=data["target"])
+            conditions &= Q(observation__target_name__istartswith=data["target"].strip())
         if data["date_from"]:
-            conditions &= Q(observation__start_time__date__gte=data["date_from"])
+            conditions &= Q(observation__start_time__gte=start_of_day(data["date_from"]))
         if data["date_to"]:
-            conditions &= Q(observation__start_time__date__lte=data["date_to"])
+            if data["date_to"] < date.max:  # the last day there is: no end
+                conditions &= Q(observation__start_time__lt=start_of_day(data["date_to"] + timedelta(days=1)))
         if data["package"]:
-            conditions &= Q(name__icontains=data["package"])
+            conditions &= Q(name__istartswith=data["package"].strip())
         return packages.filter(conditions)
+
+
+def start_of_day(day: date) -> datetime:
+    """Midnight of ``day`` in the current time zone (the zone ``__date`` lookups use)."""
+    return timezone.make_aware(datetime.combine(day, time.min))
 
 
 class ProcessingLocationField(BoundedModelChoiceField):

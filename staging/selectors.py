@@ -4,7 +4,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Prefetch, Q, QuerySet, Sum
+from django.db.models import BigIntegerField, Count, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from opsdb.choices import CopyStatus, LocationType
@@ -23,14 +24,27 @@ def staging_jobs_visible_to(user: AbstractBaseUser) -> QuerySet[StagingJob]:
 
 
 def with_progress(jobs: QuerySet[StagingJob]) -> QuerySet[StagingJob]:
-    """Annotate package and byte counts (total and done) in the same query as the jobs."""
-    done = Q(items__state__in=DONE_ITEM_STATES)
+    """Annotate package and byte counts (total and done) in the same query as the jobs.
+
+    Each is a subquery per job on the items' job index, evaluated for the rows a page shows (a
+    LIMIT above them): grouping every job's items and packages before the LIMIT grows with the
+    table, and a count of the list needs none of them.
+    """
     return jobs.select_related("owner", "destination_location__site").annotate(
-        packages_total=Count("items", distinct=True),
-        packages_done=Count("items", filter=done, distinct=True),
-        size_total=Sum("items__raw_package__size"),
-        size_done=Sum("items__raw_package__size", filter=done),
+        packages_total=_item_sum(Count("pk")),
+        packages_done=_item_sum(Count("pk"), done=True),
+        size_total=_item_sum(Sum("raw_package__size")),
+        size_done=_item_sum(Sum("raw_package__size"), done=True),
     )
+
+
+def _item_sum(aggregate, *, done: bool = False) -> Coalesce:
+    """``aggregate`` over one job's items (0 when it has none)."""
+    items = StagingJobPackage.objects.filter(job=OuterRef("pk"))
+    if done:
+        items = items.filter(state__in=DONE_ITEM_STATES)
+    value = Subquery(items.order_by().values("job").annotate(value=aggregate).values("value"))
+    return Coalesce(value, Value(0), output_field=BigIntegerField())
 
 
 def archive_copies_prefetch(to_attr: str = "archive_copies") -> Prefetch:

@@ -1,6 +1,7 @@
 """The scientists' pages: find data, request staging, follow requests."""
 
 from functools import wraps
+from math import ceil
 
 from django.conf import settings
 from django.contrib import messages
@@ -12,6 +13,7 @@ from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_fsm import TransitionNotAllowed
@@ -35,6 +37,7 @@ from staging.services import (
 )
 
 PAGE_SIZE = 25
+FIND_COUNT_CAP = 1000
 UNDER_WAY = (JobStatus.PENDING, JobStatus.ACTIVE)
 
 
@@ -57,6 +60,28 @@ def scientist_required(view):
     return wrapper
 
 
+class CappedPaginator(Paginator):
+    """Counts at most ``cap`` + 1 matching packages and offers pages up to the ``cap``-th.
+
+    A search matching much of a million packages is narrowed, not paged through; counting all of
+    them would cost more than the page itself.
+    """
+
+    cap = FIND_COUNT_CAP
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list.order_by()[: self.cap + 1].count()
+
+    @cached_property
+    def capped(self) -> bool:
+        return self.count > self.cap
+
+    @cached_property
+    def num_pages(self) -> int:
+        return min(super().num_pages, ceil(self.cap / self.per_page))
+
+
 def catalogue() -> QuerySet[RawDataPackage]:
     return (
         RawDataPackage.objects.select_related("observation__instrument")
@@ -70,14 +95,15 @@ def find_data(request: HttpRequest) -> HttpResponse:
     # No criteria is a valid search: the newest observations first, so the page is never empty.
     form = SearchForm(request.GET)
     results = form.filter(catalogue())
-    page = Paginator(results, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = CappedPaginator(results, PAGE_SIZE).get_page(request.GET.get("page"))
     selection = Selection(request.session)
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "staging/find.html", {
         "form": form, "page": page, "selection": selection,
         "selected_ids": set(selection.ids), "query": query.urlencode(),
-        "total": page.paginator.count, "limit": Selection.limit(),
+        "total": page.paginator.count, "more": page.paginator.capped, "cap": page.paginator.cap,
+        "limit": Selection.limit(),
         "selection_summary": _selection_summary(selection),
     })
 
@@ -126,11 +152,10 @@ def _add_all_results(request: HttpRequest, selection: Selection) -> None:
         messages.error(request, "Search first, then add its results.")
         return
     results = form.filter(RawDataPackage.objects.all())
-    total = results.count()
-    if total > Selection.limit():
-        raise SelectionFull(f"This search has {total} results, more than the {Selection.limit()} a request can hold. "
+    ids = list(results.order_by("pk").values_list("pk", flat=True)[: Selection.limit() + 1])  # no more than can be held
+    if len(ids) > Selection.limit():
+        raise SelectionFull(f"This search has more than the {Selection.limit()} results a request can hold. "
                             "Narrow it (instrument, target, dates) or add packages one by one.")
-    ids = list(results.values_list("pk", flat=True))
     added = selection.add(ids)
     messages.success(request, f"Added all {len(ids)} result(s) of the search: {added} new package(s).")
 

@@ -13,7 +13,7 @@ from opsdb.models import DataLocation, RawDataPackage
 from opsdb.numbers import parse_id
 from staging.explain import plain_error, status_words
 from staging.models import FixityCheck, LongTermArchiveTransfer, StagingJob, StagingJobPackage
-from staging.selectors import absolute_path
+from staging.selectors import DONE_ITEM_STATES, absolute_path
 
 
 class LongTermArchiveTransferSerializer(JobSerializer):
@@ -86,8 +86,12 @@ class StagingJobSerializer(JobSerializer):
         return job.lifetime / timedelta(days=1)
 
     def get_progress(self, job: StagingJob) -> dict:
-        return {"packages_total": job.packages_total, "packages_done": job.packages_done,
-                "bytes_total": job.size_total or 0, "bytes_done": job.size_done or 0}
+        """Counted from the job's items, which the response lists anyway (fetched with the page)."""
+        items = job.items.all()
+        done = [item for item in items if item.state in DONE_ITEM_STATES]
+        return {"packages_total": len(items), "packages_done": len(done),
+                "bytes_total": sum(item.raw_package.size for item in items),
+                "bytes_done": sum(item.raw_package.size for item in done)}
 
 
 @extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string", "example": "cologne:processing"}]})

@@ -12,7 +12,6 @@ from rest_framework.response import Response
 
 from opsdb.api.views import JobViewSetMixin, OperatorJobActionsMixin, ReadOnlyViewSet
 from opsdb.roles import can_stage, is_operator, is_worker
-from staging import selectors
 from staging.api import filters
 from staging.api.filters import StagingJobFilter
 from staging.api.serializers import (
@@ -69,7 +68,8 @@ class StagingJobViewSet(JobViewSetMixin, mixins.CreateModelMixin, mixins.ListMod
         jobs = super().get_queryset()  # JobViewSetMixin: a restricted worker sees its sites' jobs
         if not (is_operator(user) or is_worker(user)):
             jobs = jobs.filter(owner=user)  # scientists: their own requests, nobody else's
-        jobs = selectors.with_progress(jobs)
+        # Progress is counted from these items (the serializer), not aggregated per job in SQL.
+        jobs = jobs.select_related("owner", "destination_location__site")
         return jobs.prefetch_related(Prefetch("items", queryset=items)).order_by("-created_at", "-id")
 
     @extend_schema(request=StagingJobCreateSerializer, responses={201: StagingJobSerializer})

@@ -1,6 +1,6 @@
 """The scientists' pages: access, search, selection, request form (every refusal), lists, privacy, CSRF."""
 
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 
 import pytest
 from django.test import Client
@@ -12,6 +12,7 @@ from opsdb.services import job_claim
 from staging.models import StagingJob
 from staging.selection import SESSION_KEY
 from staging.services import staging_job_create
+from staging.views import CappedPaginator
 from tests import factories as f
 from tests.staging.conftest import archived_package
 
@@ -103,6 +104,44 @@ def test_find_filters_by_target_instrument_dates_and_name(client_alice, topology
         assert [p.name for p in response.context["page"]] == [wanted.name]
 
 
+def test_find_names_match_from_their_start(client_alice, topology):
+    obs = f.ObservationFactory(target_name="Orion KL")
+    wanted = archived_package(topology.cologne_archive, observation=obs, name="ngc-scan.tar")
+
+    by_start = client_alice.get(FIND, {"package": "  ngc-sc ", "target": "orion k"})
+    inside = [client_alice.get(FIND, {"package": "scan"}), client_alice.get(FIND, {"target": "KL"})]
+
+    assert [p.name for p in by_start.context["page"]] == [wanted.name]
+    assert [response.context["total"] for response in inside] == [0, 0]
+
+
+def test_find_dates_are_whole_days_of_the_start_time(client_alice, topology):
+    day = timezone.now().date() - timedelta(days=3)
+    midnight = timezone.make_aware(datetime.combine(day, time.min))
+    first, last, after = (f.ObservationFactory(start_time=midnight + delta)
+                          for delta in (timedelta(0), timedelta(hours=23, minutes=59), timedelta(days=1)))
+    names = [archived_package(topology.cologne_archive, observation=o).name for o in (first, last, after)]
+
+    response = client_alice.get(FIND, {"date_from": day, "date_to": day})
+    until_the_end = client_alice.get(FIND, {"date_from": day, "date_to": "9999-12-31"})
+
+    assert sorted(p.name for p in response.context["page"]) == sorted(names[:2])
+    assert set(names) <= {p.name for p in until_the_end.context["page"]}
+
+
+def test_find_counts_up_to_the_cap_and_says_more(client_alice, topology, monkeypatch):
+    monkeypatch.setattr(CappedPaginator, "cap", 2)
+
+    capped = client_alice.get(FIND, {"target": "orion"})  # the topology's 3 packages
+    exact = client_alice.get(FIND, {"package": topology.packages[0].name})
+
+    assert (capped.context["more"], capped.context["page"].paginator.num_pages) == (True, 1)
+    assert b"More than <strong>2</strong> packages found" in capped.content
+    assert b"Add all" not in capped.content  # how many there are is not known
+    assert (exact.context["more"], exact.context["total"]) == (False, 1)
+    assert b"<strong>1</strong> package found" in exact.content
+
+
 def test_find_shows_size_and_archive(client_alice, topology):
     response = client_alice.get(FIND, {"package": topology.packages[0].name})
 
@@ -171,7 +210,7 @@ def test_selection_all_results_past_bound_is_refused(client_alice, topology, set
 
     assert SESSION_KEY not in client_alice.session or client_alice.session[SESSION_KEY] == []
     assert str(list(response.context["messages"])[0]).startswith(
-        "This search has 3 results, more than the 2 a request can hold."
+        "This search has more than the 2 results a request can hold."
     )
 
 

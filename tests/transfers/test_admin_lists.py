@@ -1,0 +1,114 @@
+"""The admin lists of transfers and staging: every filter choice they offer opens."""
+
+from html.parser import HTMLParser
+
+import pytest
+from django.contrib import admin
+from django.db import connection, transaction
+
+from custody.models import DeletionJob
+from opsdb.admin_errors import IndexedLastErrorFilter
+from opsdb.choices import JobStatus
+from staging.models import FixityCheck, LongTermArchiveTransfer, StagingJob
+from tests import factories as f
+from tests.opsdb.test_admin import ROW_MAKERS, admin_url, claimed_and_failed
+from transfers.models import DataTransfer, DataTransferPackage, DataTransferUnpack
+
+pytestmark = pytest.mark.django_db
+
+LIST_APPS = ("transfers", "staging")
+FILTERED_MODELS = sorted(
+    (m for m, model_admin in admin.site._registry.items()
+     if m._meta.app_label in LIST_APPS and model_admin.list_filter),
+    key=lambda m: m._meta.label,
+)
+
+
+class FilterLinks(HTMLParser):
+    """Every choice link of every list filter on a changelist: (filter title, query string)."""
+
+    def __init__(self):
+        super().__init__()
+        self.links: list[tuple[str, str]] = []
+        self._title: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "details" and "data-filter-title" in attrs:
+            self._title = attrs["data-filter-title"]
+        elif tag == "a" and self._title is not None:
+            self.links.append((self._title, attrs.get("href", "")))
+
+    def handle_endtag(self, tag):
+        if tag == "details":
+            self._title = None
+
+
+@pytest.fixture
+def operator_client(client):
+    client.force_login(f.operator())
+    return client
+
+
+@pytest.mark.parametrize("model", FILTERED_MODELS, ids=lambda m: m._meta.label)
+def test_every_filter_choice_offered_opens(operator_client, model):
+    ROW_MAKERS[model._meta.label]()
+    url = admin_url(model, "changelist")
+    links = FilterLinks()
+    links.feed(operator_client.get(url).content.decode())
+
+    refused = [(title, href) for title, href in links.links
+               if operator_client.get(url + href).status_code != 200]
+
+    assert links.links
+    assert refused == []
+
+
+def test_transfers_filtered_by_unpack_status(operator_client):
+    pending = f.DataTransferUnpackFactory().transfer
+    unpacked = f.DataTransferUnpackFactory()
+    type(unpacked).objects.filter(pk=unpacked.pk).update(status=JobStatus.UNPACKED)
+
+    response = operator_client.get(admin_url(DataTransfer, "changelist"), {"unpack__status__exact": "PENDING"})
+
+    assert response.status_code == 200
+    assert [t.pk for t in response.context["cl"].result_list] == [pending.pk]
+
+
+ERROR = "bbcp: connection reset by peer"
+
+
+def test_last_error_filter_lists_the_open_jobs_with_that_error(operator_client):
+    failed = claimed_and_failed(f.LongTermArchiveTransferFactory(), error=ERROR)
+    claimed_and_failed(f.LongTermArchiveTransferFactory(), error="disk full")
+    done = claimed_and_failed(f.LongTermArchiveTransferFactory(), error=ERROR)
+    LongTermArchiveTransfer.objects.filter(pk=failed.pk).update(status=JobStatus.FAILED)  # out of attempts
+    LongTermArchiveTransfer.objects.filter(pk=done.pk).update(status=JobStatus.COMPLETED)
+    url = admin_url(LongTermArchiveTransfer, "changelist")
+
+    page = operator_client.get(url)
+    filtered = operator_client.get(url, {"last_error": ERROR})
+
+    assert ERROR in [value for value, _ in next(
+        spec for spec in page.context["cl"].filter_specs if isinstance(spec, IndexedLastErrorFilter)).lookup_choices]
+    assert [job.pk for job in filtered.context["cl"].result_list] == [failed.pk]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("model, index", [
+    (LongTermArchiveTransfer, "archive_open_error"), (StagingJob, "staging_open_error"),
+    (FixityCheck, "fixity_open_error"), (DataTransferPackage, "dtp_open_error"),
+    (DataTransfer, "transfer_open_error"), (DataTransferUnpack, "unpack_open_error"),
+    (DeletionJob, "deletionjob_open_error"),
+], ids=lambda v: v if isinstance(v, str) else v._meta.label)
+def test_last_error_filter_can_use_the_open_error_index(model, index):
+    model_admin = admin.site._registry[model]
+    spec = IndexedLastErrorFilter(None, {"last_error": [ERROR]}, model, model_admin)
+    page = spec.queryset(None, model.objects.all()).order_by("-created_at", "-pk")[:100]
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # tiny tables: make the planner show the index
+        plan = page.explain()
+
+    assert IndexedLastErrorFilter in model_admin.get_list_filter(None)
+    assert index in plan
