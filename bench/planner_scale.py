@@ -4,6 +4,7 @@
     .venv/bin/python bench/planner_scale.py --sizes 100000       # just one size
     .venv/bin/python bench/planner_scale.py --sizes 10000000     # 10^7: ticks 1 and 4 are made with SQL
     .venv/bin/python bench/planner_scale.py --idle-only          # idle ticks again on the database left
+    .venv/bin/python bench/planner_scale.py --drain-passes 3     # tick 6: stop draining after 3 passes
     BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/opsdb_bench (default) — the database is
     dropped and re-created for every size.
 
@@ -16,10 +17,15 @@ RELAY via cologne, archives at cologne and cornell), then runs:
   tick 4  — after every bundle was unpacked at cologne (N raw copies): archiving of N packages;
   tick 5  — nothing to do: the steady-state cost of a tick over N packages of history.
   tick 6  — after every package was archived and verified at cologne and cornell (every hop and
-            unpack done), with ccat's and cologne's buffers WHEN_SAFE: the deletion pass schedules
-            2N raw copies and the bundle archives and makes the delete jobs;
+            unpack done), with ccat's and cologne's buffers WHEN_SAFE: 2N raw copies and the bundle
+            archives may go. The deletion pass schedules at most DELETION_MAX_COPIES_PER_PASS
+            (default 10,000) per location, with their StateLog rows, and makes their delete jobs;
+            then (ticks 6.2, 6.3, … — the deletion pass alone, the workers having deleted what the
+            pass before scheduled) the passes that drain the backlog, until one schedules nothing
+            or --drain-passes were run (the rest is then deleted with SQL). Printed: how many
+            passes and their total time.
   tick 7  — after the workers deleted them: nothing to do, over N packages of history whose
-            buffer copies are gone (the steady state of a site that deletes).
+            buffer copies are gone (the steady state of a site that deletes; compare with tick 5).
 The worker steps in between are simulated with set-based SQL. Above --passes-up-to packages
 (default 1,000,000) ticks 1 and 4 are not run: their results — bundles (2,000 packages each, as
 the pass packs them at the default target) with their memberships, and N pending archive
@@ -142,7 +148,11 @@ def simulate(sql: str, params=(), *, bulk_load: bool = False) -> None:
         print(f"  (bulk load: used bytes per location counted again in {time.perf_counter() - t0:.1f} s)", flush=True)
 
 
-def measure_tick(label: str, use_tracemalloc: bool) -> float:
+def measure_tick(label: str, use_tracemalloc: bool, only: str | None = None, made: list | None = None) -> float:
+    """Run (and print) every pass of one tick, or just the pass named ``only``; returns seconds.
+
+    ``made``: a list the passes' counts are appended to.
+    """
     from django.db import connection
     from django.utils import timezone
 
@@ -151,6 +161,8 @@ def measure_tick(label: str, use_tracemalloc: bool) -> float:
     now = timezone.now()
     total_t, total_q = 0.0, 0
     for name, run in passes():
+        if only and name != only:
+            continue
         calls = []
 
         def count(execute, sql, params, many, context, calls=calls):
@@ -172,6 +184,8 @@ def measure_tick(label: str, use_tracemalloc: bool) -> float:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         total_t += seconds
         total_q += len(calls)
+        if made is not None:
+            made.append(result.count)
         print(f"  {label:<34} {name:<16} {seconds:8.2f} s  {len(calls):3d} queries  "
               f"{result.count:>9,} made  peak RSS {rss:7.1f} MB{heap}", flush=True)
     print(f"  {label:<34} {'TOTAL':<16} {total_t:8.2f} s  {total_q:3d} queries", flush=True)
@@ -261,7 +275,8 @@ def archive_with_sql(n: int, locs) -> float:
     return time.perf_counter() - t0
 
 
-def bench(n: int, url: str, use_tracemalloc: bool, passes_up_to: int, idle_ticks: int) -> None:
+def bench(n: int, url: str, use_tracemalloc: bool, passes_up_to: int, idle_ticks: int,
+          drain_passes: int | None) -> None:
     from django.core.management import call_command
     from django.db import connection
 
@@ -313,10 +328,11 @@ def bench(n: int, url: str, use_tracemalloc: bool, passes_up_to: int, idle_ticks
     steady = min(idle[1:]) if len(idle) > 1 else idle[0]
     print(f"planner_scale: idle pass {steady:.2f} s at {n} packages of history (first idle tick {idle[0]:.2f} s; "
           f"{time.perf_counter() - started:.0f} s for the ticks)", flush=True)
-    deletion_stage(n, locs, use_tracemalloc, idle_ticks, steady)
+    deletion_stage(n, locs, use_tracemalloc, idle_ticks, steady, drain_passes)
 
 
-def deletion_stage(n: int, locs, use_tracemalloc: bool, idle_ticks: int, steady_before: float) -> None:
+def deletion_stage(n: int, locs, use_tracemalloc: bool, idle_ticks: int, steady_before: float,
+                   drain_passes: int | None) -> None:
     """Ticks 6 and 7: the deletion pass over N archived packages, then idle ticks once the buffers are empty."""
     from django.db import connection
 
@@ -334,26 +350,78 @@ def deletion_stage(n: int, locs, use_tracemalloc: bool, idle_ticks: int, steady_
     simulate("UPDATE opsdb_datalocation SET deletion_policy = 'WHEN_SAFE' WHERE location_type = 'BUFFER'")
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
+    deletion_ticks(n, use_tracemalloc, idle_ticks, steady_before, drain_passes)
+
+
+def deletion_ticks(n: int, use_tracemalloc: bool, idle_ticks: int, steady_before: float,
+                   drain_passes: int | None) -> None:
+    """Tick 6 and the passes that drain the backlog, then tick 7 (idle ticks on the emptied buffers)."""
+    from django.conf import settings
+    from django.db import connection
+
     seconds = measure_tick("tick 6: archived at both sites", use_tracemalloc)
+    backlog = _buffer_copies("PRESENT")
+    drain, passes = [seconds], 1
+    while backlog and (drain_passes is None or passes < drain_passes):
+        _workers_delete()
+        made = []
+        drain.append(measure_tick(f"tick 6.{passes + 1}: draining", use_tracemalloc, only="deletion", made=made))
+        passes += 1
+        if not made[0]:
+            break  # nothing scheduled: what is left the rule keeps
+        backlog = _buffer_copies("PRESENT")
+    _workers_delete()
+    left = _buffer_copies("PRESENT")
+    note = ""
+    if left and drain_passes is not None and passes >= drain_passes:
+        # --drain-passes stopped the drain: the rest is deleted with SQL, as the next passes would.
+        # (triggers off, like the other bulk loads: every one of these packages has two verified archive copies)
+        simulate("UPDATE opsdb_rawdatapackagecopy SET status = 'DELETED' WHERE status = 'PRESENT' AND location_id IN "
+                 "(SELECT id FROM opsdb_datalocation WHERE location_type = 'BUFFER');"
+                 "UPDATE transfers_datatransferpackagecopy SET status = 'DELETED' WHERE status = 'PRESENT' "
+                 "AND location_id IN (SELECT id FROM opsdb_datalocation WHERE location_type = 'BUFFER')",
+                 bulk_load=True)
+        note = f"; stopped after {passes} passes (--drain-passes), {left:,} copies then deleted with SQL"
     with connection.cursor() as cursor:
-        cursor.execute("SELECT status, count(*) FROM opsdb_rawdatapackagecopy GROUP BY status ORDER BY status")
-        statuses = dict(cursor.fetchall())
         cursor.execute("SELECT count(*), coalesce(sum(size), 0) FROM custody_deletionjob")
         jobs, size = cursor.fetchone()
-    print(f"  deletion: {statuses}; {jobs:,} delete jobs freeing {int(size) / 1e15:.2f} PB (tick 6 in {seconds:.1f} s)",
-          flush=True)
-    simulate(  # the workers deleted every scheduled copy (the guard checks each raw copy as it goes)
-        "UPDATE opsdb_rawdatapackagecopy SET status = 'DELETED' WHERE status = 'DELETION_SCHEDULED';"
-        "UPDATE transfers_datatransferpackagecopy SET status = 'DELETED' WHERE status = 'DELETION_SCHEDULED';"
-        "UPDATE custody_deletionitem SET outcome = 'DELETED';"
-        "UPDATE custody_deletionjob SET status = 'COMPLETED', finished_at = now()"
-    )
+    print(f"  deletion: {jobs:,} delete jobs freeing {int(size) / 1e15:.2f} PB; backlog drained in {passes} passes of "
+          f"at most {settings.DELETION_MAX_COPIES_PER_PASS:,} copies per location, {sum(drain):.1f} s of passes "
+          f"(first {drain[0]:.1f} s, slowest {max(drain):.1f} s){note}", flush=True)
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
     idle = [measure_tick(f"tick 7.{i + 1}: buffers emptied", use_tracemalloc) for i in range(idle_ticks)]
     steady = min(idle[1:]) if len(idle) > 1 else idle[0]
-    print(f"planner_scale: deletion pass tick {seconds:.2f} s for {n} archived packages; idle tick after deletion "
-          f"{steady:.2f} s (before deletion {steady_before:.2f} s)", flush=True)
+    print(f"planner_scale: deletion pass tick {seconds:.2f} s for {n} archived packages (drained in {passes} passes, "
+          f"{sum(drain):.1f} s); idle tick after deletion {steady:.2f} s (before deletion {steady_before:.2f} s)",
+          flush=True)
+
+
+def _buffer_copies(status: str) -> int:
+    """Raw package copies and bundle archives in the buffers with this status."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM opsdb_rawdatapackagecopy c JOIN opsdb_datalocation l ON l.id = c.location_id "
+            "WHERE l.location_type = 'BUFFER' AND c.status = %s) + (SELECT count(*) FROM "
+            "transfers_datatransferpackagecopy c JOIN opsdb_datalocation l ON l.id = c.location_id "
+            "WHERE l.location_type = 'BUFFER' AND c.status = %s)", [status, status])
+        return cursor.fetchone()[0]
+
+
+def _workers_delete() -> None:
+    """The workers deleted every scheduled copy (the guard checks each raw copy as it goes)."""
+    from django.db import connection
+
+    simulate(
+        "UPDATE opsdb_rawdatapackagecopy SET status = 'DELETED' WHERE status = 'DELETION_SCHEDULED';"
+        "UPDATE transfers_datatransferpackagecopy SET status = 'DELETED' WHERE status = 'DELETION_SCHEDULED';"
+        "UPDATE custody_deletionitem SET outcome = 'DELETED' WHERE outcome = 'WAITING';"
+        "UPDATE custody_deletionjob SET status = 'COMPLETED', finished_at = now() WHERE status = 'PENDING'"
+    )
+    with connection.cursor() as cursor:  # what autovacuum does between ticks
+        cursor.execute("VACUUM ANALYZE")
 
 
 def idle_only(url: str, idle_ticks: int) -> None:
@@ -381,6 +449,8 @@ def main() -> None:
     parser.add_argument("--passes-up-to", type=int, default=10**6,
                         help="above this many packages, tick 1's bundles are made with SQL")
     parser.add_argument("--idle-ticks", type=int, default=3, help="how many idle ticks to measure (tick 5)")
+    parser.add_argument("--drain-passes", type=int, default=None,
+                        help="run at most this many deletion passes in tick 6 (default: until the buffers are drained)")
     parser.add_argument("--idle-only", action="store_true",
                         help="keep the database a previous run left (one size), migrate it, measure only idle ticks")
     args = parser.parse_args()
@@ -391,7 +461,7 @@ def main() -> None:
         idle_only(url, max(1, args.idle_ticks))
         return
     for n in (int(x) for x in args.sizes.split(",")):
-        bench(n, url, args.tracemalloc, args.passes_up_to, max(1, args.idle_ticks))
+        bench(n, url, args.tracemalloc, args.passes_up_to, max(1, args.idle_ticks), args.drain_passes)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ Per tick, with a fixed number of queries per location that deletes (never one pe
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from django.conf import settings
 from django.db import connection
@@ -69,6 +69,11 @@ def plan_deletions(*, now: datetime) -> PassResult:
     pause_failing(locations, now, result)
     deleting = [loc for loc in locations if loc.deletes]
     if deleting:
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                # The rule's queries are estimated dear (their per-row subqueries): compiling them
+                # took a second per location, on buffers with nothing left to delete.
+                cursor.execute("SET LOCAL jit = off")
         required = required_archive_sites()
         for location in deleting:
             result.count += schedule_at(location, required, now, result)
@@ -114,23 +119,39 @@ def pause_failing(locations: list[DataLocation], now: datetime, result: PassResu
 # --- 2. scheduling ---------------------------------------------------------------------------------
 
 def schedule_at(location: DataLocation, required: dict[int, set[int]], now: datetime, result: PassResult) -> int:
-    """Schedule the copies at ``location`` that its policy and the rule allow; returns how many.
+    """Schedule what ``location``'s policy and the rule allow, at most the per-pass cap; returns how many.
 
-    The rule runs once per kind of copy; what it allows is read (id, size, when archived) and
-    scheduled by id in one statement.
+    One query picks them (``_pick``: the rule over both kinds of copy, oldest-archived first, at
+    most ``DELETION_MAX_COPIES_PER_PASS``; under pressure only up to the low watermark), then
+    one transition per kind schedules them by id. A location with more to delete than the cap
+    gets the rest in the following passes, oldest-archived first still.
     """
-    raw_rows = _rows(deletable_raw_copies_sql([location.pk], required))
-    bundle_rows = _rows(deletable_bundle_copies_sql([location.pk], required))
+    cap = settings.DELETION_MAX_COPIES_PER_PASS
     sites = ", ".join(sorted(required_site_names(location, required))) or "none"
     if location.deletion_policy == DeletionPolicy.WHEN_SAFE:
-        why = f"WHEN_SAFE at {location}"
+        why, needed = f"WHEN_SAFE at {location}", None
     else:
-        why, raw_rows, bundle_rows = _under_pressure(location, raw_rows, bundle_rows, result)
+        why, needed = _under_pressure(location, result)
+        if needed is None:
+            return 0
+    rows = _pick(location, required, needed, cap)
+    raw_rows = [row[1:] for row in rows if row[0] == "r"]
     raw = _schedule(RawDataPackageCopy, raw_rows, why, now,
                     f"archived and verified at every required site ({sites}); no open job reads it")
-    bundles = _schedule(DataTransferPackageCopy, bundle_rows, why, now,
+    bundles = _schedule(DataTransferPackageCopy, [row[1:] for row in rows if row[0] == "b"], why, now,
                         "every hop from here done, every member archived at its required sites")
-    _say_scheduled(result, location, raw, bundles, sites)
+    if needed is None:
+        capped = len(raw_rows) >= cap
+    else:
+        capped = len(rows) >= cap and sum(row[2] for row in rows) < needed
+    if location.deletion_policy == DeletionPolicy.UNDER_PRESSURE and capped != location.deletion_draining:
+        # Stopped at the cap before the low watermark: the next passes go on down to it, even
+        # once the location is back under its high watermark.
+        DataLocation.objects.filter(pk=location.pk).update(deletion_draining=capped)
+    if needed is not None and not rows:
+        result.say(f"{location} is above its {'low' if location.deletion_draining else 'high'} watermark "
+                   f"but nothing here may be deleted yet")
+    _say_scheduled(result, location, raw, bundles, sites, cap if capped else None)
     return raw[0] + bundles[0]
 
 
@@ -140,10 +161,37 @@ def required_site_names(location: DataLocation, required: dict[int, set[int]]) -
     return set(names.values())
 
 
-def _rows(sql: str) -> list[tuple[int, int, datetime | None]]:
+def _pick(location: DataLocation, required: dict[int, set[int]], needed: int | None,
+          cap: int) -> list[tuple[str, int, int]]:
+    """(kind "r"/"b", id, size) of the copies to schedule here: what the rule allows, at most ``cap``.
+
+    One query, both rules (``custody.rule``) as subqueries. WHEN_SAFE (``needed`` None): any
+    ``cap`` raw copies the rule allows, and the bundle archives among the first whose members add
+    up to ``cap`` packages; safety is checked per candidate and the query stops there, so a pass
+    costs about ``cap`` lookups however large the backlog. UNDER_PRESSURE: every candidate, set-based,
+    oldest-archived first (bundle archives: when the copy was made), then kind and id, while the bytes
+    taken before a copy fall short of ``needed`` (the copy taken last crosses the low watermark).
+    """
+    if needed is None:
+        # WHEN_SAFE: no order to keep, so the rule checks safety per candidate and stops at the cap.
+        bundles = deletable_bundle_copies_sql([location.pk], required, limit=cap)
+        raw = deletable_raw_copies_sql([location.pk], required, limit=cap)
+        sql = f"SELECT 'b', x.id, x.size FROM ({bundles}) x UNION ALL SELECT 'r', y.id, y.size FROM ({raw}) y"
+        params = []
+    else:
+        both = (f"SELECT 'b' AS kind, x.id, x.size, x.archived_at FROM "
+                f"({deletable_bundle_copies_sql([location.pk], required)}) x "
+                f"UNION ALL SELECT 'r' AS kind, y.id, y.size, y.archived_at FROM "
+                f"({deletable_raw_copies_sql([location.pk], required)}) y")
+        order = "u.archived_at IS NULL, u.archived_at, u.kind, u.id"
+        sql = (f"SELECT z.kind, z.id, z.size FROM (SELECT u.kind, u.id, u.size, "
+               f"SUM(u.size) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING) - u.size AS before, "
+               f"ROW_NUMBER() OVER (ORDER BY {order}) AS rn FROM ({both}) u) z "
+               f"WHERE z.rn <= %s AND z.before < %s ORDER BY z.rn")
+        params = [cap, needed]
     with connection.cursor() as cursor:
-        cursor.execute(sql)
-        return [(int(pk), int(size or 0), archived_at) for pk, size, archived_at in cursor.fetchall()]
+        cursor.execute(sql, params)
+        return [(kind, int(pk), int(size or 0)) for kind, pk, size in cursor.fetchall()]
 
 
 def ids_queryset(model, ids: list[int]):
@@ -155,10 +203,10 @@ def ids_queryset(model, ids: list[int]):
 
 
 def _schedule(model, rows, why: str, now: datetime, because: str) -> tuple[int, int]:
-    """(copies, bytes) moved PRESENT → DELETION_SCHEDULED among ``rows`` (id, size, archived_at)."""
+    """(copies, bytes) moved PRESENT → DELETION_SCHEDULED among ``rows`` (id, size)."""
     if not rows:
         return 0, 0
-    sizes = {pk: size for pk, size, _ in rows}
+    sizes = dict(rows)
     moved = copies_transition(ids_queryset(model, list(sizes)), "schedule_deletion",
                               description=f"{why}: {because}"[:500], now=now)
     return moved, sum(sizes.values()) if moved == len(sizes) else _moved_size(model, sizes, now)
@@ -171,52 +219,44 @@ def _moved_size(model, sizes: dict[int, int], now: datetime) -> int:
 
 
 def used_bytes(location: DataLocation) -> int:
-    """Bytes the PRESENT copies at ``location`` use (three sums)."""
-    total = 0
+    """Bytes the PRESENT copies at ``location`` use (one query, a sum per kind of copy)."""
+    sums = " + ".join(
+        f"(SELECT COALESCE(SUM({kind.size_sql}), 0) FROM {kind.model._meta.db_table} c {kind.size_join} "
+        f"WHERE c.location_id = %s AND c.status = 'PRESENT')" for kind in KINDS)
     with connection.cursor() as cursor:
-        for kind in KINDS:
-            cursor.execute(
-                f"SELECT COALESCE(SUM({kind.size_sql}), 0) FROM {kind.model._meta.db_table} c {kind.size_join} "
-                f"WHERE c.location_id = %s AND c.status = 'PRESENT'", [location.pk])
-            total += int(cursor.fetchone()[0])
-    return total
+        cursor.execute(f"SELECT {sums}", [location.pk] * len(KINDS))
+        return int(cursor.fetchone()[0])
 
 
-def _under_pressure(location: DataLocation, raw_rows, bundle_rows, result: PassResult):
-    """(why, the raw rows, the bundle rows) to schedule: oldest-archived first, just to the low watermark."""
+def _under_pressure(location: DataLocation, result: PassResult) -> tuple[str, int | None]:
+    """(why, bytes to free) at an UNDER_PRESSURE location; None: nothing to free now.
+
+    Deletion starts above the high watermark and goes on down to the low one: in this pass, or,
+    when a pass stopped at the per-pass cap (``deletion_draining``), in the next ones.
+    """
     if not location.capacity_bytes:
         result.say(f"{location} is UNDER_PRESSURE but has no capacity_bytes: nothing can be measured, "
                    "nothing is deleted")
-        return "", [], []
+        return "", None
     used = used_bytes(location)
     high = location.capacity_bytes * location.high_watermark_percent // 100
     low = location.capacity_bytes * location.low_watermark_percent // 100
-    if used <= high:
-        return "", [], []
+    if used <= low or (used <= high and not location.deletion_draining):
+        if location.deletion_draining:
+            DataLocation.objects.filter(pk=location.pk).update(deletion_draining=False)
+            location.deletion_draining = False
+        return "", None
     needed = used - low
-    oldest_first = sorted([("b", *row) for row in bundle_rows] + [("r", *row) for row in raw_rows],
-                          key=lambda row: (row[3] is None, row[3] or now_min(), row[0], row[1]))
-    taken, freed = [], 0
-    for row in oldest_first:
-        if freed >= needed:
-            break  # the copy taken last crossed the low watermark: no more
-        taken.append(row)
-        freed += row[2]
+    above = (f"high watermark {location.high_watermark_percent} %" if used > high else
+             "still above the low watermark after a pass that stopped at the per-pass cap")
     why = (f"UNDER_PRESSURE at {location}: {human_bytes(used)} used of {human_bytes(location.capacity_bytes)} "
-           f"(high watermark {location.high_watermark_percent} %), freeing {human_bytes(needed)} to reach "
+           f"({above}), freeing {human_bytes(needed)} to reach "
            f"{location.low_watermark_percent} %, oldest-archived first")
-    if not taken:
-        result.say(f"{location} is above its high watermark ({human_bytes(used)} of "
-                   f"{human_bytes(location.capacity_bytes)}) but nothing here may be deleted yet")
-    return (why, [row[1:] for row in taken if row[0] == "r"], [row[1:] for row in taken if row[0] == "b"])
-
-
-def now_min():
-    return datetime.min.replace(tzinfo=UTC)
+    return why, needed
 
 
 def _say_scheduled(result: PassResult, location: DataLocation, raw: tuple[int, int], bundles: tuple[int, int],
-                   sites: str) -> None:
+                   sites: str, cap: int | None) -> None:
     parts = []
     if raw[0]:
         parts.append(f"{KINDS[0].count(raw[0])} ({human_bytes(raw[1])}): archived and verified at "
@@ -226,8 +266,9 @@ def _say_scheduled(result: PassResult, location: DataLocation, raw: tuple[int, i
                      "done and every member archived")
     if parts:
         policy = DeletionPolicy(location.deletion_policy).name
+        more = f"; more next pass (at most {cap:,} copies a pass)" if cap else ""
         result.say(f"{location} ({policy}) scheduled for deletion, freeing {human_bytes(raw[1] + bundles[1])}: "
-                   + "; ".join(parts))
+                   + "; ".join(parts) + more)
 
 
 # --- 3. jobs ---------------------------------------------------------------------------------------
@@ -247,10 +288,13 @@ def _uncovered(kind: CopyKind, location_ids: list[int]) -> str:
     items = DeletionItem._meta.db_table
     jobs = DeletionJob._meta.db_table
     locs = ", ".join(str(int(x)) for x in location_ids)
+    # A count per copy (its index lookup on the waiting items), not NOT EXISTS: just after a pass
+    # scheduled thousands, the statistics still say none are scheduled, and PostgreSQL made the
+    # anti join a rescan of every waiting item for every copy.
     return (
         f"FROM {table} c {kind.size_join} WHERE c.status = 'DELETION_SCHEDULED' AND c.location_id IN ({locs}) "
-        f"AND NOT EXISTS (SELECT 1 FROM {items} i JOIN {jobs} j ON j.id = i.job_id "
-        f"WHERE i.{kind.name}_id = c.id AND i.outcome = 'WAITING' AND j.status IN ('PENDING', 'ACTIVE', 'FAILED'))"
+        f"AND (SELECT COUNT(*) FROM {items} i JOIN {jobs} j ON j.id = i.job_id "
+        f"WHERE i.{kind.name}_id = c.id AND i.outcome = 'WAITING' AND j.status IN ('PENDING', 'ACTIVE', 'FAILED')) = 0"
     )
 
 
@@ -302,15 +346,18 @@ def _fill(kind: CopyKind, jobs: list[DeletionJob], location_id: int, failures: i
     postgres = connection.vendor == "postgresql"
     with connection.cursor() as cursor:
         # A copy already waiting in another job (the unique constraint) is skipped, never given twice.
+        # The copies are numbered once (MATERIALIZED): with the statistics of before the pass, which
+        # knew of no scheduled copy, PostgreSQL computed them again for every job.
         cursor.execute(
-            f"WITH j(chunk, job_id) AS (VALUES {chunks}) "
+            f"WITH j(chunk, job_id) AS (VALUES {chunks}), "
+            f"s AS MATERIALIZED (SELECT c.id, c.path, {kind.size_sql} AS size, "
+            f"ROW_NUMBER() OVER (ORDER BY c.id) - 1 AS rn "
+            f"{_uncovered(kind, [location_id])} AND c.deletion_failures = %s) "
             f"INSERT {'' if postgres else 'OR IGNORE '}INTO {items} "
             f"(job_id, {kind.name}_id, path, size, outcome, error) "
-            f"SELECT j.job_id, s.id, s.path, s.size, %s, '' FROM "
-            f"(SELECT c.id, c.path, {kind.size_sql} AS size, ROW_NUMBER() OVER (ORDER BY c.id) - 1 AS rn "
-            f"{_uncovered(kind, [location_id])} AND c.deletion_failures = %s) s "
+            f"SELECT j.job_id, s.id, s.path, s.size, %s, '' FROM s "
             f"JOIN j ON j.chunk = s.rn / %s{' ON CONFLICT DO NOTHING' if postgres else ''}",
-            [DeletionOutcome.WAITING, failures, limit])
+            [failures, DeletionOutcome.WAITING, limit])
 
 
 def _set_sizes(job_ids: list[int]) -> None:

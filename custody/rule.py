@@ -123,23 +123,54 @@ def _safe_packages(packages: str, t: dict[str, str]) -> str:
     )
 
 
+def _safe_package_check(package: str, t: dict[str, str]) -> str:
+    """SQL condition: the package whose id is the SQL ``package`` is safe — the same rule 1 as
+    ``_safe_packages``, asked per row by index lookups on the package's few copies.
+
+    Scalar subqueries (a count, compared), never EXISTS: PostgreSQL would turn those into joins and
+    hash every copy of every package; these are looked up only for the rows the query reads, so a
+    query with a LIMIT stops as soon as it has found enough.
+    """
+    safe_copy = (f"FROM {t['copy']} a JOIN {t['loc']} al ON al.id = a.location_id JOIN {t['pkg']} ap "
+                 f"ON ap.id = a.raw_package_id WHERE a.raw_package_id = {package} "
+                 f"AND al.location_type = 'LONG_TERM_ARCHIVE' AND a.status = 'PRESENT' AND a.checksum_verified <> '' "
+                 f"AND LOWER(a.checksum_verified) = LOWER(ap.checksum)")
+    return (
+        f"(SELECT COUNT(DISTINCT al.site_id) {safe_copy}) >= {int(settings.ARCHIVE_MIN_COPIES)} "
+        f"AND (SELECT COUNT(*) FROM {t['copy']} o JOIN {t['loc']} ol ON ol.id = o.location_id "
+        f"JOIN required r ON r.origin_site_id = ol.site_id WHERE o.raw_package_id = {package} "
+        f"AND ol.location_type <> 'LONG_TERM_ARCHIVE' "
+        f"AND NOT EXISTS (SELECT 1 {safe_copy} AND al.site_id = r.site_id)) = 0"
+    )
+
+
 def deletable_raw_copies_sql(location_ids: Sequence[int], required: dict[int, set[int]], *,
                              status: str = CopyStatus.PRESENT, copy_ids: Sequence[int] | None = None,
-                             ) -> str:
+                             limit: int | None = None) -> str:
     """SELECT of (id, size, archived_at) of the raw package copies the rule allows to delete at these locations.
 
     ``archived_at``: when its first safe archive copy was verified (UNDER_PRESSURE deletes the
     oldest-archived first). ``status``: PRESENT for new candidates; DELETION_SCHEDULED to check
     again, at claim, copies scheduled earlier (``copy_ids`` narrows to a job's).
+
+    ``limit``: at most that many, in no particular order and with ``archived_at`` NULL: safety is
+    then checked per candidate (``_safe_package_check``) and the query stops at the limit, so it
+    costs what it returns (plus the candidates not safe yet), not what the location holds.
+    Without it, safety is computed set-based over every candidate (hash joins), which a query
+    that orders all of them by ``archived_at`` needs.
     """
     t = _tables()
     values = _required_values(required)
     ids = f"AND c.id IN ({_ints(copy_ids)})" if copy_ids is not None else ""
     # The cheap conditions (no open job reads it, no hop left) first: only what passes them is
     # checked for safety, so copies that wait for their jobs cost nothing each tick.
+    if limit is None:
+        package = f"p.size, p.checksum FROM {t['copy']} c JOIN {t['pkg']} p ON p.id = c.raw_package_id"
+    else:  # the package looked up per row read (a join would hash every package)
+        package = f"(SELECT p.size FROM {t['pkg']} p WHERE p.id = c.raw_package_id) AS size FROM {t['copy']} c"
     candidates = (
-        f"SELECT c.id, c.raw_package_id, c.location_id, p.size, p.checksum FROM {t['copy']} c "
-        f"JOIN {t['loc']} l ON l.id = c.location_id JOIN {t['pkg']} p ON p.id = c.raw_package_id "
+        f"SELECT c.id, c.raw_package_id, c.location_id, {package} "
+        f"JOIN {t['loc']} l ON l.id = c.location_id "
         f"LEFT JOIN {t['member']} m ON m.raw_package_id = c.raw_package_id "
         f"LEFT JOIN {t['bundle']} b ON b.id = m.transfer_package_id "
         f"WHERE c.status = {_status(status)} AND c.location_id IN ({_ints(location_ids)}) {ids} "
@@ -150,8 +181,15 @@ def deletable_raw_copies_sql(location_ids: Sequence[int], required: dict[int, se
         f"AND NOT EXISTS (SELECT 1 FROM {t['sjp']} sjp JOIN {t['sj']} sj ON sj.id = sjp.job_id "
         f"WHERE sjp.raw_package_id = c.raw_package_id AND sjp.source_location_id = c.location_id "
         f"AND {_open('sj.status')}) "
-        f"AND (b.id IS NULL OR {_no_open_hop('b.id', 'c.location_id', t)})"
+        # (no bundle: m's NULL matches no transfer)
+        f"AND {_no_open_hop('m.transfer_package_id', 'c.location_id', t)}"
     )
+    if limit is not None:
+        return (
+            f"WITH required(origin_site_id, site_id) AS (VALUES {values}) "
+            f"SELECT c.id, c.size, NULL AS archived_at FROM ({candidates}) c "
+            f"WHERE {_safe_package_check('c.raw_package_id', t)} LIMIT {int(limit)}"
+        )
     sql = (
         f"WITH required(origin_site_id, site_id) AS (VALUES {values}), cand AS MATERIALIZED ({candidates}), "
         f"{_safe_packages('SELECT DISTINCT raw_package_id, checksum FROM cand', t)} "
@@ -162,8 +200,13 @@ def deletable_raw_copies_sql(location_ids: Sequence[int], required: dict[int, se
 
 def deletable_bundle_copies_sql(location_ids: Sequence[int], required: dict[int, set[int]], *,
                                 status: str = CopyStatus.PRESENT, copy_ids: Sequence[int] | None = None,
-                                ) -> str:
-    """SELECT of (id, size, archived_at) of the transfer package copies the rule allows to delete here."""
+                                limit: int | None = None) -> str:
+    """SELECT of (id, size, archived_at) of the transfer package copies the rule allows to delete here.
+
+    ``limit``: only the candidates, in id order, whose members add up to at most that many
+    packages (at least one candidate) are checked, each member per row (``_safe_package_check``):
+    the query costs about ``limit`` lookups however many bundles the location holds.
+    """
     t = _tables()
     values = _required_values(required)
     ids = f"AND d.id IN ({_ints(copy_ids)})" if copy_ids is not None else ""
@@ -175,6 +218,17 @@ def deletable_bundle_copies_sql(location_ids: Sequence[int], required: dict[int,
         f"AND l.location_type IN ('SOURCE', 'BUFFER') AND b.status = 'COMPLETED' "
         f"AND {_no_open_hop('d.transfer_package_id', 'd.location_id', t, unpacked_from=True)}"
     )
+    if limit is not None:
+        counted = (f"SELECT k.*, SUM(k.members) OVER (ORDER BY k.id ROWS UNBOUNDED PRECEDING) - k.members AS before "
+                   f"FROM (SELECT cd.*, (SELECT COUNT(*) FROM {t['member']} mc "
+                   f"WHERE mc.transfer_package_id = cd.transfer_package_id) AS members FROM ({candidates}) cd) k")
+        return (
+            f"WITH required(origin_site_id, site_id) AS (VALUES {values}) "
+            f"SELECT d.id, d.size, d.created_at AS archived_at FROM ({counted}) d "
+            f"WHERE d.before < {int(limit)} AND (SELECT COUNT(*) FROM {t['member']} m "
+            f"WHERE m.transfer_package_id = d.transfer_package_id "
+            f"AND NOT ({_safe_package_check('m.raw_package_id', t)})) = 0"
+        )
     members = (
         f"SELECT DISTINCT m.raw_package_id, p.checksum FROM {t['member']} m JOIN {t['pkg']} p "
         f"ON p.id = m.raw_package_id WHERE m.transfer_package_id IN (SELECT transfer_package_id FROM cand)"

@@ -19,7 +19,7 @@ from typing import Any
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Case, CharField, F, Value, When
+from django.db.models import Case, CharField, F, QuerySet, Value, When
 from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 from django_fsm import ConcurrentTransition
@@ -27,14 +27,15 @@ from django_fsm import ConcurrentTransition
 from opsdb.choices import JobStatus
 from opsdb.leases import LeasedJob
 from opsdb.models import DataTransferLog
+from opsdb.prepared import PreparedQuery, insert_rows
 from opsdb.registry import job_kinds
 from opsdb.services import (
-    CLAIM_ORDER,
     CLAIM_RETRIES,
+    ClaimQuery,
     LeaseConflict,
     _fail,
-    claim_candidates,
     claim_next,
+    claim_queries,
     lease_expiry,
     new_lease_token,
     short_log_message,
@@ -56,44 +57,42 @@ def claim_jobs(*, handlers: Sequence[JobKindHandler], worker: str, max_jobs: int
     """
     now = now or timezone.now()
     claimed: list[tuple[JobKindHandler, LeasedJob]] = []
-    for handler, queryset in claim_candidates(handlers=handlers, site_ids=site_ids, methods=methods, now=now):
+    for query in claim_queries(handlers=handlers, site_ids=site_ids, methods=methods, now=now):
         wanted = max_jobs - len(claimed)
         if wanted <= 0:
             break
-        if handler.guards_claims:
-            jobs = _claim_one_by_one(handler, queryset, wanted, worker=worker, user=user,
+        if query.handler.guards_claims:
+            jobs = _claim_one_by_one(query, wanted, worker=worker, user=user,
                                      lease_seconds=lease_seconds, request_id=request_id, now=now)
         else:
-            jobs = _claim_in_bulk(queryset, wanted, worker=worker, user=user, lease_seconds=lease_seconds,
+            jobs = _claim_in_bulk(query, wanted, worker=worker, user=user, lease_seconds=lease_seconds,
                                   request_id=request_id, now=now)
-        claimed += [(handler, job) for job in jobs]
+        claimed += [(query.handler, job) for job in jobs]
     return claimed
 
 
-def _claim_one_by_one(handler: JobKindHandler, queryset, wanted: int, **claim) -> list[LeasedJob]:
+def _claim_one_by_one(query: ClaimQuery, wanted: int, **claim) -> list[LeasedJob]:
     jobs = []
     while len(jobs) < wanted:
-        job = claim_next(queryset=queryset, guard=handler.claim_guard, **claim)
+        job = claim_next(queryset=query.queryset, guard=query.handler.claim_guard, lock_first=query.lock_first,
+                         **claim)
         if job is None:
             break
         jobs.append(job)
     return jobs
 
 
-def _claim_in_bulk(queryset, wanted: int, *, worker: str, user, lease_seconds: int | None, request_id: str,
-                   now: datetime) -> list[LeasedJob]:
+def _claim_in_bulk(query: ClaimQuery, wanted: int, *, worker: str, user, lease_seconds: int | None,
+                   request_id: str, now: datetime) -> list[LeasedJob]:
     """One locking read (SKIP LOCKED on PostgreSQL), the ``claim`` transitions, one UPDATE, one state-log insert.
 
     SQLite: the IMMEDIATE transaction serialises claimers; the UPDATE's state check catches the rest.
     """
-    candidates = queryset.due(now).order_by(*CLAIM_ORDER)
-    if connection.features.has_select_for_update_skip_locked:
-        candidates = candidates.select_for_update(skip_locked=True, of=("self",))
     expires_at = lease_expiry(lease_seconds, now)
     for _ in range(CLAIM_RETRIES):
         try:
             with transaction.atomic():
-                jobs = list(candidates[:wanted])
+                jobs = query.lock_due(now, wanted)
                 if not jobs:
                     return []
                 # One secret for the batch, made each job's own by its id: the UPDATE sets every token
@@ -226,14 +225,26 @@ def _report_kind(handler: JobKindHandler, items: list[tuple[int, Report]], answe
         _complete_in_bulk(done, before, by, now)
 
 
+_LOCKS: dict[tuple, PreparedQuery] = {}
+
+
 def _lock(handler: JobKindHandler, pks: list[int], site_ids: Sequence[int] | None) -> dict[int, LeasedJob]:
-    """The jobs with what ``apply_results`` needs, row-locked (only the job rows), in id order."""
-    queryset = handler.model.objects.filter(pk__in=pks).select_related(*handler.result_related)
-    if site_ids is not None:
-        queryset = handler.at_sites(queryset, site_ids)
-    if connection.features.has_select_for_update:
-        queryset = queryset.select_for_update(of=("self",))
-    return {job.pk: job for job in queryset.order_by("pk")}
+    """The jobs with what ``apply_results`` needs, row-locked (only the job rows), in id order.
+
+    Its SQL is made once per kind, number of jobs and server thread (``opsdb.prepared``).
+    """
+    key = (type(handler), site_ids is not None)
+    if key not in _LOCKS:
+        def build(ids: list[int], *sites: list[int]) -> QuerySet:
+            queryset = handler.model.objects.filter(pk__in=ids).select_related(*handler.result_related)
+            if sites:
+                queryset = handler.at_sites(queryset, sites[0])
+            if connection.features.has_select_for_update:
+                queryset = queryset.select_for_update(of=("self",))
+            return queryset.order_by("pk")
+        _LOCKS[key] = PreparedQuery(build)
+    jobs = _LOCKS[key](sorted(set(pks)), *([list(site_ids)] if site_ids is not None else []))
+    return {job.pk: job for job in jobs}
 
 
 def _fail_one(job: LeasedJob, report: Report, by) -> Answer:
@@ -260,7 +271,7 @@ def _complete_in_bulk(done: list[tuple[Report, LeasedJob]], before: dict[int, di
             job.finished_at = now  # the batch's time, one value for all
         save_in_bulk(jobs, before, source=JobStatus.ACTIVE, now=now)
     content_type = ContentType.objects.get_for_model(type(jobs[0]))
-    DataTransferLog.objects.bulk_create([
+    insert_rows([
         DataTransferLog(content_type=content_type, object_id=job.pk,
                         message=short_log_message(f"{job.KIND} completed by {job.lease_holder}"),
                         log_path=report.log_path, worker=job.lease_holder, attempt=job.attempts_total + 1,

@@ -94,8 +94,12 @@ class DataLocation(models.Model):
     # Counted by the delete jobs' reports, read and reset by the deletion pass (which pauses on many).
     deletion_failures_recent = models.PositiveIntegerField(default=0, editable=False)
     deletion_last_error = models.CharField(max_length=500, blank=True, default="", editable=False)
+    # UNDER_PRESSURE: the last deletion pass stopped at DELETION_MAX_COPIES_PER_PASS above the low
+    # watermark, so the next passes go on down to it (even once under the high watermark).
+    deletion_draining = models.BooleanField(default=False, db_default=False, editable=False)
 
-    history = HistoricalRecords(excluded_fields=["deletion_failures_recent", "deletion_last_error"])
+    history = HistoricalRecords(excluded_fields=["deletion_failures_recent", "deletion_last_error",
+                                                 "deletion_draining"])
     objects = DataLocationQuerySet.as_manager()
 
     class Meta:

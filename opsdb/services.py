@@ -21,6 +21,7 @@ from opsdb.choices import CopyStatus, JobStatus, LogLevel
 from opsdb.leases import LeasedJob
 from opsdb.models import LOG_MESSAGE_MAX_LENGTH, DataTransferLog
 from opsdb.planning import human_bytes
+from opsdb.prepared import PreparedQuery, insert_rows, update_row
 from opsdb.registry import job_kinds
 from opsdb.work import JobKindHandler
 
@@ -62,11 +63,11 @@ def write_job_log(*, job: LeasedJob, message: str, level: str = LogLevel.INFO, l
 
     ``attempt``: the attempt it is about, counted across operators' retries (default: the last failed one).
     """
-    DataTransferLog.objects.create(
+    insert_rows([DataTransferLog(
         content_type=ContentType.objects.get_for_model(type(job)), object_id=job.pk, level=level,
         message=short_log_message(message), log_path=log_path, worker=worker or job.lease_holder,
         attempt=job.attempts_total if attempt is None else attempt,
-    )
+    )])
 
 
 def short_log_message(message: str) -> str:
@@ -82,37 +83,63 @@ def job_claim(*, job: LeasedJob, worker: str, user=None, lease_seconds: int | No
 
 def _claim(*, job: LeasedJob, worker: str, user, lease_seconds: int | None, request_id: str = "") -> LeasedJob:
     """``job_claim`` in the caller's transaction (``claim_next``'s: no savepoint needed inside it)."""
+    source = job.status
     job.claim(
         worker=worker, token=new_lease_token(), expires_at=lease_expiry(lease_seconds), user=user,
         request_id=request_id, by=user, description=f"claimed by {worker}",
     )
-    job.save()
+    save_transition(job, source)
     return job
 
 
-def claim_next(*, queryset: QuerySet, worker: str, user=None, lease_seconds: int | None = None,
+def save_transition(job: LeasedJob, source: str) -> None:
+    """``job.save()`` after a transition from ``source``, as one UPDATE whose SQL is made once.
+
+    Every column is written (what the kind's hooks set on the job too), as ``Model.save`` does; as
+    ``ConcurrentTransitionMixin.save`` does, only while the row still has the status ``source``:
+    else ConcurrentTransition (the caller's transaction is rolled back). The statement is made once
+    per server thread (``opsdb.prepared.update_row``), not compiled for all 27 columns at each save.
+    """
+    fields = [f.attname for f in type(job)._meta.concrete_fields if not f.primary_key]
+    if update_row(job, fields, where={"status": source}) != 1:
+        raise ConcurrentTransition("Cannot save object! The state has been changed since fetched from the database!")
+    job._update_initial_state()
+
+
+def claim_next(*, queryset: QuerySet | Callable[[], QuerySet], worker: str, user=None, lease_seconds: int | None = None,
                now: datetime | None = None, guard: Callable[[LeasedJob], bool] | None = None,
-               request_id: str = "") -> LeasedJob | None:
+               request_id: str = "", lock_first: Callable[[datetime], LeasedJob | None] | None = None,
+               ) -> LeasedJob | None:
     """Claim the first due job of ``queryset`` (highest priority, then oldest); None when none is due.
 
     PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so concurrent claimers pass each other by. SQLite: the
     IMMEDIATE transaction serialises claimers and the state check in the UPDATE catches the rest.
     ``guard`` runs inside the claim transaction once the job row is locked; when it returns False
     (e.g. the job's route is at its concurrency limit) the job is left alone and the next one tried.
+    ``lock_first``: the same locking read of ``queryset``'s first due job, prepared (``ClaimQuery``);
+    ``queryset`` may then be a function that makes it, called only when a guard refuses a job.
     """
-    candidates = queryset.due(now).order_by(*CLAIM_ORDER)
+    now = now or timezone.now()
+
+    def plain() -> QuerySet:
+        return (queryset() if callable(queryset) else queryset).due(now).order_by(*CLAIM_ORDER)
+
+    candidates = None if lock_first is not None else plain()
     skip_locked = connection.features.has_select_for_update_skip_locked
     for _ in range(CLAIM_RETRIES):
         try:
             with transaction.atomic():
-                if skip_locked:
+                if candidates is None:
+                    job = lock_first(now)
+                elif skip_locked:
                     job = candidates.select_for_update(skip_locked=True, of=("self",)).first()
                 else:
                     job = candidates.first()
                 if job is None:
                     return None
                 if guard is not None and not guard(job):
-                    candidates = candidates.exclude(pk=job.pk)
+                    # The next ones without the refused job: the plain queryset from here on.
+                    candidates = (plain() if candidates is None else candidates).exclude(pk=job.pk)
                     continue
                 return _claim(job=job, worker=worker, user=user, lease_seconds=lease_seconds,
                               request_id=request_id)
@@ -169,44 +196,103 @@ def claim_for_worker(*, handlers: Sequence[JobKindHandler], worker: str, user=No
     never for ever. With one kind there is nothing to rank.
     """
     now = now or timezone.now()
-    for handler, queryset in claim_candidates(handlers=handlers, site_ids=site_ids, methods=methods, now=now):
-        job = claim_next(queryset=queryset, worker=worker, user=user, lease_seconds=lease_seconds, now=now,
-                         guard=handler.claim_guard, request_id=request_id)
+    for query in claim_queries(handlers=handlers, site_ids=site_ids, methods=methods, now=now):
+        job = claim_next(queryset=query.queryset, worker=worker, user=user, lease_seconds=lease_seconds, now=now,
+                         guard=query.handler.claim_guard, request_id=request_id, lock_first=query.lock_first)
         if job is not None:
-            return handler, job
+            return query.handler, job
     return None
 
 
-def claim_candidates(*, handlers: Sequence[JobKindHandler], site_ids: Sequence[int] | None,
-                     methods: Sequence[str] | None, now: datetime) -> list[tuple[JobKindHandler, QuerySet]]:
-    """Each kind's claimable jobs for this claimer, kinds in the order they are tried (``claim_for_worker``)."""
-    candidates = []
-    for handler in handlers:
-        # Job rows only: joining the payload's tables into the locking query would make PostgreSQL
-        # hash whole tables (raw packages) per claim; the payload is read once the job is claimed.
-        queryset = handler.model.objects.all()
-        if site_ids is not None:
-            queryset = handler.at_sites(queryset, site_ids)
-        if methods:
-            queryset = handler.for_methods(queryset, methods)
-        candidates.append((handler, handler.claimable(queryset)))
-    return _by_claim_deadline(candidates, now) if len(candidates) > 1 else candidates
+def candidate_queryset(handler: JobKindHandler, site_ids: Sequence[int] | None,
+                       methods: Sequence[str] | None) -> QuerySet:
+    """A kind's jobs that this claimer (its sites, its transfer methods) may lock, due or not."""
+    # Job rows only: joining the payload's tables into the locking query would make PostgreSQL
+    # hash whole tables (raw packages) per claim; the payload is read once the job is claimed.
+    queryset = handler.model.objects.all()
+    if site_ids is not None:
+        queryset = handler.at_sites(queryset, site_ids)
+    if methods:
+        queryset = handler.for_methods(queryset, methods)
+    return handler.claimable(queryset)
 
 
-def _by_claim_deadline(candidates: list[tuple[JobKindHandler, QuerySet]],
-                       now: datetime) -> list[tuple[JobKindHandler, QuerySet]]:
+class ClaimQuery:
+    """A kind's claimable jobs for one claimer, with the claim's two reads prepared (``opsdb.prepared``).
+
+    The SQL of "the first due job, locked" and "when the first due job became due" is made once
+    per server thread for each kind and shape of claimer (with or without sites, methods), not at
+    every claim; a kind whose ``claimable`` reads the clock or the database while it builds its
+    filter is evaluated the plain way (``PreparedQuery``).
+    """
+
+    _prepared: dict[tuple, PreparedQuery] = {}
+
+    def __init__(self, handler: JobKindHandler, site_ids: Sequence[int] | None, methods: Sequence[str] | None):
+        self.handler = handler
+        self.site_ids = None if site_ids is None else list(site_ids)
+        # Methods narrow only the kinds that use them (transfers): the others' SQL does not depend on them.
+        uses_methods = type(handler).for_methods is not JobKindHandler.for_methods
+        self.methods = list(methods) if methods and uses_methods else None
+        self.values = [v for v in (self.site_ids, self.methods) if v is not None]
+        self._key = (type(handler), self.site_ids is not None, self.methods is not None)
+
+    def _query(self, name: str, limit: int = 1) -> PreparedQuery:
+        key = (*self._key, name, limit)
+        if key not in self._prepared:
+            handler, sites, methods = self.handler, self.site_ids is not None, self.methods is not None
+
+            def build(now: datetime, *lists: list) -> QuerySet:
+                values = iter(lists)
+                site_ids = next(values) if sites else None
+                wanted = next(values) if methods else None
+                queryset = candidate_queryset(handler, site_ids, wanted).due(now).order_by(*CLAIM_ORDER)
+                if name == "head":
+                    return queryset.only("pk", "created_at", "next_attempt_at")[:1]
+                if connection.features.has_select_for_update_skip_locked:
+                    queryset = queryset.select_for_update(skip_locked=True, of=("self",))
+                return queryset[:limit]
+
+            self._prepared[key] = PreparedQuery(build)
+        return self._prepared[key]
+
+    def queryset(self) -> QuerySet:
+        return candidate_queryset(self.handler, self.site_ids, self.methods)
+
+    def lock_first(self, now: datetime) -> LeasedJob | None:
+        """The first due job, row-locked (SKIP LOCKED on PostgreSQL); None when none is due."""
+        jobs = self.lock_due(now, 1)
+        return jobs[0] if jobs else None
+
+    def lock_due(self, now: datetime, limit: int) -> list[LeasedJob]:
+        """Up to ``limit`` due jobs in ``CLAIM_ORDER``, row-locked (SKIP LOCKED on PostgreSQL)."""
+        return self._query("lock", limit)(now, *self.values)
+
+    def first_due_at(self, now: datetime) -> datetime | None:
+        """When the first due job (``CLAIM_ORDER``) became due; None when none is due."""
+        jobs = self._query("head")(now, *self.values)
+        return max(jobs[0].created_at, jobs[0].next_attempt_at or jobs[0].created_at) if jobs else None
+
+
+def claim_queries(*, handlers: Sequence[JobKindHandler], site_ids: Sequence[int] | None,
+                  methods: Sequence[str] | None, now: datetime) -> list[ClaimQuery]:
+    """Each kind's claimable jobs for this claimer, kinds in the order they are tried (the claim-priority rule)."""
+    queries = [ClaimQuery(handler, site_ids, methods) for handler in handlers]
+    return _ranked(queries, now) if len(queries) > 1 else queries
+
+
+def _ranked(queries: list[ClaimQuery], now: datetime) -> list[ClaimQuery]:
     """The kinds with a due job, earliest claim deadline first (one query per kind, no locks)."""
     step = timedelta(seconds=settings.JOB_CLAIM_KIND_STEP_SECONDS)
     ranked = []
-    for handler, queryset in candidates:
-        head = queryset.due(now).order_by(*CLAIM_ORDER).values_list("created_at", "next_attempt_at").first()
-        if head is None:
+    for query in queries:
+        due_at = query.first_due_at(now)
+        if due_at is None:
             continue
-        created_at, next_attempt_at = head
-        position = job_kinds.position(handler.kind)
-        ranked.append((max(created_at, next_attempt_at or created_at) + position * step, position, handler, queryset))
+        position = job_kinds.position(query.handler.kind)
+        ranked.append((due_at + position * step, position, query))
     ranked.sort(key=lambda entry: entry[:2])
-    return [(handler, queryset) for _, _, handler, queryset in ranked]
+    return [query for _, _, query in ranked]
 
 
 def job_heartbeat(*, job: LeasedJob, lease_token: str, bytes_done: int | None = None,
@@ -277,7 +363,7 @@ def _complete(*, job: LeasedJob, lease_token: str, by, log_path: str,
         apply(job)
     worker = job.lease_holder
     job.complete(log_path=log_path, by=by, description=f"completed by {worker}")
-    job.save()
+    save_transition(job, JobStatus.ACTIVE)
     write_job_log(job=job, message=f"{job.KIND} completed by {worker}", log_path=log_path, worker=worker,
                   attempt=job.attempts_total + 1)
     return job, True
@@ -314,7 +400,7 @@ def _fail(*, job: LeasedJob, lease_token: str, error: str, log_path: str, retrya
     worker = job.lease_holder
     job.fail(error=error, log_path=log_path, retryable=retryable or source_corrupt, by=by,
              description=short_log_message(f"{worker}: {error}"))
-    job.save()
+    save_transition(job, JobStatus.ACTIVE)
     if source_corrupt:
         outcome = "waits for a good copy" if job.status == JobStatus.PENDING else "needs an operator"
     else:

@@ -322,6 +322,9 @@ ROUTE_COOLDOWN_SECONDS = env_int("ROUTE_COOLDOWN_SECONDS", 30 * 60, minimum=0)
 # (ARCHIVE_MIN_COPIES, CUSTODY_ARCHIVE_SITES above) and no open job reads it.
 # Copies one delete job covers at most (all at one location).
 DELETE_JOB_MAX_COPIES = env_int("DELETE_JOB_MAX_COPIES", 500, minimum=1)
+# Copies one deletion pass schedules at most per location (oldest-archived first); a larger
+# backlog drains over the following passes (bounds the pass's time, like Rucio's reaper chunks).
+DELETION_MAX_COPIES_PER_PASS = env_int("DELETION_MAX_COPIES_PER_PASS", 10_000, minimum=1)
 # Deletion pauses itself at a location when this many deletions failed there since the last pass.
 DELETION_PAUSE_AFTER_FAILURES = env_int("DELETION_PAUSE_AFTER_FAILURES", 10, minimum=1)
 

@@ -2,9 +2,10 @@
 
 Every transition is recorded by django-fsm-log (a ``StateLog`` row: who, when, from, to, why).
 Its simple backend writes one row per transition as the transition happens. This backend does
-the same, except inside ``state_logs_in_bulk()``: there the rows are collected and written in
-one ``bulk_create`` when the block ends without an error — so a batch of claims or reports
-stays a fixed number of statements, and still goes through the real transitions.
+the same (with an INSERT made once, ``opsdb.prepared.insert_rows``, rather than ``Model.save``),
+except inside ``state_logs_in_bulk()``: there the rows are collected and written in one INSERT
+when the block ends without an error — so a batch of claims or reports stays a fixed number of
+statements, and still goes through the real transitions.
 """
 
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ from contextvars import ContextVar
 
 from django_fsm_log.backends import SimpleBackend, _pre_transition_callback
 from django_fsm_log.models import StateLog
+
+from opsdb.prepared import insert_rows
 
 _collected: ContextVar[list | None] = ContextVar("state_logs_collected", default=None)
 
@@ -33,8 +36,11 @@ class BatchingBackend(SimpleBackend):
     @staticmethod
     def post_transition_callback(sender, instance, name, source, target, **kwargs):
         rows = _collected.get()
-        if rows is None:
-            return SimpleBackend.post_transition_callback(sender, instance, name, source, target, **kwargs)
+        if rows is None:  # one row now, its INSERT made once (opsdb.prepared), not compiled by Model.save
+            one: list = []
+            _pre_transition_callback(sender, instance, name, source, target, _Collector(one), **kwargs)
+            insert_rows(one)
+            return None
         return _pre_transition_callback(sender, instance, name, source, target, _Collector(rows), **kwargs)
 
 
@@ -53,5 +59,4 @@ def state_logs_in_bulk() -> Iterator[list]:
         yield rows
     finally:
         _collected.reset(token)
-    if rows:
-        StateLog.objects.bulk_create(rows)
+    insert_rows(rows)

@@ -23,6 +23,7 @@ from opsdb.choices import CopyStatus, JobStatus
 from opsdb.copies import restore_logs
 from opsdb.explanation import Explanation
 from opsdb.leases import LeasedJob
+from opsdb.prepared import PreparedQuery, insert_rows
 
 
 class JobKindHandler(ABC):
@@ -207,20 +208,32 @@ def record_copies(copy_model, *, of: str, location, entries) -> None:
     that deletion (its record ends DELETED, as the file does).
     """
     now = timezone.now()
-    existing = {obj_id: (pk, status) for obj_id, pk, status in
-                copy_model.objects.filter(location=location, **{f"{of}__in": [obj for obj, _, _ in entries]})
-                .exclude(status=CopyStatus.PRESENT).values_list(f"{of}_id", "pk", "status")}
+    entries = list(entries)
+    existing = {getattr(copy, f"{of}_id"): (copy.pk, copy.status)
+                for copy in _copies_not_present(copy_model, of)(location.pk, [obj.pk for obj, _, _ in entries])}
     rows = [copy_model(location=location, path=path, status=CopyStatus.PRESENT, checksum_verified=checksum,
                        verified_at=now, **{of: obj})
             for obj, path, checksum in entries
             if existing.get(obj.pk, (None, None))[1] != CopyStatus.DELETION_IN_PROGRESS]
-    copy_model.objects.bulk_create(
-        rows, update_conflicts=True, unique_fields=[of, "location"],
-        update_fields=["path", "status", "checksum_verified", "verified_at", "deletion_failures", "updated_at"],
-    )
+    # As bulk_create(update_conflicts=True, ...) writes it, with SQL made once (no ids read back: not needed).
+    insert_rows(rows, unique_fields=[of, "location"],
+                update_fields=["path", "status", "checksum_verified", "verified_at", "deletion_failures", "updated_at"])
     restore_logs(copy_model, {pk: status for pk, status in existing.values()
                               if status != CopyStatus.DELETION_IN_PROGRESS},
                  description=f"recorded again at {location.base_path}", now=now)
+
+
+_COPIES_NOT_PRESENT: dict[tuple, PreparedQuery] = {}
+
+
+def _copies_not_present(copy_model, of: str) -> PreparedQuery:
+    """The copies at a location (id) of objects (ids) that are not PRESENT: their id, status and object id."""
+    key = (copy_model, of)
+    if key not in _COPIES_NOT_PRESENT:
+        _COPIES_NOT_PRESENT[key] = PreparedQuery(lambda location_id, ids: copy_model.objects.filter(
+            location_id=location_id, **{f"{of}_id__in": ids}).exclude(status=CopyStatus.PRESENT)
+            .only("pk", "status", f"{of}_id"))
+    return _COPIES_NOT_PRESENT[key]
 
 
 def record_copy(copy_model, *, location, path: str, checksum: str, **of) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet
-from django.utils import timezone
+from django.db.models.functions import Now
 from rest_framework import serializers
 
 from opsdb.api.fields import ChecksumField, IntegerField, RelativePathField
@@ -151,8 +151,9 @@ class TransferHandler(JobKindHandler):
             .filter(n_active__gte=F("max_concurrent"))
             .values("pk")
         )
+        # The database's clock, not a value read now: the claim's SQL is made once (opsdb.prepared).
         open_route = Q(route__isnull=True) | Q(route__state=RouteState.ACTIVE) | probe_open_filter(
-            timezone.now(), "route__"
+            Now(), "route__"
         )
         return queryset.filter(open_route).exclude(route__in=full_routes).exclude(
             Exists(bad_copies("transfer_package_id", "origin_location_id")))

@@ -19,8 +19,8 @@ router.register("file-copies", views.RawDataFileCopyViewSet)
 router.register("transfer-logs", views.DataTransferLogViewSet)
 
 urlpatterns = [
-    path("", include(router.urls)),
-    path("ingest/raw-packages/", ingest.RawPackageIngestView.as_view(), name="ingest-raw-package"),
+    # The work protocol first: its requests are most of the API's, and are resolved without trying
+    # every catalogue pattern (with their format suffixes) before them.
     path("work/claim/", work.ClaimView.as_view(), name="work-claim"),
     path("work/partials/", work.PartialsView.as_view(), name="work-partials"),
     path("work/report/", work.ReportView.as_view(), name="work-report"),
@@ -28,6 +28,8 @@ urlpatterns = [
     path("work/<str:kind>/<int:pk>/complete/", work.CompleteView.as_view(), name="work-complete"),
     path("work/<str:kind>/<int:pk>/fail/", work.FailView.as_view(), name="work-fail"),
     path("work/<str:kind>/<int:pk>/log/", work.LogView.as_view(), name="work-log"),
+    path("", include(router.urls)),
+    path("ingest/raw-packages/", ingest.RawPackageIngestView.as_view(), name="ingest-raw-package"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

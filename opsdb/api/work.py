@@ -5,8 +5,11 @@ Generic over the job-kind registry (``opsdb.work``); every status change goes th
 not see, 409 ``{"detail", "status"}`` for leases not held and transitions not allowed.
 """
 
+import threading
+
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
@@ -25,6 +28,7 @@ from opsdb.api.permissions import IsWorker, allowed_site_ids
 from opsdb.choices import JobKind, LogLevel, TransferMethod
 from opsdb.leases import ERROR_MAX_LENGTH
 from opsdb.models import LOG_MESSAGE_MAX_LENGTH, Site
+from opsdb.prepared import PreparedQuery
 from opsdb.registry import job_kinds
 from opsdb.work import job_payload
 
@@ -162,12 +166,21 @@ def job_state(kind: str, job) -> dict:
             "next_attempt_at": job.next_attempt_at, "finished_at": job.finished_at}
 
 
-def validated(serializer_class, request, **kwargs) -> dict:
+_serializers = threading.local()
+
+
+def validated(serializer_class, request) -> dict:
+    """The request's JSON object validated by ``serializer_class``; 400 with its field errors.
+
+    One serializer per class and server thread validates every request (``run_validation``, as
+    ``is_valid`` does): DRF deep-copies a serializer's fields each time one is made.
+    """
     if not isinstance(request.data, dict):
         raise DRFValidationError({"non_field_errors": ["Send a JSON object."]})
-    serializer = serializer_class(data=request.data, **kwargs)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
+    serializer = _serializers.__dict__.get(serializer_class)
+    if serializer is None:
+        serializer = _serializers.__dict__[serializer_class] = serializer_class()
+    return serializer.run_validation(request.data)
 
 
 KIND_PARAMETER = OpenApiParameter("kind", str, OpenApiParameter.PATH, enum=JobKind.values)
@@ -206,14 +219,14 @@ class ClaimView(WorkView):
             request_id=request_id)
         if again is not None:
             handler = job_kinds[again[0]]
-            return Response(job_payload(handler, handler.queryset().get(pk=again[1])))
+            return Response(payloads([(handler, again[1])])[0])
         claimed = services.claim_for_worker(
             handlers=handlers, worker=data["worker"], user=request.user, site_ids=site_ids,
             methods=data.get("methods"), lease_seconds=data.get("lease_seconds"), request_id=request_id,
         )
         if claimed is not None:
             handler, job = claimed
-            return Response(job_payload(handler, handler.queryset().get(pk=job.pk)))
+            return Response(payloads([(handler, job.pk)])[0])
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @staticmethod
@@ -255,8 +268,35 @@ def payloads(claimed: list[tuple]) -> list[dict]:
         ids.setdefault(handler.kind, []).append(pk)
     jobs = {}
     for kind, pks in ids.items():
-        jobs.update({(kind, job.pk): job for job in job_kinds[kind].queryset().filter(pk__in=pks)})
+        jobs.update({(kind, job.pk): job for job in _payload_query(job_kinds[kind])(pks)})
     return [job_payload(handler, jobs[handler.kind, pk]) for handler, pk in claimed]
+
+
+_PREPARED: dict[tuple, PreparedQuery] = {}
+
+
+def _payload_query(handler) -> PreparedQuery:
+    """The kind's claimed jobs with what their payloads need (``handler.queryset()``), by ids; SQL made once."""
+    key = ("payload", type(handler))
+    if key not in _PREPARED:
+        _PREPARED[key] = PreparedQuery(lambda pks: handler.queryset().filter(pk__in=pks))
+    return _PREPARED[key]
+
+
+def _report_query(handler, *, lock: bool, sites: bool) -> PreparedQuery:
+    """The job a report is about (and what ``apply_result`` reads on it), optionally locked and at sites."""
+    key = ("report", type(handler), lock, sites)
+    if key not in _PREPARED:
+        def build(pk: int, *site_ids: list[int]) -> QuerySet:
+            queryset = handler.model.objects.filter(pk=pk)
+            if lock:
+                # OF self: only the job row is locked, not the shared rows (locations) joined for apply.
+                queryset = queryset.select_related(*handler.result_related).select_for_update(of=("self",))
+            if sites:
+                queryset = handler.at_sites(queryset, site_ids[0])
+            return queryset[:1]
+        _PREPARED[key] = PreparedQuery(build)
+    return _PREPARED[key]
 
 
 class JobView(WorkView):
@@ -271,17 +311,12 @@ class JobView(WorkView):
         handler = job_kinds.get(kind)
         if handler is None or pk > MAX_ID:
             raise Http404
-        queryset = handler.model.objects.filter(pk=pk)
-        if lock:
-            # OF self: only the job row is locked, not the shared rows (locations) joined for apply.
-            queryset = queryset.select_related(*handler.result_related).select_for_update(of=("self",))
         site_ids = allowed_site_ids(request.user)
-        if site_ids is not None:
-            queryset = handler.at_sites(queryset, site_ids)
-        job = queryset.first()
-        if job is None:
+        sites = [list(site_ids)] if site_ids is not None else []
+        jobs = _report_query(handler, lock=lock, sites=bool(sites))(pk, *sites)
+        if not jobs:
             raise Http404
-        return handler, job
+        return handler, jobs[0]
 
 
 class HeartbeatView(JobView):

@@ -22,11 +22,16 @@ def ids(sql: str) -> set[int]:
 
 
 def raw_deletable(location) -> set[int]:
-    return ids(deletable_raw_copies_sql([location.pk], required_archive_sites()))
+    """The copies the rule allows, asked both ways: set-based, and per row with a limit (the pass's WHEN_SAFE)."""
+    allowed = ids(deletable_raw_copies_sql([location.pk], required_archive_sites()))
+    assert ids(deletable_raw_copies_sql([location.pk], required_archive_sites(), limit=10**6)) == allowed
+    return allowed
 
 
 def bundle_deletable(location) -> set[int]:
-    return ids(deletable_bundle_copies_sql([location.pk], required_archive_sites()))
+    allowed = ids(deletable_bundle_copies_sql([location.pk], required_archive_sites()))
+    assert ids(deletable_bundle_copies_sql([location.pk], required_archive_sites(), limit=10**6)) == allowed
+    return allowed
 
 
 def ccat_copies(w) -> set[int]:
