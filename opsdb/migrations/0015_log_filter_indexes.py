@@ -14,7 +14,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('contenttypes', '0002_remove_content_type_name'),
         ('django_fsm_log', '0001_initial'),
-        ('opsdb', '0013_copy_deletion_failures_db_default'),
+        ('opsdb', '0014_location_deletion_draining'),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('opsdb', '0014_log_filter_indexes'),
+        ('opsdb', '0015_log_filter_indexes'),
     ]
 
     operations = [
