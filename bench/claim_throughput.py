@@ -37,13 +37,17 @@ CYCLES = {1: 300, 8: 1200, 32: 2400}  # per run; enough to be steady, small enou
 BATCH = 20
 BATCH_CYCLES = {8: 200, 32: 480}  # batches of BATCH jobs per run
 GUNICORN_WORKERS, GUNICORN_THREADS = 3, 8
+server_config = {"workers": GUNICORN_WORKERS, "threads": GUNICORN_THREADS}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/opsdb_bench")
     parser.add_argument("--scale", type=float, default=1.0, help="Multiply the cycles per run.")
+    parser.add_argument("--workers", type=int, default=GUNICORN_WORKERS, help="gunicorn worker processes.")
+    parser.add_argument("--threads", type=int, default=GUNICORN_THREADS, help="gunicorn threads per worker.")
     args = parser.parse_args()
+    server_config.update(workers=args.workers, threads=args.threads)
     cycles = {n: max(n, int(c * args.scale)) for n, c in CYCLES.items()}
     batch_cycles = {n: max(n, int(c * args.scale)) for n, c in BATCH_CYCLES.items()}
 
@@ -172,8 +176,8 @@ def free_port() -> int:
 def start_gunicorn(env: dict[str, str], port: int) -> subprocess.Popen:
     gunicorn = Path(sys.executable).with_name("gunicorn")
     return subprocess.Popen(
-        [str(gunicorn), "opsdb.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(GUNICORN_WORKERS), "-k", "gthread",
-         "--threads", str(GUNICORN_THREADS), "--log-level", "warning"],
+        [str(gunicorn), "opsdb.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(server_config["workers"]), "-k", "gthread",
+         "--threads", str(server_config["threads"]), "--log-level", "warning"],
         cwd=ROOT, env=env,
     )
 
@@ -347,9 +351,9 @@ def cpu_per(run: dict, key: str, count: int) -> str:
 
 
 def report(rows) -> None:
-    print(f"claim → complete cycles on PostgreSQL; app = gunicorn {GUNICORN_WORKERS} workers × {GUNICORN_THREADS} "
-          f"threads, {os.cpu_count()} CPUs; CPU ms = gunicorn workers' CPU per app cycle; client ms = the load "
-          f"generator's own CPU (requests, threads) per cycle, on the same cores")
+    print(f"claim → complete cycles on PostgreSQL; app = gunicorn {server_config['workers']} workers × "
+          f"{server_config['threads']} threads, {os.cpu_count()} CPUs; CPU ms = gunicorn workers' CPU per app cycle; "
+          f"client ms = the load generator's own CPU (requests, threads) per cycle, on the same cores")
     print(f"{'N':>3} {'path':<8} {'cycles':>7} {'cycles/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms':>7} {'client':>7}"
           "  errors")
     for n, app, raw in rows:
