@@ -2,20 +2,21 @@
 
     .venv/bin/python bench/planner_scale.py                      # 100,000 then 1,000,000 packages
     .venv/bin/python bench/planner_scale.py --sizes 100000       # just one size
-    .venv/bin/python bench/planner_scale.py --sizes 10000000     # 10^7: ticks 1 and 4 are made with SQL
+    .venv/bin/python bench/planner_scale.py --sizes 10000000     # 10^7: the archived state, built with SQL
+    .venv/bin/python bench/planner_scale.py --archived --sizes 1000000   # the same at 10^6
     .venv/bin/python bench/planner_scale.py --idle-only          # idle ticks again on the database left
     .venv/bin/python bench/planner_scale.py --drain-passes 3     # tick 6: stop draining after 3 passes
     BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/opsdb_bench (default) — the database is
     dropped and re-created for every size.
 
-For each size N it registers N raw packages (5 GB each, like five years of the telescope) with
-PRESENT copies at ccat:buffer (INSERT … SELECT), on the demo topology (ccat → cologne DIRECT, ccat → cornell
-RELAY via cologne, archives at cologne and cornell), then runs:
+Up to --passes-up-to packages (default 1,000,000) it registers N raw packages (5 GB each, like five
+years of the telescope) with PRESENT copies at ccat:buffer (INSERT … SELECT), on the demo topology
+(ccat → cologne DIRECT, ccat → cornell RELAY via cologne, archives at cologne and cornell), then runs:
   tick 1  — a full scheduler tick over the fresh packages (bundling does the work);
   tick 2  — after every bundle was built (its copy at ccat:buffer): routing;
   tick 3  — after every first hop arrived at cologne: unpacking and the relay hops;
   tick 4  — after every bundle was unpacked at cologne (N raw copies): archiving of N packages;
-  tick 5  — nothing to do: the steady-state cost of a tick over N packages of history.
+  tick 5  — nothing new: N pending archive transfers, the cost of a tick over N packages of history.
   tick 6  — after every package was archived and verified at cologne and cornell (every hop and
             unpack done), with ccat's and cologne's buffers WHEN_SAFE: 2N raw copies and the bundle
             archives may go. The deletion pass schedules at most DELETION_MAX_COPIES_PER_PASS
@@ -26,19 +27,21 @@ RELAY via cologne, archives at cologne and cornell), then runs:
             passes and their total time.
   tick 7  — after the workers deleted them: nothing to do, over N packages of history whose
             buffer copies are gone (the steady state of a site that deletes; compare with tick 5).
-The worker steps in between are simulated with set-based SQL. Above --passes-up-to packages
-(default 1,000,000) ticks 1 and 4 are not run: their results — bundles (2,000 packages each, as
-the pass packs them at the default target) with their memberships, and N pending archive
-transfers with their buffer copies flagged — are inserted with SQL, with triggers and foreign-key
-checks off for those loads (the data is consistent by construction), because at 10^7 the passes
-that make them take long (bundling loads every fresh package into Python; archiving inserts 10^7
-rows through the archive-location trigger). Ticks 2, 3 and 5 run. Tick 5 (nothing new) runs
---idle-ticks times (default 3): the first may do the once-per-5-minutes work of the operations
-history pass; the others are the steady state; then that pass's parts are timed one by one. Loads
-with triggers off skip the triggers that count each location's used bytes: it is counted again
-after them (not timed as a tick). Printed per pass: seconds,
-queries, peak RSS of the process (ru_maxrss, never decreases) and the Python heap peak during
-the pass (tracemalloc, only with --tracemalloc: it slows Python code down).
+The worker steps in between are simulated with set-based SQL. Tick 5 and tick 7 run --idle-ticks
+times (default 3): the first may do the once-per-5-minutes work of the operations history pass; the
+others are the steady state; then that pass's parts are timed one by one. Loads with triggers off
+skip the triggers that count each location's used bytes: it is counted again after them (not timed
+as a tick).
+
+Above --passes-up-to packages, or with --archived, the ticks' own work is not what is measured
+(at 10^7 registering and pushing the packages through ticks 1–7 takes hours): the state a site
+reaches when five years are done — every package bundled, both hops transferred and unpacked,
+archived and verified at both sites, re-read by fixity within the cycle, every buffer copy deleted
+by delete jobs, a StateLog row per finished job (``build_archived``) — is built with one
+INSERT … SELECT per table (foreign-key checks and triggers off, secondary indexes built after the
+rows), its build time printed, and only idle ticks are measured over it, with ``uptime`` load.
+Printed per pass: seconds, queries, peak RSS of the process (ru_maxrss, never decreases) and the
+Python heap peak during the pass (tracemalloc, only with --tracemalloc: it slows Python code down).
 """
 
 import argparse
