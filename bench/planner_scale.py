@@ -4,6 +4,7 @@
     .venv/bin/python bench/planner_scale.py --sizes 100000       # just one size
     .venv/bin/python bench/planner_scale.py --sizes 10000000     # 10^7: the archived state, built with SQL
     .venv/bin/python bench/planner_scale.py --archived --sizes 1000000   # the same at 10^6
+    .venv/bin/python bench/planner_scale.py --keep-buffers --sizes 1000000   # … buffers never delete
     .venv/bin/python bench/planner_scale.py --idle-only          # idle ticks again on the database left
     .venv/bin/python bench/planner_scale.py --drain-passes 3     # tick 6: stop draining after 3 passes
     BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/opsdb_bench (default) — the database is
@@ -223,7 +224,7 @@ HISTORY_S = 5 * 365 * DAY_S  # five years of the telescope
 DELETION_ITEMS_PER_JOB = 500  # the deletion pass's jobs hold 2.5 TB of 5 GB packages
 
 
-def build_archived(n: int, locs, observation) -> float:
+def build_archived(n: int, locs, observation, keep_buffers: bool = False) -> float:
     """Five years done, made with SQL: what the scheduler and the workers leave once every package is archived.
 
     For each of N packages (registered over five years at ccat:buffer, 2 days ago for the newest): bundled
@@ -232,7 +233,9 @@ def build_archived(n: int, locs, observation) -> float:
     site, a PRESENT copy verified in both archives (verified within the fixity cycle: re-read in the last
     year by a COMPLETED GOOD fixity check when the copy is older than that), and every buffer copy —
     raw packages at the three buffers, bundle archives at the three — DELETED through COMPLETED delete
-    jobs (DELETED items), the buffers WHEN_SAFE. A StateLog row per job finished (``complete``; the
+    jobs (DELETED items), the buffers WHEN_SAFE — or, with ``keep_buffers``, all still PRESENT at buffers
+    that never delete (policy NEVER; a site that keeps its buffers). ccat's copies were never verified
+    (registration does not read them back). A StateLog row per job finished (``complete``; the
     copies' own transitions are not written: no pass reads them), the history pass's cursor after them
     and its totals, used bytes per location counted. Foreign-key checks and triggers are off, and each
     large table's secondary indexes are built after its rows (as a bulk load does). Returns seconds.
@@ -250,14 +253,18 @@ def build_archived(n: int, locs, observation) -> float:
     dropped = _drop_secondary_indexes(tables)
     _archived_packages(n, per_bundle, ids, observation)
     _archived_jobs(ids)
-    _archived_copies(ids)
-    _archived_deletions(ids)
+    buffers = "PRESENT" if keep_buffers else "DELETED"
+    _archived_copies(ids, buffers)
+    if not keep_buffers:
+        _archived_deletions(ids)
     _archived_logs()
     t1 = time.perf_counter()
     _create_indexes(dropped)
     with connection.cursor() as cursor:
         cursor.execute("SET session_replication_role = DEFAULT")
-        cursor.execute("UPDATE opsdb_datalocation SET deletion_policy = 'WHEN_SAFE' WHERE location_type = 'BUFFER'")
+        if not keep_buffers:
+            cursor.execute("UPDATE opsdb_datalocation SET deletion_policy = 'WHEN_SAFE' "
+                           "WHERE location_type = 'BUFFER'")
     print(f"  {len(dropped)} secondary indexes built in {time.perf_counter() - t1:.1f} s", flush=True)
     from operations.usage import recount
 
@@ -407,8 +414,9 @@ def _archived_jobs(ids: dict) -> None:
            "ON b.id = m.transfer_package_id ORDER BY m.raw_package_id")
 
 
-def _archived_copies(ids: dict) -> None:
-    """Raw copies at the three buffers (DELETED) and the two archives (PRESENT, verified); bundle archives."""
+def _archived_copies(ids: dict, buffers: str) -> None:
+    """Raw copies at the three buffers (status ``buffers``) and the two archives (PRESENT, verified); bundle
+    archives at the buffers (status ``buffers``)."""
     from django.conf import settings
     from django.utils import timezone
 
@@ -422,21 +430,21 @@ def _archived_copies(ids: dict) -> None:
     deleted = f"b.created_at + interval '{BUNDLE_TIMES['deleted']}'"
     # Re-read in the last (cycle − 5 days) when older than that: nothing is due for a fixity check.
     cycle_s = (settings.FIXITY_CYCLE_DAYS - 5) * DAY_S
-    for loc, made, status, planned in (("ccat:buffer", "p.created_at", "DELETED", "false"),
-                                       ("cologne:buffer", "unpack1", "DELETED", "true"),
-                                       ("cornell:buffer", "unpack2", "DELETED", "true"),
-                                       ("cologne:archive", "archive1", "PRESENT", "false"),
-                                       ("cornell:archive", "archive2", "PRESENT", "false")):
+    for loc, made, planned in (("ccat:buffer", "p.created_at", "false"), ("cologne:buffer", "unpack1", "true"),
+                               ("cornell:buffer", "unpack2", "true"), ("cologne:archive", "archive1", "false"),
+                               ("cornell:archive", "archive2", "false")):
         created = made if made == "p.created_at" else f"b.created_at + interval '{BUNDLE_TIMES[made]}'"
-        verified = created if status == "DELETED" else (
+        archive = loc.endswith(":archive")
+        verified = created if not archive else (
             f"CASE WHEN {created} > {stamp} - make_interval(secs => {cycle_s}) THEN {created} "
             f"ELSE {stamp} - make_interval(secs => {cycle_s}) "
             f"+ make_interval(secs => mod(extract(epoch FROM {stamp} - {created})::bigint, {cycle_s})) END")
+        registered = loc == "ccat:buffer"  # registration records the copy without reading it back
         _load(RawDataPackageCopy, {
-            "raw_package_id": "p.id", "location_id": str(ids[loc]), "status": f"'{status}'",
-            "path": "'raw/' || p.name", "checksum_verified": "p.checksum", "verified_at": verified,
-            "archive_planned": planned, "created_at": created,
-            "updated_at": deleted if status == "DELETED" else verified,
+            "raw_package_id": "p.id", "location_id": str(ids[loc]), "status": f"'{'PRESENT' if archive else buffers}'",
+            "path": "'raw/' || p.name", "checksum_verified": "''" if registered else "p.checksum",
+            "verified_at": "NULL" if registered else verified, "archive_planned": planned, "created_at": created,
+            "updated_at": deleted if buffers == "DELETED" and not archive else verified,
         }, member)
     _load(FixityCheck, {  # the last re-read of each archive copy that had one
         "copy_id": "c.id", "location_id": "c.location_id", "size": "p.size", "outcome": "'GOOD'",
@@ -446,10 +454,11 @@ def _archived_copies(ids: dict) -> None:
        [ids["cologne:archive"], ids["cornell:archive"]])
     for loc, made in (("ccat:buffer", "built"), ("cologne:buffer", "hop1"), ("cornell:buffer", "hop2")):
         _load(DataTransferPackageCopy, {
-            "transfer_package_id": "b.id", "location_id": str(ids[loc]), "status": "'DELETED'",
+            "transfer_package_id": "b.id", "location_id": str(ids[loc]), "status": f"'{buffers}'",
             "path": "b.archive_path", "checksum_verified": "b.checksum",
             "verified_at": f"b.created_at + interval '{BUNDLE_TIMES[made]}'",
-            "created_at": f"b.created_at + interval '{BUNDLE_TIMES[made]}'", "updated_at": deleted,
+            "created_at": f"b.created_at + interval '{BUNDLE_TIMES[made]}'",
+            "updated_at": deleted if buffers == "DELETED" else f"b.created_at + interval '{BUNDLE_TIMES[made]}'",
         }, "FROM transfers_datatransferpackage b")
 
 
@@ -511,7 +520,7 @@ def _archived_logs() -> None:
 
 
 def bench(n: int, url: str, use_tracemalloc: bool, passes_up_to: int, idle_ticks: int,
-          drain_passes: int | None, archived: bool) -> None:
+          drain_passes: int | None, archived: bool, keep_buffers: bool = False) -> None:
     from django.core.management import call_command
     from django.db import connection
 
@@ -519,10 +528,11 @@ def bench(n: int, url: str, use_tracemalloc: bool, passes_up_to: int, idle_ticks
     recreate_database(url)
     call_command("migrate", verbosity=0)
     locs, observation = topology()
-    if archived or n > passes_up_to:
-        seconds = build_archived(n, locs, observation)
+    if archived or keep_buffers or n > passes_up_to:
+        seconds = build_archived(n, locs, observation, keep_buffers)
         print(f"\n== {n:,} raw packages ({n * PACKAGE_SIZE / 1e15:.1f} PB), every one archived and verified at "
-              f"both sites, built with SQL in {seconds:.1f} s ==", flush=True)
+              f"both sites{', buffers kept' if keep_buffers else ''}, built with SQL in {seconds:.1f} s ==",
+              flush=True)
         idle_ticks_measured(n, idle_ticks, f"database built in {seconds:.0f} s")
         return
     seconds = register_packages(n, locs["ccat:buffer"], observation)
@@ -702,6 +712,8 @@ def main() -> None:
                         help="run at most this many deletion passes in tick 6 (default: until the buffers are drained)")
     parser.add_argument("--archived", action="store_true",
                         help="build every package archived and verified with SQL and measure only idle ticks")
+    parser.add_argument("--keep-buffers", action="store_true",
+                        help="as --archived, but the buffers keep their copies (policy NEVER): nothing deleted")
     parser.add_argument("--idle-only", action="store_true",
                         help="keep the database a previous run left (one size), migrate it, measure only idle ticks")
     args = parser.parse_args()
@@ -713,7 +725,7 @@ def main() -> None:
         return
     for n in (int(x) for x in args.sizes.split(",")):
         bench(n, url, args.tracemalloc, args.passes_up_to, max(1, args.idle_ticks), args.drain_passes,
-              args.archived)
+              args.archived, args.keep_buffers)
 
 
 if __name__ == "__main__":
