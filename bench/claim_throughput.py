@@ -37,13 +37,17 @@ CYCLES = {1: 300, 8: 1200, 32: 2400}  # per run; enough to be steady, small enou
 BATCH = 20
 BATCH_CYCLES = {8: 200, 32: 480}  # batches of BATCH jobs per run
 GUNICORN_WORKERS, GUNICORN_THREADS = 3, 8
+server_config = {"workers": GUNICORN_WORKERS, "threads": GUNICORN_THREADS}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/opsdb_bench")
     parser.add_argument("--scale", type=float, default=1.0, help="Multiply the cycles per run.")
+    parser.add_argument("--workers", type=int, default=GUNICORN_WORKERS, help="gunicorn worker processes.")
+    parser.add_argument("--threads", type=int, default=GUNICORN_THREADS, help="gunicorn threads per worker.")
     args = parser.parse_args()
+    server_config.update(workers=args.workers, threads=args.threads)
     cycles = {n: max(n, int(c * args.scale)) for n, c in CYCLES.items()}
     batch_cycles = {n: max(n, int(c * args.scale)) for n, c in BATCH_CYCLES.items()}
 
@@ -65,18 +69,20 @@ def main() -> None:
         rows = []
         for n, count in cycles.items():
             fill(count)
-            cpu_before = server_cpu_seconds(server)
+            cpu_before, client_before = server_cpu_seconds(server), time.process_time()
             app = run_app(base, token, n, count)
             app["server_cpu"] = server_cpu_seconds(server) - cpu_before
+            app["client_cpu"] = time.process_time() - client_before
             fill(count)
             raw = run_raw(args.database_url, n, count)
             rows.append((n, app, raw))
         batch_rows = []
         for n, count in batch_cycles.items():
             fill(count * BATCH)
-            cpu_before = server_cpu_seconds(server)
+            cpu_before, client_before = server_cpu_seconds(server), time.process_time()
             run = run_app_batch(base, token, n, count)
             run["server_cpu"] = server_cpu_seconds(server) - cpu_before
+            run["client_cpu"] = time.process_time() - client_before
             batch_rows.append((n, run))
     finally:
         server.terminate()
@@ -170,8 +176,8 @@ def free_port() -> int:
 def start_gunicorn(env: dict[str, str], port: int) -> subprocess.Popen:
     gunicorn = Path(sys.executable).with_name("gunicorn")
     return subprocess.Popen(
-        [str(gunicorn), "opsdb.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(GUNICORN_WORKERS), "-k", "gthread",
-         "--threads", str(GUNICORN_THREADS), "--log-level", "warning"],
+        [str(gunicorn), "opsdb.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(server_config["workers"]), "-k", "gthread",
+         "--threads", str(server_config["threads"]), "--log-level", "warning"],
         cwd=ROOT, env=env,
     )
 
@@ -340,28 +346,36 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+def cpu_per(run: dict, key: str, count: int) -> str:
+    return f"{run[key] * 1000 / count:>7.2f}" if key in run and count else f"{'-':>7}"
+
+
 def report(rows) -> None:
-    print(f"claim → complete cycles on PostgreSQL; app = gunicorn {GUNICORN_WORKERS} workers × {GUNICORN_THREADS} "
-          f"threads, {os.cpu_count()} CPUs; CPU ms = gunicorn workers' CPU per app cycle")
-    print(f"{'N':>3} {'path':<8} {'cycles':>7} {'cycles/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms':>7}  errors")
+    print(f"claim → complete cycles on PostgreSQL; app = gunicorn {server_config['workers']} workers × "
+          f"{server_config['threads']} threads, {os.cpu_count()} CPUs; CPU ms = gunicorn workers' CPU per app cycle; "
+          f"client ms = the load generator's own CPU (requests, threads) per cycle, on the same cores")
+    print(f"{'N':>3} {'path':<8} {'cycles':>7} {'cycles/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms':>7} {'client':>7}"
+          "  errors")
     for n, app, raw in rows:
         for name, run in (("app", app), ("raw SQL", raw)):
             rate = run["cycles"] / run["elapsed"]
-            cpu = f"{run['server_cpu'] * 1000 / run['cycles']:>7.2f}" if "server_cpu" in run else f"{'-':>7}"
             print(f"{n:>3} {name:<8} {run['cycles']:>7} {rate:>9.1f} {percentile(run['latencies'], 50) * 1000:>8.2f} "
-                  f"{percentile(run['latencies'], 99) * 1000:>8.2f} {cpu}  {len(run['errors'])} {run['errors'][:2]}")
+                  f"{percentile(run['latencies'], 99) * 1000:>8.2f} {cpu_per(run, 'server_cpu', run['cycles'])} "
+                  f"{cpu_per(run, 'client_cpu', run['cycles'])}  {len(run['errors'])} {run['errors'][:2]}")
         ratio = (app["cycles"] / app["elapsed"]) / (raw["cycles"] / raw["elapsed"])
         print(f"{n:>3} app/raw throughput ratio: {ratio:.3f}")
 
 
 def report_batches(rows) -> None:
-    print(f"\nbatches: claim up to {BATCH} jobs (max_jobs) → one batch report; CPU ms = gunicorn workers' CPU per job")
-    print(f"{'N':>3} {'batches':>8} {'jobs':>7} {'jobs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms':>7}  errors")
+    print(f"\nbatches: claim up to {BATCH} jobs (max_jobs) → one batch report; CPU ms = gunicorn workers' CPU per job, "
+          "client ms = the load generator's per job")
+    print(f"{'N':>3} {'batches':>8} {'jobs':>7} {'jobs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms':>7} {'client':>7}"
+          "  errors")
     for n, run in rows:
         rate = run["jobs"] / run["elapsed"]
-        cpu = run["server_cpu"] * 1000 / run["jobs"] if run["jobs"] else float("nan")
         p50, p99 = (percentile(run["latencies"], q) * 1000 for q in (50, 99))
-        print(f"{n:>3} {run['cycles']:>8} {run['jobs']:>7} {rate:>9.1f} {p50:>8.2f} {p99:>8.2f} {cpu:>7.2f}  "
+        print(f"{n:>3} {run['cycles']:>8} {run['jobs']:>7} {rate:>9.1f} {p50:>8.2f} {p99:>8.2f} "
+              f"{cpu_per(run, 'server_cpu', run['jobs'])} {cpu_per(run, 'client_cpu', run['jobs'])}  "
               f"{len(run['errors'])} {run['errors'][:2]}")
 
 

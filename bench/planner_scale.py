@@ -2,20 +2,22 @@
 
     .venv/bin/python bench/planner_scale.py                      # 100,000 then 1,000,000 packages
     .venv/bin/python bench/planner_scale.py --sizes 100000       # just one size
-    .venv/bin/python bench/planner_scale.py --sizes 10000000     # 10^7: ticks 1 and 4 are made with SQL
+    .venv/bin/python bench/planner_scale.py --sizes 10000000     # 10^7: the archived state, built with SQL
+    .venv/bin/python bench/planner_scale.py --archived --sizes 1000000   # the same at 10^6
+    .venv/bin/python bench/planner_scale.py --keep-buffers --sizes 1000000   # … buffers never delete
     .venv/bin/python bench/planner_scale.py --idle-only          # idle ticks again on the database left
     .venv/bin/python bench/planner_scale.py --drain-passes 3     # tick 6: stop draining after 3 passes
     BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/opsdb_bench (default) — the database is
     dropped and re-created for every size.
 
-For each size N it registers N raw packages (5 GB each, like five years of the telescope) with
-PRESENT copies at ccat:buffer (INSERT … SELECT), on the demo topology (ccat → cologne DIRECT, ccat → cornell
-RELAY via cologne, archives at cologne and cornell), then runs:
+Up to --passes-up-to packages (default 1,000,000) it registers N raw packages (5 GB each, like five
+years of the telescope) with PRESENT copies at ccat:buffer (INSERT … SELECT), on the demo topology
+(ccat → cologne DIRECT, ccat → cornell RELAY via cologne, archives at cologne and cornell), then runs:
   tick 1  — a full scheduler tick over the fresh packages (bundling does the work);
   tick 2  — after every bundle was built (its copy at ccat:buffer): routing;
   tick 3  — after every first hop arrived at cologne: unpacking and the relay hops;
   tick 4  — after every bundle was unpacked at cologne (N raw copies): archiving of N packages;
-  tick 5  — nothing to do: the steady-state cost of a tick over N packages of history.
+  tick 5  — nothing new: N pending archive transfers, the cost of a tick over N packages of history.
   tick 6  — after every package was archived and verified at cologne and cornell (every hop and
             unpack done), with ccat's and cologne's buffers WHEN_SAFE: 2N raw copies and the bundle
             archives may go. The deletion pass schedules at most DELETION_MAX_COPIES_PER_PASS
@@ -26,19 +28,21 @@ RELAY via cologne, archives at cologne and cornell), then runs:
             passes and their total time.
   tick 7  — after the workers deleted them: nothing to do, over N packages of history whose
             buffer copies are gone (the steady state of a site that deletes; compare with tick 5).
-The worker steps in between are simulated with set-based SQL. Above --passes-up-to packages
-(default 1,000,000) ticks 1 and 4 are not run: their results — bundles (2,000 packages each, as
-the pass packs them at the default target) with their memberships, and N pending archive
-transfers with their buffer copies flagged — are inserted with SQL, with triggers and foreign-key
-checks off for those loads (the data is consistent by construction), because at 10^7 the passes
-that make them take long (bundling loads every fresh package into Python; archiving inserts 10^7
-rows through the archive-location trigger). Ticks 2, 3 and 5 run. Tick 5 (nothing new) runs
---idle-ticks times (default 3): the first may do the once-per-5-minutes work of the operations
-history pass; the others are the steady state; then that pass's parts are timed one by one. Loads
-with triggers off skip the triggers that count each location's used bytes: it is counted again
-after them (not timed as a tick). Printed per pass: seconds,
-queries, peak RSS of the process (ru_maxrss, never decreases) and the Python heap peak during
-the pass (tracemalloc, only with --tracemalloc: it slows Python code down).
+The worker steps in between are simulated with set-based SQL. Tick 5 and tick 7 run --idle-ticks
+times (default 3): the first may do the once-per-5-minutes work of the operations history pass; the
+others are the steady state; then that pass's parts are timed one by one. Loads with triggers off
+skip the triggers that count each location's used bytes: it is counted again after them (not timed
+as a tick).
+
+Above --passes-up-to packages, or with --archived, the ticks' own work is not what is measured
+(at 10^7 registering and pushing the packages through ticks 1–7 takes hours): the state a site
+reaches when five years are done — every package bundled, both hops transferred and unpacked,
+archived and verified at both sites, re-read by fixity within the cycle, every buffer copy deleted
+by delete jobs, a StateLog row per finished job (``build_archived``) — is built with one
+INSERT … SELECT per table (foreign-key checks and triggers off, secondary indexes built after the
+rows), its build time printed, and only idle ticks are measured over it, with ``uptime`` load.
+Printed per pass: seconds, queries, peak RSS of the process (ru_maxrss, never decreases) and the
+Python heap peak during the pass (tracemalloc, only with --tracemalloc: it slows Python code down).
 """
 
 import argparse
@@ -213,70 +217,310 @@ def history_parts() -> None:
     print(f"  operations history, its parts: {'; '.join(parts)}", flush=True)
 
 
-def bundle_with_sql(n: int, location) -> float:
-    """What tick 1 makes, made with SQL: bundles of 2,000 packages with their memberships; returns seconds."""
+# --- the archived state, built with SQL --------------------------------------------------------
+
+DAY_S = 86400
+HISTORY_S = 5 * 365 * DAY_S  # five years of the telescope
+DELETION_ITEMS_PER_JOB = 500  # the deletion pass's jobs hold 2.5 TB of 5 GB packages
+
+
+def build_archived(n: int, locs, observation, keep_buffers: bool = False) -> float:
+    """Five years done, made with SQL: what the scheduler and the workers leave once every package is archived.
+
+    For each of N packages (registered over five years at ccat:buffer, 2 days ago for the newest): bundled
+    (2,000 per bundle, its build COMPLETED), the direct hop ccat:buffer → cologne:buffer and the relay hop
+    cologne:buffer → cornell:buffer TRANSFERRED, both unpacked, an archive transfer COMPLETED at each
+    site, a PRESENT copy verified in both archives (verified within the fixity cycle: re-read in the last
+    year by a COMPLETED GOOD fixity check when the copy is older than that), and every buffer copy —
+    raw packages at the three buffers, bundle archives at the three — DELETED through COMPLETED delete
+    jobs (DELETED items), the buffers WHEN_SAFE — or, with ``keep_buffers``, all still PRESENT at buffers
+    that never delete (policy NEVER; a site that keeps its buffers). ccat's copies were never verified
+    (registration does not read them back). A StateLog row per job finished (``complete``; the
+    copies' own transitions are not written: no pass reads them), the history pass's cursor after them
+    and its totals, used bytes per location counted. Foreign-key checks and triggers are off, and each
+    large table's secondary indexes are built after its rows (as a bulk load does). Returns seconds.
+    """
     from django.conf import settings
-    from django.db import connection, transaction
-    from django.utils import timezone
+    from django.db import connection
 
     t0 = time.perf_counter()
-    now = timezone.now()
     per_bundle = settings.BUNDLE_TARGET_SIZE_BYTES // PACKAGE_SIZE
-    bundles = -(-n // per_bundle)
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL session_replication_role = replica")  # no FK checks of 10^7 memberships
-        _bundle_rows(location, bundles, per_bundle, now)
+    ids = {name: loc.pk for name, loc in locs.items()}
+    with connection.cursor() as cursor:
+        cursor.execute("SET session_replication_role = replica")  # consistent by construction
+        cursor.execute("SET maintenance_work_mem = '512MB'")
+    tables = _large_tables()
+    dropped = _drop_secondary_indexes(tables)
+    _archived_packages(n, per_bundle, ids, observation)
+    _archived_jobs(ids)
+    buffers = "PRESENT" if keep_buffers else "DELETED"
+    _archived_copies(ids, buffers)
+    if not keep_buffers:
+        _archived_deletions(ids)
+    _archived_logs()
+    t1 = time.perf_counter()
+    _create_indexes(dropped)
+    with connection.cursor() as cursor:
+        cursor.execute("SET session_replication_role = DEFAULT")
+        if not keep_buffers:
+            cursor.execute("UPDATE opsdb_datalocation SET deletion_policy = 'WHEN_SAFE' "
+                           "WHERE location_type = 'BUFFER'")
+    print(f"  {len(dropped)} secondary indexes built in {time.perf_counter() - t1:.1f} s", flush=True)
+    from operations.usage import recount
+
+    recount()
+    t2 = time.perf_counter()
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
+    print(f"  VACUUM ANALYZE {time.perf_counter() - t2:.1f} s", flush=True)
     return time.perf_counter() - t0
 
 
-def _bundle_rows(location, bundles: int, per_bundle: int, now) -> None:
+def _large_tables() -> list[str]:
+    from django_fsm_log.models import StateLog
+
+    from custody.models import DeletionItem, DeletionJob
+    from opsdb.models import RawDataPackage, RawDataPackageCopy
+    from staging.models import FixityCheck, LongTermArchiveTransfer
+    from transfers.models import (
+        DataTransfer,
+        DataTransferPackage,
+        DataTransferPackageCopy,
+        DataTransferPackageMember,
+        DataTransferUnpack,
+    )
+
+    models = (RawDataPackage, RawDataPackageCopy, DataTransferPackage, DataTransferPackageMember,
+              DataTransferPackageCopy, DataTransfer, DataTransferUnpack, LongTermArchiveTransfer, FixityCheck,
+              DeletionJob, DeletionItem, StateLog)
+    return [m._meta.db_table for m in models]
+
+
+def _drop_secondary_indexes(tables: list[str]) -> list[str]:
+    """Drop the indexes that back no constraint on ``tables``; returns their definitions."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+            "WHERE i.indrelid::regclass::text = ANY(%s) "
+            "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)", [tables])
+        rows = cursor.fetchall()
+        for name, _ in rows:
+            cursor.execute(f"DROP INDEX {name}")
+    return [definition for _, definition in rows]
+
+
+def _create_indexes(definitions: list[str]) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for definition in definitions:
+            cursor.execute(definition)
+
+
+def _load(model, selected: dict[str, str], from_sql: str, params=()) -> int:
+    from django.utils import timezone
+
+    from opsdb.planning import insert_from_select
+
+    t0 = time.perf_counter()
+    made = insert_from_select(model, selected, from_sql, params, now=timezone.now())
+    print(f"  {model._meta.label:<36} {made:>11,} rows  {time.perf_counter() - t0:6.1f} s", flush=True)
+    return made
+
+
+def _sql(label: str, statement: str, params=()) -> None:
+    from django.db import connection
+
+    t0 = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        rows = cursor.rowcount
+    print(f"  {label:<36} {rows:>11,} rows  {time.perf_counter() - t0:6.1f} s", flush=True)
+
+
+# A bundle's life, after its newest member was registered: built in 2 h, the direct hop arrives at
+# cologne 4 h later (unpacked and archived there by 9 h), the relay hop at cornell 4 h after that
+# (unpacked and archived by 13 h); the buffers are emptied the next day.
+BUNDLE_TIMES = {"built": "2 hours", "hop1": "6 hours", "unpack1": "8 hours", "archive1": "9 hours",
+                "hop2": "10 hours", "unpack2": "12 hours", "archive2": "13 hours", "deleted": "1 day"}
+
+
+def _archived_packages(n: int, per_bundle: int, ids: dict, observation) -> None:
     from django.conf import settings
+    from django.utils import timezone
 
     from opsdb.models import RawDataPackage
-    from opsdb.planning import insert_from_select
     from transfers.models import DataTransferPackage, DataTransferPackageMember
 
-    insert_from_select(DataTransferPackage, {
-        "name": "'dtp-ccat-bench-' || k || '.tar'", "origin_location_id": str(location.pk),
-        "archive_path": "'bundles/dtp-ccat-bench-' || k || '.tar'",
-        "payload_size": str(per_bundle * PACKAGE_SIZE), "target_size": str(settings.BUNDLE_TARGET_SIZE_BYTES),
-    }, f"FROM generate_series(0, {bundles - 1}) k", [], now=now)
-    insert_from_select(DataTransferPackageMember, {
-        "transfer_package_id": f"(SELECT min(id) FROM {DataTransferPackage._meta.db_table}) "
-                              f"+ (p.id - first.id) / {per_bundle}",
-        "raw_package_id": "p.id",
-    }, f"FROM {RawDataPackage._meta.db_table} p, (SELECT min(id) AS id FROM {RawDataPackage._meta.db_table}) first",
-       [], now=now)
-    RawDataPackage.objects.update(bundled=True)
+    stamp = f"'{timezone.now().isoformat()}'::timestamptz"
+    _load(RawDataPackage, {
+        "name": "'raw-' || lpad(i::text, 9, '0') || '.tar'", "observation_id": str(observation.pk),
+        "size": str(PACKAGE_SIZE), "checksum": "lpad(to_hex(i), 64, '0')", "bundled": "true",
+        "created_at": f"{stamp} - interval '2 days' - make_interval(secs => ({n - 1} - i) * {HISTORY_S / n})",
+    }, f"FROM generate_series(0, {n - 1}) i")
+    # bundle k holds the packages k·per_bundle … (k+1)·per_bundle − 1 (in id order), made after the newest
+    _load(DataTransferPackage, {
+        "name": "'dtp-ccat-' || lpad(g.k::text, 9, '0') || '.tar'", "origin_location_id": str(ids["ccat:buffer"]),
+        "archive_path": "'bundles/dtp-ccat-' || lpad(g.k::text, 9, '0') || '.tar'",
+        "payload_size": "g.bytes", "size": "g.bytes", "checksum": "md5(g.k::text)",
+        "target_size": str(settings.BUNDLE_TARGET_SIZE_BYTES), "status": "'COMPLETED'", "attempts_total": "1",
+        "created_at": "g.t", "updated_at": f"g.t + interval '{BUNDLE_TIMES['built']}'",
+        "claimed_at": "g.t + interval '10 minutes'", "finished_at": f"g.t + interval '{BUNDLE_TIMES['built']}'",
+    }, f"FROM (SELECT (p.id - f.id) / {per_bundle} AS k, max(p.created_at) + interval '10 minutes' AS t, "
+       f"sum(p.size) AS bytes FROM {RawDataPackage._meta.db_table} p, "
+       f"(SELECT min(id) AS id FROM {RawDataPackage._meta.db_table}) f GROUP BY 1 ORDER BY 1) g")
+    _load(DataTransferPackageMember, {
+        "transfer_package_id": f"b.first + (p.id - f.id) / {per_bundle}", "raw_package_id": "p.id",
+    }, f"FROM {RawDataPackage._meta.db_table} p, (SELECT min(id) AS id FROM {RawDataPackage._meta.db_table}) f, "
+       f"(SELECT min(id) AS first FROM {DataTransferPackage._meta.db_table}) b")
 
 
-def archive_with_sql(n: int, locs) -> float:
-    """What tick 4 makes, made with SQL: a pending archive transfer per cologne buffer copy, the copies flagged."""
-    from django.db import connection, transaction
+def _job_done(created: str, finished: str, status: str = "COMPLETED") -> dict[str, str]:
+    """A leased job's columns once a worker finished it on its first attempt."""
+    return {"status": f"'{status}'", "attempts_total": "1", "created_at": created, "updated_at": finished,
+            "claimed_at": f"{created} + interval '1 minute'", "finished_at": finished}
+
+
+def _archived_jobs(ids: dict) -> None:
+    from staging.models import LongTermArchiveTransfer
+    from transfers.choices import RouteType
+    from transfers.models import DataTransfer, DataTransferRoute, DataTransferUnpack
+
+    routes = dict(DataTransferRoute.objects.values_list("route_type", "pk"))
+    hops = [(1, "ccat:buffer", "cologne:buffer", "built", "hop1", "NULL", routes[RouteType.DIRECT]),
+            (2, "cologne:buffer", "cornell:buffer", "unpack1", "hop2", "prev.id", routes[RouteType.RELAY])]
+    for hop, origin, destination, start, end, previous, route in hops:
+        _load(DataTransfer, {
+            "transfer_package_id": "b.id", "route_id": str(route),
+            "origin_location_id": str(ids[origin]), "destination_location_id": str(ids[destination]),
+            "method": "'bbcp'", "hop": str(hop), "previous_id": previous, "destination_path": "b.archive_path",
+            **_job_done(f"b.created_at + interval '{BUNDLE_TIMES[start]}'",
+                        f"b.created_at + interval '{BUNDLE_TIMES[end]}'", "TRANSFERRED"),
+        }, "FROM transfers_datatransferpackage b" + (
+            "" if hop == 1 else " JOIN transfers_datatransfer prev ON prev.transfer_package_id = b.id AND prev.hop = 1"
+        ))
+    _load(DataTransferUnpack, {
+        "transfer_id": "t.id", **_job_done("t.finished_at", "t.finished_at + interval '2 hours'", "UNPACKED"),
+    }, "FROM transfers_datatransfer t")
+    for site, start, end in (("cologne", "unpack1", "archive1"), ("cornell", "unpack2", "archive2")):
+        _load(LongTermArchiveTransfer, {
+            "raw_package_id": "m.raw_package_id", "source_location_id": str(ids[f"{site}:buffer"]),
+            "destination_location_id": str(ids[f"{site}:archive"]),
+            **_job_done(f"b.created_at + interval '{BUNDLE_TIMES[start]}'",
+                        f"b.created_at + interval '{BUNDLE_TIMES[end]}'"),
+        }, "FROM transfers_datatransferpackagemember m JOIN transfers_datatransferpackage b "
+           "ON b.id = m.transfer_package_id ORDER BY m.raw_package_id")
+
+
+def _archived_copies(ids: dict, buffers: str) -> None:
+    """Raw copies at the three buffers (status ``buffers``) and the two archives (PRESENT, verified); bundle
+    archives at the buffers (status ``buffers``)."""
+    from django.conf import settings
     from django.utils import timezone
 
-    from opsdb.planning import insert_from_select
-    from staging.models import LongTermArchiveTransfer
+    from opsdb.models import RawDataPackageCopy
+    from staging.models import FixityCheck
+    from transfers.models import DataTransferPackageCopy
 
-    t0 = time.perf_counter()
-    now = timezone.now()
-    buffer, archive = locs["cologne:buffer"].pk, locs["cologne:archive"].pk
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL session_replication_role = replica")
-        insert_from_select(LongTermArchiveTransfer, {
-            "raw_package_id": "c.raw_package_id", "source_location_id": str(buffer),
-            "destination_location_id": str(archive),
-        }, "FROM opsdb_rawdatapackagecopy c WHERE c.location_id = %s", [buffer], now=now)
-        cursor.execute("UPDATE opsdb_rawdatapackagecopy SET archive_planned = true WHERE location_id = %s", [buffer])
+    stamp = f"'{timezone.now().isoformat()}'::timestamptz"
+    member = ("FROM opsdb_rawdatapackage p JOIN transfers_datatransferpackagemember m ON m.raw_package_id = p.id "
+              "JOIN transfers_datatransferpackage b ON b.id = m.transfer_package_id ORDER BY p.id")
+    deleted = f"b.created_at + interval '{BUNDLE_TIMES['deleted']}'"
+    # Re-read in the last (cycle − 5 days) when older than that: nothing is due for a fixity check.
+    cycle_s = (settings.FIXITY_CYCLE_DAYS - 5) * DAY_S
+    for loc, made, planned in (("ccat:buffer", "p.created_at", "false"), ("cologne:buffer", "unpack1", "true"),
+                               ("cornell:buffer", "unpack2", "true"), ("cologne:archive", "archive1", "false"),
+                               ("cornell:archive", "archive2", "false")):
+        created = made if made == "p.created_at" else f"b.created_at + interval '{BUNDLE_TIMES[made]}'"
+        archive = loc.endswith(":archive")
+        verified = created if not archive else (
+            f"CASE WHEN {created} > {stamp} - make_interval(secs => {cycle_s}) THEN {created} "
+            f"ELSE {stamp} - make_interval(secs => {cycle_s}) "
+            f"+ make_interval(secs => mod(extract(epoch FROM {stamp} - {created})::bigint, {cycle_s})) END")
+        registered = loc == "ccat:buffer"  # registration records the copy without reading it back
+        _load(RawDataPackageCopy, {
+            "raw_package_id": "p.id", "location_id": str(ids[loc]), "status": f"'{'PRESENT' if archive else buffers}'",
+            "path": "'raw/' || p.name", "checksum_verified": "''" if registered else "p.checksum",
+            "verified_at": "NULL" if registered else verified, "archive_planned": planned, "created_at": created,
+            "updated_at": deleted if buffers == "DELETED" and not archive else verified,
+        }, member)
+    _load(FixityCheck, {  # the last re-read of each archive copy that had one
+        "copy_id": "c.id", "location_id": "c.location_id", "size": "p.size", "outcome": "'GOOD'",
+        "checksum_found": "p.checksum", **_job_done("c.verified_at - interval '1 hour'", "c.verified_at"),
+    }, "FROM opsdb_rawdatapackagecopy c JOIN opsdb_rawdatapackage p ON p.id = c.raw_package_id "
+       "WHERE c.location_id IN (%s, %s) AND c.verified_at > c.created_at ORDER BY c.verified_at",
+       [ids["cologne:archive"], ids["cornell:archive"]])
+    for loc, made in (("ccat:buffer", "built"), ("cologne:buffer", "hop1"), ("cornell:buffer", "hop2")):
+        _load(DataTransferPackageCopy, {
+            "transfer_package_id": "b.id", "location_id": str(ids[loc]), "status": f"'{buffers}'",
+            "path": "b.archive_path", "checksum_verified": "b.checksum",
+            "verified_at": f"b.created_at + interval '{BUNDLE_TIMES[made]}'",
+            "created_at": f"b.created_at + interval '{BUNDLE_TIMES[made]}'",
+            "updated_at": deleted if buffers == "DELETED" else f"b.created_at + interval '{BUNDLE_TIMES[made]}'",
+        }, "FROM transfers_datatransferpackage b")
+
+
+def _archived_deletions(ids: dict) -> None:
+    """The delete jobs that emptied the buffers: per buffer, jobs of 500 raw copies in package order;
+    a bundle archive goes in the job of its first member."""
+    from custody.models import DeletionItem, DeletionJob
+
+    per = DELETION_ITEMS_PER_JOB
+    for loc in ("ccat:buffer", "cologne:buffer", "cornell:buffer"):
+        location = ids[loc]
+        _load(DeletionJob, {
+            "location_id": str(location), "reason": "'raw package copies scheduled for deletion'",
+            "size": "g.bytes", **_job_done("g.t - interval '2 hours'", "g.t"),
+        }, f"FROM (SELECT (c.raw_package_id - f.id) / {per} AS k, max(c.updated_at) AS t, sum(p.size) AS bytes "
+           "FROM opsdb_rawdatapackagecopy c JOIN opsdb_rawdatapackage p ON p.id = c.raw_package_id, "
+           "(SELECT min(id) AS id FROM opsdb_rawdatapackage) f WHERE c.location_id = %s GROUP BY 1 ORDER BY 1) g",
+           [location])
+        jobs = f"(SELECT min(id) AS first FROM custody_deletionjob WHERE location_id = {location}) j"
+        _load(DeletionItem, {
+            "job_id": f"j.first + (c.raw_package_id - f.id) / {per}", "raw_package_copy_id": "c.id",
+            "path": "c.path", "size": str(PACKAGE_SIZE), "outcome": "'DELETED'",
+        }, f"FROM opsdb_rawdatapackagecopy c, (SELECT min(id) AS id FROM opsdb_rawdatapackage) f, {jobs} "
+           "WHERE c.location_id = %s ORDER BY c.raw_package_id", [location])
+        _load(DeletionItem, {
+            "job_id": f"j.first + (m.first_member - f.id) / {per}", "transfer_package_copy_id": "c.id",
+            "path": "c.path", "size": "b.size", "outcome": "'DELETED'",
+        }, "FROM transfers_datatransferpackagecopy c JOIN transfers_datatransferpackage b "
+           "ON b.id = c.transfer_package_id JOIN (SELECT transfer_package_id, min(raw_package_id) AS first_member "
+           "FROM transfers_datatransferpackagemember GROUP BY 1) m ON m.transfer_package_id = b.id, "
+           f"(SELECT min(id) AS id FROM opsdb_rawdatapackage) f, {jobs} WHERE c.location_id = %s", [location])
+
+
+def _archived_logs() -> None:
+    """A ``complete`` StateLog row per finished job; the history pass has read them all (cursor, totals)."""
+    from django.contrib.contenttypes.models import ContentType
+    from django.db import connection
+    from django_fsm_log.models import StateLog
+
+    from operations.history import CURSOR
+    from opsdb.registry import job_kinds
+
+    for model in job_kinds.models():
+        table = model._meta.db_table
+        content_type = ContentType.objects.get_for_model(model).pk
+        _load(StateLog, {
+            "timestamp": "j.finished_at", "source_state": "'ACTIVE'", "state": "j.status",
+            "transition": "'complete'", "content_type_id": str(content_type), "object_id": f"j.{model._meta.pk.column}",
+            "by_id": "NULL", "description": "''",
+        }, f"FROM {table} j WHERE j.finished_at IS NOT NULL ORDER BY j.finished_at")
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO operations_joboutcometotal (kind, outcome, count) "
+                f"SELECT %s, 'completed', count(*) FROM {table} WHERE finished_at IS NOT NULL HAVING count(*) > 0",
+                [model.KIND])
     with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE")
-    return time.perf_counter() - t0
+        cursor.execute("INSERT INTO operations_historycursor (name, last_id) SELECT %s, coalesce(max(id), 0) "
+                       "FROM django_fsm_log_statelog", [CURSOR])
 
 
 def bench(n: int, url: str, use_tracemalloc: bool, passes_up_to: int, idle_ticks: int,
-          drain_passes: int | None) -> None:
+          drain_passes: int | None, archived: bool, keep_buffers: bool = False) -> None:
     from django.core.management import call_command
     from django.db import connection
 
@@ -284,16 +528,18 @@ def bench(n: int, url: str, use_tracemalloc: bool, passes_up_to: int, idle_ticks
     recreate_database(url)
     call_command("migrate", verbosity=0)
     locs, observation = topology()
+    if archived or keep_buffers or n > passes_up_to:
+        seconds = build_archived(n, locs, observation, keep_buffers)
+        print(f"\n== {n:,} raw packages ({n * PACKAGE_SIZE / 1e15:.1f} PB), every one archived and verified at "
+              f"both sites{', buffers kept' if keep_buffers else ''}, built with SQL in {seconds:.1f} s ==",
+              flush=True)
+        idle_ticks_measured(n, idle_ticks, f"database built in {seconds:.0f} s")
+        return
     seconds = register_packages(n, locs["ccat:buffer"], observation)
     print(f"\n== {n:,} raw packages ({n * PACKAGE_SIZE / 1e15:.1f} PB) registered in {seconds:.1f} s ==", flush=True)
 
     started = time.perf_counter()
-    big = n > passes_up_to
-    if not big:
-        measure_tick("tick 1: fresh packages", use_tracemalloc)
-    else:
-        seconds = bundle_with_sql(n, locs["ccat:buffer"])
-        print(f"  tick 1 not run: its bundles and memberships made with SQL in {seconds:.1f} s", flush=True)
+    measure_tick("tick 1: fresh packages", use_tracemalloc)
     simulate(  # every bundle built: COMPLETED, with its archive at ccat:buffer
         "UPDATE transfers_datatransferpackage SET status = 'COMPLETED', size = payload_size, checksum = 'x';"
         "INSERT INTO transfers_datatransferpackagecopy (transfer_package_id, location_id, status, path, "
@@ -314,13 +560,9 @@ def bench(n: int, url: str, use_tracemalloc: bool, passes_up_to: int, idle_ticks
         "created_at, updated_at, archive_planned) SELECT m.raw_package_id, %s, 'PRESENT', 'raw/x', '', now(), now(), "
         "false "
         "FROM transfers_datatransferpackagemember m",
-        [locs["cologne:buffer"].pk], bulk_load=big,
+        [locs["cologne:buffer"].pk],
     )
-    if big:
-        seconds = archive_with_sql(n, locs)
-        print(f"  tick 4 not run: its {n:,} archive transfers made with SQL in {seconds:.1f} s", flush=True)
-    else:
-        measure_tick("tick 4: unpacked at cologne", use_tracemalloc)
+    measure_tick("tick 4: unpacked at cologne", use_tracemalloc)
     with connection.cursor() as cursor:  # what autovacuum does between ticks in a steady state
         cursor.execute("VACUUM ANALYZE")
     idle = [measure_tick(f"tick 5.{i + 1}: nothing new", use_tracemalloc) for i in range(idle_ticks)]
@@ -329,6 +571,27 @@ def bench(n: int, url: str, use_tracemalloc: bool, passes_up_to: int, idle_ticks
     print(f"planner_scale: idle pass {steady:.2f} s at {n} packages of history (first idle tick {idle[0]:.2f} s; "
           f"{time.perf_counter() - started:.0f} s for the ticks)", flush=True)
     deletion_stage(n, locs, use_tracemalloc, idle_ticks, steady, drain_passes)
+
+
+def idle_ticks_measured(n: int, idle_ticks: int, note: str) -> None:
+    """Idle ticks over N packages of history: the first may do the 5-minute work, then the steady ones."""
+    import subprocess
+
+    from django.conf import settings
+
+    # The fixity budget a cycle over both archives needs (with the default 2 TB a day, checks of 5 GB packages
+    # made in the last day would use it up, and the pass would stop before reading the due copies).
+    need = 2 * n * PACKAGE_SIZE // (settings.FIXITY_CYCLE_DAYS - 5) + 1
+    if settings.FIXITY_BYTES_PER_DAY < need:
+        settings.FIXITY_BYTES_PER_DAY = need
+    print(f"  fixity budget {settings.FIXITY_BYTES_PER_DAY / 1e12:.1f} TB a day per archive; "
+          f"load: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}", flush=True)
+    idle = [measure_tick(f"idle {i + 1}: nothing new", False) for i in range(idle_ticks)]
+    history_parts()
+    steady = min(idle[1:]) if len(idle) > 1 else idle[0]
+    print(f"  load after: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+    print(f"planner_scale: idle pass {steady:.2f} s at {n} packages of history (first idle tick {idle[0]:.2f} s; "
+          f"{note})", flush=True)
 
 
 def deletion_stage(n: int, locs, use_tracemalloc: bool, idle_ticks: int, steady_before: float,
@@ -435,11 +698,7 @@ def idle_only(url: str, idle_ticks: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
     n = RawDataPackage.objects.count()
-    idle = [measure_tick(f"tick 5.{i + 1}: nothing new", False) for i in range(idle_ticks)]
-    history_parts()
-    steady = min(idle[1:]) if len(idle) > 1 else idle[0]
-    print(f"planner_scale: idle pass {steady:.2f} s at {n} packages of history (first idle tick {idle[0]:.2f} s; "
-          f"database of {url} kept from an earlier run)", flush=True)
+    idle_ticks_measured(n, idle_ticks, f"database of {url} kept from an earlier run")
 
 
 def main() -> None:
@@ -447,10 +706,14 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated package counts")
     parser.add_argument("--tracemalloc", action="store_true", help="also measure the Python heap per pass")
     parser.add_argument("--passes-up-to", type=int, default=10**6,
-                        help="above this many packages, tick 1's bundles are made with SQL")
+                        help="above this many packages, the archived state is built with SQL (as --archived)")
     parser.add_argument("--idle-ticks", type=int, default=3, help="how many idle ticks to measure (tick 5)")
     parser.add_argument("--drain-passes", type=int, default=None,
                         help="run at most this many deletion passes in tick 6 (default: until the buffers are drained)")
+    parser.add_argument("--archived", action="store_true",
+                        help="build every package archived and verified with SQL and measure only idle ticks")
+    parser.add_argument("--keep-buffers", action="store_true",
+                        help="as --archived, but the buffers keep their copies (policy NEVER): nothing deleted")
     parser.add_argument("--idle-only", action="store_true",
                         help="keep the database a previous run left (one size), migrate it, measure only idle ticks")
     args = parser.parse_args()
@@ -461,7 +724,8 @@ def main() -> None:
         idle_only(url, max(1, args.idle_ticks))
         return
     for n in (int(x) for x in args.sizes.split(",")):
-        bench(n, url, args.tracemalloc, args.passes_up_to, max(1, args.idle_ticks), args.drain_passes)
+        bench(n, url, args.tracemalloc, args.passes_up_to, max(1, args.idle_ticks), args.drain_passes,
+              args.archived, args.keep_buffers)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from django.db import models
 from django.db.models import Q
 
 from opsdb.choices import JobKind, JobStatus
-from opsdb.leases import LeasedJob
+from opsdb.leases import LeasedJob, claim_order_index
 from opsdb.models import DataLocation, RawDataFileCopy, RawDataPackageCopy
 from transfers.models import DataTransferPackageCopy
 
@@ -29,6 +29,7 @@ class DeletionJob(LeasedJob):
         indexes = [
             models.Index(fields=["status", "next_attempt_at"], name="deletionjob_status_due"),
             models.Index(fields=["status", "id"], name="deletionjob_status_id"),
+            claim_order_index("deletionjob"),
         ]
 
     def __str__(self) -> str:

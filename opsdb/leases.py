@@ -67,13 +67,25 @@ def partial_data_index(prefix: str) -> models.Index:
                         name=f"{prefix}_partial_data")
 
 
+def claim_order_index(prefix: str, *, pk: str = "id") -> models.Index:
+    """The waiting jobs in claim order (``opsdb.services.CLAIM_ORDER``): a claim reads the first ones.
+
+    Without it every claim read and sorted every waiting job of its kind (PostgreSQL: 31 ms at
+    19,000 waiting archive jobs), and claimers paid it on every claim while a backlog lasted.
+    """
+    return models.Index(fields=["-priority", "created_at", pk], condition=Q(status=JobStatus.PENDING),
+                        name=f"{prefix}_claim_order")
+
+
 def open_job_indexes(prefix: str, location: str | None, *, pk: str = "id") -> list[models.Index]:
-    """Covering indexes of the waiting and of the running jobs (``location``: the job's location field).
+    """Covering indexes of the waiting and of the running jobs (``location``: the job's location field),
+    and the waiting jobs in claim order (``claim_order_index``).
 
     The operations view sums them up per site and per worker at every page view and scrape; with
     these it reads the index alone (an index-only scan), not rows scattered through years of history.
     """
     return [
+        claim_order_index(prefix, pk=pk),
         models.Index(fields=["status", *([location] if location else []), "created_at", "next_attempt_at",
                              "claimed_at", pk],
                      condition=Q(status=JobStatus.PENDING), name=f"{prefix}_pending_cover"),
@@ -137,6 +149,20 @@ class LeasedJob(ConcurrentTransitionMixin, models.Model):
     @classmethod
     def max_attempts(cls) -> int:
         return settings.JOB_MAX_ATTEMPTS
+
+    @property
+    def state_fields(self):
+        """The FSM fields (``status``), as ``ConcurrentTransitionMixin`` finds them, found once per model.
+
+        The mixin filters every field of the model each time an instance is made or saved; a claim
+        and a batch report make hundreds of job instances.
+        """
+        model = type(self)
+        found = model.__dict__.get("_opsdb_state_fields")
+        if found is None:
+            found = tuple(super().state_fields)
+            model._opsdb_state_fields = found
+        return found
 
     def clean_fields(self, exclude=None):
         # Model validation re-assigns every field; the protected status only changes by transition.

@@ -48,6 +48,10 @@ MIDDLEWARE = [
     "operations.metrics.RequestMetricsMiddleware",  # request counts and latency for /metrics: times the whole stack
     "django.middleware.security.SecurityMiddleware",
     "opsdb.views.DatabaseUnavailableMiddleware",
+    "simple_history.middleware.HistoryRequestMiddleware",
+    # The pages' middleware, from here to PageMiddlewareEnd: a worker's token request to the work API
+    # skips it (opsdb/middleware.py says why each one has nothing to do for it).
+    "opsdb.middleware.WorkApiBypass",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -55,8 +59,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "simple_history.middleware.HistoryRequestMiddleware",
     "axes.middleware.AxesMiddleware",  # answers a locked-out sign-in with the lockout page
+    "opsdb.middleware.PageMiddlewareEnd",
 ]
 
 ROOT_URLCONF = "opsdb.urls"

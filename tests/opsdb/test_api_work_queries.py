@@ -216,3 +216,25 @@ def test_report_service_locked_in_the_callers_transaction_reads_the_job_once(dja
             done, changed = job_complete(job=locked, lease_token=job.lease_token, locked=True)
 
     assert (done.status, changed) == (JobStatus.COMPLETED, True)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("kind", ["archive", "stage", "verify", "package", "transfer", "unpack", "delete"])
+def test_claim_reads_the_waiting_jobs_in_claim_order_from_an_index(kind):
+    """A claim reads the first waiting jobs of the claim-order index; it does not sort every waiting job."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from opsdb.registry import job_kinds
+    from opsdb.services import ClaimQuery
+
+    query = ClaimQuery(job_kinds[kind], None, None)
+    sql, params = query.queryset().due(timezone.now()).order_by("-priority", "created_at", "pk")[:20] \
+        .select_for_update(skip_locked=True, of=("self",)).query.sql_with_params()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {sql}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+
+    assert "_claim_order" in plan, plan
+    assert "Sort" not in plan, plan

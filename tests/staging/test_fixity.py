@@ -112,11 +112,40 @@ def test_fixity_pass_query_count_does_not_grow(sites, copies):
     with CaptureQueriesContext(connection) as queries:
         tick()
 
-    # locations · holds, day's counts · first checks found bad · confirmed bad · per archive: spent, due
-    # never verified, due verified before the cycle began (two index ranges; not when the first fills
-    # the pass) and the insert where there is something due
+    # locations · holds, day's counts · first checks found bad · confirmed bad · per archive: spent, the
+    # first copy in due order (one row); where it is due: never verified, verified before the cycle
+    # began (two index ranges; not when the first fills the pass) and the insert
     assert FixityCheck.objects.count() == copies
     assert len(queries) == 12
+
+
+@pytest.mark.parametrize("copies", [1, 5])
+def test_fixity_pass_with_nothing_due_reads_one_row_per_archive(sites, copies):
+    cologne, cornell = sites
+    for _ in range(copies):
+        archived(cologne.archive, days_ago=10)
+        archived(cornell.archive, days_ago=300)
+    bad = archived(cologne.archive)  # verified long ago, but out of service: not PRESENT
+    RawDataPackageCopy.objects.filter(pk=bad.pk).update(status=CopyStatus.MISMATCH)
+
+    with CaptureQueriesContext(connection) as queries:
+        made = tick().count
+
+    # locations · holds, day's counts · first checks found bad · confirmed bad · per archive: spent, the
+    # first copy in due order
+    assert made == 0
+    assert len(queries) == 9
+
+
+def test_checks_due_copies_behind_one_with_an_open_check(sites):
+    cologne, _ = sites
+    busy = archived(cologne.archive, days_ago=700)  # first in due order, already being checked
+    FixityCheck.objects.create(copy=busy, location=cologne.archive, size=GB)
+    due = archived(cologne.archive, days_ago=400)
+    archived(cologne.archive, days_ago=10)
+
+    assert tick().count == 1
+    assert FixityCheck.objects.filter(status=JobStatus.PENDING).exclude(copy=busy).get().copy_id == due.pk
 
 
 # --- results ----------------------------------------------------------------------------------------
