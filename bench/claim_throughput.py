@@ -14,10 +14,15 @@ gunicorn's workers spent per app cycle (Linux /proc): on a shared machine the ra
 load of other processes, the CPU per cycle much less so. The app does
 more per cycle than the raw loop (authentication, validation, the state log, the DataTransferLog
 line, the archive copy record, two HTTP round trips); the ratio is the price of all of it.
+``--client http.client`` drives the same requests with the standard library's client instead of
+requests: on a 2-CPU machine the load generator's own CPU (printed per cycle) is taken from the
+server and the database, so both figures should be given. ``--workers``/``--threads`` set gunicorn's.
 Not a test: it prints figures.
 """
 
 import argparse
+import http.client
+import json
 import os
 import secrets
 import socket
@@ -26,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from json import dumps
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
@@ -37,7 +43,7 @@ CYCLES = {1: 300, 8: 1200, 32: 2400}  # per run; enough to be steady, small enou
 BATCH = 20
 BATCH_CYCLES = {8: 200, 32: 480}  # batches of BATCH jobs per run
 GUNICORN_WORKERS, GUNICORN_THREADS = 3, 8
-server_config = {"workers": GUNICORN_WORKERS, "threads": GUNICORN_THREADS}
+server_config = {"workers": GUNICORN_WORKERS, "threads": GUNICORN_THREADS, "client": "requests"}
 
 
 def main() -> None:
@@ -46,8 +52,11 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="Multiply the cycles per run.")
     parser.add_argument("--workers", type=int, default=GUNICORN_WORKERS, help="gunicorn worker processes.")
     parser.add_argument("--threads", type=int, default=GUNICORN_THREADS, help="gunicorn threads per worker.")
+    parser.add_argument("--client", choices=["requests", "http.client"], default="requests",
+                        help="The load generator's HTTP client: requests (as workers use), or the standard library's "
+                        "http.client, lighter on the CPU that the clients share with the server and the database.")
     args = parser.parse_args()
-    server_config.update(workers=args.workers, threads=args.threads)
+    server_config.update(workers=args.workers, threads=args.threads, client=args.client)
     cycles = {n: max(n, int(c * args.scale)) for n, c in CYCLES.items()}
     batch_cycles = {n: max(n, int(c * args.scale)) for n, c in BATCH_CYCLES.items()}
 
@@ -242,9 +251,43 @@ def run_threads(n: int, count: int, cycle_factory) -> dict:
     return {"cycles": len(latencies), "elapsed": elapsed, "latencies": latencies, "errors": errors}
 
 
+class LightResponse:
+    def __init__(self, status: int, body: bytes):
+        self.status_code, self.body = status, body
+
+    def raise_for_status(self) -> None:
+        if self.status_code >= 400:
+            raise RuntimeError(f"HTTP {self.status_code}: {self.body[:200]!r}")
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class LightSession:
+    """The part of ``requests.Session`` the cycles use, over one kept-alive ``http.client`` connection."""
+
+    def __init__(self) -> None:
+        self.headers: dict[str, str] = {}
+        self.connection: http.client.HTTPConnection | None = None
+
+    def post(self, url: str, json: dict) -> LightResponse:
+        parts = urlparse(url)
+        if self.connection is None:
+            self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        body = dumps(json).encode()
+        self.connection.request("POST", parts.path, body=body,
+                                headers={**self.headers, "Content-Type": "application/json"})
+        response = self.connection.getresponse()
+        return LightResponse(response.status, response.read())
+
+
+def new_session():
+    return LightSession() if server_config["client"] == "http.client" else requests.Session()
+
+
 def run_app(base: str, token: str, n: int, count: int) -> dict:
     def factory(i: int):
-        session = requests.Session()
+        session = new_session()
         session.headers["Authorization"] = f"Token {token}"
 
         def cycle() -> bool:
@@ -268,7 +311,7 @@ def run_app_batch(base: str, token: str, n: int, count: int) -> dict:
     jobs_done = []
 
     def factory(i: int):
-        session = requests.Session()
+        session = new_session()
         session.headers["Authorization"] = f"Token {token}"
 
         def cycle() -> bool:
@@ -353,7 +396,7 @@ def cpu_per(run: dict, key: str, count: int) -> str:
 def report(rows) -> None:
     print(f"claim → complete cycles on PostgreSQL; app = gunicorn {server_config['workers']} workers × "
           f"{server_config['threads']} threads, {os.cpu_count()} CPUs; CPU ms = gunicorn workers' CPU per app cycle; "
-          f"client ms = the load generator's own CPU (requests, threads) per cycle, on the same cores")
+          f"client ms = the load generator's own CPU ({server_config['client']}, threads) per cycle, on the same cores")
     print(f"{'N':>3} {'path':<8} {'cycles':>7} {'cycles/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms':>7} {'client':>7}"
           "  errors")
     for n, app, raw in rows:

@@ -31,14 +31,17 @@ def fold_changes() -> dict[int, int]:
     The changes are deleted and returned by one statement, so a change committed meanwhile is left for
     the next fold, never lost. Only the scheduler's history pass (its leader) folds.
     """
-    table = LocationUsageChange._meta.db_table
+    table, locations = LocationUsageChange._meta.db_table, DataLocation._meta.db_table
     with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {table} RETURNING location_id, bytes")  # noqa: S608 (a table name)
+        # A change whose location is gone (deleted, or its table emptied first) is dropped with it.
+        cursor.execute(f"DELETE FROM {table} RETURNING location_id, bytes, "  # noqa: S608 (table names)
+                       f"EXISTS (SELECT 1 FROM {locations} WHERE {locations}.id = {table}.location_id)")
         rows = cursor.fetchall()
     used = dict(LocationUsage.objects.values_list("location_id", "used_bytes"))
     added: dict[int, int] = defaultdict(int)
-    for location_id, delta in rows:
-        added[location_id] += delta
+    for location_id, delta, exists in rows:
+        if exists:
+            added[location_id] += delta
     added = {location_id: delta for location_id, delta in added.items() if delta}
     if added:
         for location_id, delta in added.items():

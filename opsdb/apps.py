@@ -8,6 +8,7 @@ class OpsdbConfig(AppConfig):
 
     def ready(self) -> None:
         from opsdb import checks, deploy_checks  # noqa: F401  (register the system checks)
+        from opsdb.prepared import cache_long_statements
         from opsdb.registry import job_kinds, scheduler_passes
         from opsdb.tokens import connect_cache_invalidation
 
@@ -15,3 +16,4 @@ class OpsdbConfig(AppConfig):
         job_kinds.build(settings.JOB_KINDS)
         scheduler_passes.build(settings.SCHEDULER_PASSES)
         connect_cache_invalidation()
+        cache_long_statements()

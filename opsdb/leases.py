@@ -150,6 +150,20 @@ class LeasedJob(ConcurrentTransitionMixin, models.Model):
     def max_attempts(cls) -> int:
         return settings.JOB_MAX_ATTEMPTS
 
+    @property
+    def state_fields(self):
+        """The FSM fields (``status``), as ``ConcurrentTransitionMixin`` finds them, found once per model.
+
+        The mixin filters every field of the model each time an instance is made or saved; a claim
+        and a batch report make hundreds of job instances.
+        """
+        model = type(self)
+        found = model.__dict__.get("_opsdb_state_fields")
+        if found is None:
+            found = tuple(super().state_fields)
+            model._opsdb_state_fields = found
+        return found
+
     def clean_fields(self, exclude=None):
         # Model validation re-assigns every field; the protected status only changes by transition.
         super().clean_fields(exclude={*(exclude or ()), "status"})

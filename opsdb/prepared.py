@@ -169,6 +169,34 @@ class _Prepared:
         return objects
 
 
+# --- psycopg's parsing of long statements --------------------------------------------------------
+#
+# psycopg parses a statement for its ``%s`` placeholders at every execution, and keeps the result
+# (an LRU cache of 128) only for statements of at most 4,096 characters and 50 parameters. The
+# batch paths' statements are longer (a state-log INSERT of 20 rows has 160 parameters, a payload
+# read of 20 jobs ~9,000 characters): parsing them again cost ~10 % of a batch's CPU.
+
+PSYCOPG_CACHED_STATEMENT_LENGTH = 64 * 1024
+PSYCOPG_CACHED_STATEMENT_PARAMS = 4096
+
+
+def cache_long_statements() -> None:
+    """Let psycopg keep its parsing of statements up to 64 KiB and 4,096 parameters (OpsdbConfig.ready).
+
+    The cache stays an LRU of 128 entries; the statements this project repeats are made once per
+    shape (``PreparedQuery``, ``insert_rows``), so they are few. Without psycopg (SQLite only) or
+    if a psycopg release renames the limits, nothing changes.
+    """
+    try:
+        from psycopg import _queries
+    except ImportError:  # SQLite-only installs
+        return
+    for name, value in (("MAX_CACHED_STATEMENT_LENGTH", PSYCOPG_CACHED_STATEMENT_LENGTH),
+                        ("MAX_CACHED_STATEMENT_PARAMS", PSYCOPG_CACHED_STATEMENT_PARAMS)):
+        if isinstance(getattr(_queries, name, None), int):
+            setattr(_queries, name, max(getattr(_queries, name), value))
+
+
 # --- writes whose SQL is made once ---------------------------------------------------------------
 #
 # The hot path's writes (a job's transition, its state log and job log lines, a copy record)

@@ -549,9 +549,11 @@ class ReportParser:
         """An item as a ``batches.Report``, or its 400 answer (``kind``, ``id``, ``code``, ``errors``)."""
         if not isinstance(item, dict):
             return {"kind": None, "id": None, "code": 400, "errors": {"non_field_errors": ["Send a JSON object."]}}
-        head, errors = self.validate(ReportItem, item)
-        if errors:
-            return {"kind": None, "id": None, "code": 400, "errors": errors}
+        head = plain_head(item)
+        if head is None:  # something to say about it: the serializer says it
+            head, errors = self.validate(ReportItem, item)
+            if errors:
+                return {"kind": None, "id": None, "code": 400, "errors": errors}
         kind, pk, outcome = head["kind"], head["id"], head["outcome"]
         handler = job_kinds.get(kind)
         if handler is None:
@@ -561,6 +563,23 @@ class ReportParser:
         if errors:
             return {"kind": kind, "id": pk, "code": 400, "errors": errors}
         return report_of(handler, item, data, kind=kind, pk=pk, outcome=outcome)
+
+
+_OUTCOMES = frozenset((batches.COMPLETE, batches.FAIL))
+_KINDS = frozenset(JobKind.values)
+
+
+def plain_head(item: dict) -> dict | None:
+    """``ReportItem``'s validated data for a well-formed item (str kind and outcome, int id), checked in plain
+    Python; None for anything else, which ``ReportItem`` then validates (and words the 400) as before.
+
+    The serializer costs more than the rest of an item's report; a batch of 100 has 100 heads.
+    """
+    kind, pk, outcome = item.get("kind"), item.get("id"), item.get("outcome")
+    if (type(kind) is str and kind in _KINDS and type(pk) is int and 1 <= pk <= MAX_ID
+            and type(outcome) is str and outcome in _OUTCOMES):
+        return {"kind": kind, "id": pk, "outcome": outcome}
+    return None
 
 
 def report_of(handler, item: dict, data: dict, *, kind: str, pk: int, outcome: str) -> batches.Report:

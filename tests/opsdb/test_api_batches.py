@@ -385,3 +385,32 @@ def test_a_batch_claimed_job_is_heartbeaten_and_reported_alone_with_its_own_toke
 
     assert (beat.status_code, swapped.status_code, done.status_code) == (200, 409, 200)
     assert LongTermArchiveTransfer.objects.get(pk=second["id"]).lease_token == second["lease_token"]
+
+
+@pytest.mark.parametrize(("item", "plain"), [
+    ({"kind": "archive", "id": 7, "outcome": "complete"}, True),
+    ({"kind": "archive", "id": 2**63 - 1, "outcome": "fail"}, True),
+    ({"kind": "archive", "id": "7", "outcome": "complete"}, False),
+    ({"kind": "archive", "id": 7.0, "outcome": "complete"}, False),
+    ({"kind": "archive", "id": True, "outcome": "complete"}, False),
+    ({"kind": "archive", "id": 0, "outcome": "complete"}, False),
+    ({"kind": "archive", "id": 2**63, "outcome": "complete"}, False),
+    ({"kind": "nonsense", "id": 7, "outcome": "complete"}, False),
+    ({"kind": "archive", "id": 7, "outcome": "done"}, False),
+    ({"kind": "archive", "id": 7}, False),
+    ({"id": 7, "outcome": "complete"}, False),
+    ({"kind": ["archive"], "id": 7, "outcome": "complete"}, False),
+])
+def test_report_item_head_checked_in_plain_python_agrees_with_its_serializer(item, plain):
+    """Well-formed heads are read in plain Python with the serializer's values; the rest go to the serializer."""
+    from opsdb.api.work import ReportItem, plain_head
+
+    serializer = ReportItem(data=item)
+    valid = serializer.is_valid()
+
+    head = plain_head(item)
+
+    assert (head is not None) == plain
+    if plain:
+        assert valid
+        assert head == dict(serializer.validated_data)
