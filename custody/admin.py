@@ -3,7 +3,7 @@
 from django.contrib import admin
 
 from custody.models import DeletionItem, DeletionJob
-from opsdb.admin import LeasedJobAdmin, LocationListFilter, ReadOnlyInlineMixin, human_size
+from opsdb.admin import LeasedJobAdmin, LocationListFilter, ReadOnlyInlineMixin, human_size, site_of_location_filter
 from opsdb.admin_errors import IndexedLastErrorMixin
 
 
@@ -21,7 +21,7 @@ class DeletionItemInline(ReadOnlyInlineMixin, admin.TabularInline):
 class DeletionJobAdmin(IndexedLastErrorMixin, LeasedJobAdmin):
     list_display = ("__str__", "location", "status", "size_display", "attempts_column", "error_column",
                     "next_attempt_at", "lease_column", "created_at")
-    list_filter = ("status", "location__site", ("location", LocationListFilter))
+    list_filter = ("status", site_of_location_filter("location"), ("location", LocationListFilter))
     search_fields = ("=id",)
     search_help_text = "A delete job's id."
     list_select_related = ("location__site",)

@@ -185,4 +185,8 @@ def attention_items() -> list[dict]:
          "url": f"{dashboard}#stuck", "details": [{"text": u.text, "url": u.url} for u in stuck.unclaimed]},
         {"label": "Routes that cannot move their waiting data", "count": len(stuck.blocked_routes),
          "url": f"{dashboard}#routes", "details": [{"text": b.text(), "url": b.url} for b in stuck.blocked_routes]},
+        # Counted from the job tables read above (the panel once counted them again, a query per kind).
+        *({"label": f"{e.handler.model._meta.verbose_name_plural.capitalize()} with an expired lease",
+           "count": e.jobs, "url": e.url, "details": [{"text": e.text, "url": e.url}]}
+          for e in stuck.expired_leases),
     ]

@@ -6,6 +6,7 @@ number of queries for 1 row as for 100. Job statuses change only through ``opsdb
 
 from django.apps import apps
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
 from django.contrib.contenttypes.admin import GenericTabularInline
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
@@ -20,7 +21,7 @@ from django_fsm_log.models import StateLog
 from rangefilter.filters import DateRangeQuickSelectListFilterBuilder
 from simple_history.admin import SimpleHistoryAdmin
 
-from opsdb.admin_tables import CappedChangeList, LargeTableAdmin
+from opsdb.admin_tables import CappedChangeList, LargeTableAdmin, rows_by_ids
 from opsdb.choices import CopyStatus, DeletionPolicy, JobStatus, LocationType
 from opsdb.custody import raw_package_custody, safety_summary
 from opsdb.explain import attach_explanations, attach_raw_package_explanations, explanation_of
@@ -101,6 +102,40 @@ class PresentAtLocationFilter(admin.SimpleListFilter):
             raw_package=OuterRef("pk"), location_id=int(self.value()), status=CopyStatus.PRESENT
         )
         return queryset.filter(Exists(copies))
+
+
+def site_id(value: str) -> int:
+    """A site filter's value as an id; anything else is the admin's "bad filter" (a redirect, not a 500)."""
+    if not value.isdigit() or len(value) > 18:
+        raise IncorrectLookupParameters(f"not a site id: {value!r}")
+    return int(value)
+
+
+def site_of_location_filter(location_path: str, title: str = "site") -> type[admin.SimpleListFilter]:
+    """A filter by the site of the location at ``location_path`` (``source_location``,
+    ``transfer__destination_location``), under the parameter the stock related filter used
+    (``<path>__site__id__exact``: links from the dashboard keep working).
+
+    The site's locations are read first (a handful of rows) and the jobs filtered by location id,
+    which an index serves: joined to the location table, PostgreSQL hash-joined every job to find
+    that a site had none (archive transfers from ccat at 10^6: 290 ms of scan and 240 ms of JIT).
+    """
+
+    class SiteFilter(admin.SimpleListFilter):
+        parameter_name = f"{location_path}__site__id__exact"
+
+        def lookups(self, request, model_admin):
+            return [(str(site.pk), site.name) for site in Site.objects.order_by("name")]
+
+        def queryset(self, request, queryset):
+            if self.value() is None:
+                return queryset
+            locations = DataLocation.objects.filter(site_id=site_id(self.value())).values_list("pk", flat=True)
+            return queryset.filter(**{f"{location_path}_id__in": list(locations)})
+
+    SiteFilter.title = title
+    SiteFilter.__name__ = f"SiteOf_{location_path}"
+    return SiteFilter
 
 
 class RouteListFilter(SelectRelatedFieldListFilter):
@@ -326,7 +361,9 @@ class LeasedJobAdmin(LargeTableAdmin):
     # What the job was created with (where from, where to, how): fixed once it exists, like its history.
     created_with: tuple[str, ...] = ()
     actions = ("retry_selected", "cancel_selected")
-    list_per_page = 100
+    # A job row (status, why, error, lease, times) costs ~1 ms to render: 50 rows keep a filtered
+    # page near the cost of a nearly empty one.
+    list_per_page = 50
     inlines = (TransitionHistoryInline, DataTransferLogInline)
 
     def has_add_permission(self, request):
@@ -720,7 +757,8 @@ class CopyLocationsFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() is None:
             return queryset
-        matching = DataLocation.objects.filter(**{self.location_field: self.value()})
+        value = site_id(self.value()) if self.location_field == "site_id" else self.value()
+        matching = DataLocation.objects.filter(**{self.location_field: value})
         locations = list(matching.values_list("pk", flat=True))
         if len(locations) == 1:
             return queryset.filter(location_id=locations[0])  # an equality: see CopyChangeList
@@ -743,14 +781,14 @@ class CopyChangeList(CappedChangeList):
     Asked for whole rows ordered by id at one location, PostgreSQL guessed that the location's copies
     are spread evenly and walked the primary key from the newest, reading a million rows when that
     location's copies are the oldest (1.4 s at 10^6 copies); asked for the ids alone, it reads the
-    (location, id) index, which holds them in that order (one more query, on this filter only).
+    (location, id) index, which holds them in that order (one more query, on this filter only; the
+    pages after the first are read so anyway).
     """
 
     def get_results(self, request):
         super().get_results(request)
-        if self.multi_page and filtered_to_one_location(self.queryset):
-            ids = list(self.result_list.values_list("pk", flat=True))
-            self.result_list = self.queryset.filter(pk__in=ids)
+        if self.multi_page and self.page_num == 1 and filtered_to_one_location(self.queryset):
+            self.result_list = rows_by_ids(self.queryset, self.result_list)
 
 
 class CopySiteFilter(CopyLocationsFilter):

@@ -9,7 +9,11 @@ What a changelist costs at 10^6 rows, and what replaces it here:
 - ``UPPER(x) LIKE '%q%'`` OR-ed across joins: search matches the start of a value (``^field``,
   case-insensitive) or all of it (``=field``), every field on an indexed column, each searched
   on its own (one table at a time) and the matches combined by primary key;
-- facet counts ("Show counts") over the whole table: off.
+- facet counts ("Show counts") over the whole table: off;
+- deep pages: the page's ids are read first (an index walk with its OFFSET), then its rows by key
+  (with the joins its columns need), instead of joining every skipped row;
+- per-row rendering: the row's link and checkbox are written out directly (the stock ones
+  resolve the link's URL and render a form widget's template for every row).
 Small tables (sites, locations, routes) keep the stock admin.
 """
 
@@ -18,11 +22,17 @@ from functools import reduce
 from math import ceil
 
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import InvalidPage, Paginator
 from django.db import connections, models
+from django.urls import reverse
 from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext as _
 
 COUNT_CAP = 10_000
 # Below this many rows (estimated) a table is counted exactly: cheap, and the figure is exact.
@@ -79,11 +89,32 @@ def table_estimate(model, using: str) -> int | None:
     return int(row[0])
 
 
+PK_MARK = "opsdb-pk"  # stands for the primary key in the change URL reversed once per list
+
+
 class CappedChangeList(ChangeList):
     """A changelist whose page number stops at the paginator's last page, and that never counts twice.
 
-    Django's ``get_results`` with ``show_full_result_count = False``, plus the page clamp.
+    Django's ``get_results`` with ``show_full_result_count = False``, plus the page clamp; a page past
+    the first is read as its ids first, then its rows; each row's link is built without a URL lookup.
     """
+
+    def __init__(self, request, *args, **kwargs):
+        super().__init__(request, *args, **kwargs)
+        # The list's filters, kept on each row's link so that its page leads back to this list. The
+        # stock template tag adds them itself, resolving every row's URL to do so (~0.1 ms a row):
+        # they are added here instead, and the tag, given none, keeps the link's query as it is.
+        self.row_filters, self.preserved_filters = self.preserved_filters, ""
+
+    @cached_property
+    def change_url_pattern(self) -> str:
+        meta = self.opts
+        return reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=(PK_MARK,),
+                       current_app=self.model_admin.admin_site.name)
+
+    def url_for_result(self, result):
+        url = self.change_url_pattern.replace(PK_MARK, str(quote(getattr(result, self.pk_attname))))
+        return f"{url}?{self.row_filters}" if self.row_filters else url
 
     def get_results(self, request):
         paginator = self.model_admin.get_paginator(request, self.queryset, self.list_per_page)
@@ -104,11 +135,24 @@ class CappedChangeList(ChangeList):
                 self.result_list = paginator.page(self.page_num).object_list
             except InvalidPage:
                 raise IncorrectLookupParameters from None
+            if self.page_num > 1:
+                self.result_list = rows_by_ids(self.queryset, self.result_list)
         self.result_count = result_count
         self.show_full_result_count = False
         self.show_admin_actions = True
         self.full_result_count = None
         self.paginator = paginator
+
+
+def rows_by_ids(queryset, page):
+    """``page`` (a slice of ``queryset``) as two queries: its ids, then its rows in the list's order.
+
+    With ``OFFSET`` n, PostgreSQL joins the n skipped rows to every related table of the page's
+    columns before dropping them (page 100 of the unpacks: 10,000 rows through four joins, 150 ms);
+    the ids alone come from an index walk, and only the page's rows are joined.
+    """
+    ids = list(page.values_list("pk", flat=True))
+    return queryset.filter(pk__in=ids)
 
 
 SEARCH_IDS_MAX = 1000  # a search matching more rows keeps its subquery (a broad prefix: the plan is right)
@@ -128,6 +172,21 @@ class LargeTableAdmin(admin.ModelAdmin):
 
     def get_changelist(self, request, **kwargs):
         return CappedChangeList
+
+    def lookup_allowed(self, lookup, value, request=None):
+        """A list filter class's own parameter is allowed even where it names a path across relations
+        (``unpack__status__exact``, ``source_location__site__id__exact``): Django allows such a path
+        only when ``list_filter`` names the field itself, and answers 400 otherwise."""
+        own = {spec.parameter_name for spec in self.get_list_filter(request)
+               if isinstance(spec, type) and issubclass(spec, admin.SimpleListFilter)}
+        return lookup in own or super().lookup_allowed(lookup, value, request)
+
+    @admin.display(description=mark_safe('<input type="checkbox" id="action-toggle">'))
+    def action_checkbox(self, obj):
+        """The stock checkbox, written out: the stock one renders a form widget's templates for each row."""
+        label = format_html(_("Select this object for an action - {}"), str(obj))
+        return format_html('<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+                           ACTION_CHECKBOX_NAME, str(obj.pk), label)
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()

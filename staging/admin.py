@@ -6,7 +6,13 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.html import format_html
 
-from opsdb.admin import LeasedJobAdmin, LocationListFilter, ReadOnlyInlineMixin, human_size
+from opsdb.admin import (
+    LeasedJobAdmin,
+    LocationListFilter,
+    ReadOnlyInlineMixin,
+    human_size,
+    site_of_location_filter,
+)
 from opsdb.admin_errors import IndexedLastErrorMixin
 from opsdb.admin_tables import LargeTableAdmin
 from staging.models import FixityCheck, FixityHold, LongTermArchiveTransfer, StagingJob, StagingJobPackage
@@ -21,7 +27,8 @@ class LongTermArchiveTransferAdmin(IndexedLastErrorMixin, LeasedJobAdmin):
         "attempts_column", "error_column", "next_attempt_at", "lease_column", "created_at",
     )
     list_filter = (
-        "status", "requires_intervention", ("repair_of", admin.EmptyFieldListFilter), "source_location__site",
+        "status", "requires_intervention", ("repair_of", admin.EmptyFieldListFilter),
+        site_of_location_filter("source_location"),
         ("source_location", LocationListFilter),
         ("destination_location", LocationListFilter),
     )
@@ -61,7 +68,8 @@ class StagingJobAdmin(IndexedLastErrorMixin, LeasedJobAdmin):
         "expires_at", "lease_column", "created_at",
     )
     list_filter = (
-        "status", "destination_location__site", ("destination_location", LocationListFilter), "owner",
+        "status", site_of_location_filter("destination_location"), ("destination_location", LocationListFilter),
+        "owner",
     )
     search_fields = ("^owner__username", "^items__raw_package__name")
     search_help_text = "Who asked (user name) or a package name, or how either begins (not case-sensitive)."

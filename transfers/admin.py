@@ -25,6 +25,7 @@ from opsdb.admin import (
     human_size,
     job_status_filter,
     related_or_none,
+    site_of_location_filter,
     titled,
 )
 from opsdb.admin_errors import IndexedLastErrorMixin
@@ -179,7 +180,8 @@ class DataTransferPackageAdmin(IndexedLastErrorMixin, LeasedJobAdmin):
         "error_column", "lease_column", "created_at",
     )
     list_filter = (
-        "status", "origin_location__site", ("origin_location", LocationListFilter), "next_attempt_at",
+        "status", site_of_location_filter("origin_location"), ("origin_location", LocationListFilter),
+        "next_attempt_at",
     )
     search_fields = ("^name", "^members__raw_package__name")
     search_help_text = "Bundle name or the name of a raw package in it, or how either begins (not case-sensitive)."
@@ -228,7 +230,7 @@ class DataTransferPackageAdmin(IndexedLastErrorMixin, LeasedJobAdmin):
 @admin.register(DataTransferPackageCopy)
 class DataTransferPackageCopyAdmin(LargeTableAdmin):
     list_display = ("transfer_package", "location", "status", "path", "verified_at", "updated_at")
-    list_filter = ("status", "location__site", ("location", LocationListFilter))
+    list_filter = ("status", site_of_location_filter("location"), ("location", LocationListFilter))
     search_fields = ("^transfer_package__name",)
     search_help_text = "Bundle name, or how it begins (not case-sensitive)."
     autocomplete_fields = ("transfer_package", "location")
@@ -256,7 +258,6 @@ class HopFilter(FixedChoicesFilter):
 
 
 UnpackStatusFilter = job_status_filter(JobStatus.UNPACKED, "unpack__status", "unpack status")
-UNPACK_STATUS_PARAMETER = UnpackStatusFilter.parameter_name
 
 
 @admin.register(DataTransfer)
@@ -269,8 +270,8 @@ class DataTransferAdmin(IndexedLastErrorMixin, LeasedJobAdmin):
     )
     list_filter = (
         "status", UnpackStatusFilter, "method", HopFilter,
-        ("origin_location__site", titled(admin.RelatedFieldListFilter, "origin site")),
-        ("destination_location__site", titled(admin.RelatedFieldListFilter, "destination site")),
+        site_of_location_filter("origin_location", "origin site"),
+        site_of_location_filter("destination_location", "destination site"),
         ("origin_location", titled(LocationListFilter, "origin location")),
         ("destination_location", titled(LocationListFilter, "destination location")),
         ("route", RouteListFilter),
@@ -282,11 +283,6 @@ class DataTransferAdmin(IndexedLastErrorMixin, LeasedJobAdmin):
     raw_id_fields = ("repair_of",)  # a copy, among millions: by id
     created_with = ("transfer_package", "route", "origin_location", "destination_location", "method", "hop",
                     "previous", "destination_path", "repair_of")
-
-    def lookup_allowed(self, lookup, value, request=None):
-        # The unpack-status filter's parameter crosses a relation, which Django refuses (HTTP 400)
-        # unless the list filter names that path: the filter is a class, so allow its parameter here.
-        return lookup == UNPACK_STATUS_PARAMETER or super().lookup_allowed(lookup, value, request)
 
     def get_readonly_fields(self, request, obj=None):
         extra = ("unpack_state",) if obj else ()
@@ -323,7 +319,7 @@ class DataTransferUnpackAdmin(IndexedLastErrorMixin, LeasedJobAdmin):
         "__str__", "status", "attempts_column", "error_column", "next_attempt_at", "lease_column", "created_at",
     )
     list_filter = (
-        "status", "transfer__destination_location__site",
+        "status", site_of_location_filter("transfer__destination_location"),
         ("transfer__destination_location", LocationListFilter),
     )
     search_fields = ("^transfer__transfer_package__name",)

@@ -99,11 +99,10 @@ def fixity_holds() -> dict:
 
 @register.simple_tag
 def ops_attention() -> list[dict]:
-    """Paused routes, bad archive copies, held repairs, jobs waiting for an operator per kind and leases
-    run out, each linked to its list; then the rows of the callables ``settings.ADMIN_ATTENTION`` names
-    (stuck work, from the operations view)."""
+    """Paused routes, bad archive copies, held repairs and jobs waiting for an operator per kind, each
+    linked to its list; then the rows of the callables ``settings.ADMIN_ATTENTION`` names (stuck work
+    and leases run out, from the operations view, which reads every kind's open jobs once)."""
     items = [paused_routes(), bad_archive_copies(), corrupt_bundle_copies(), fixity_holds(), *custody_attention()]
-    now = timezone.now()
     for handler in job_kinds:
         model = handler.model
         meta = model._meta
@@ -112,10 +111,6 @@ def ops_attention() -> list[dict]:
         query = "&".join(f"{k}__exact={int(v) if isinstance(v, bool) else v}" for k, v in filters.items())
         items.append({"label": handler.attention_label, "count": model.objects.filter(**filters).count(),
                       "url": f"{url}?{query}"})
-        expired = model.objects.lease_expired(now).count()
-        if expired:
-            items.append({"label": f"{meta.verbose_name_plural.capitalize()} with an expired lease",
-                          "count": expired, "url": f"{url}?status__exact={JobStatus.ACTIVE}"})
     for path in settings.ADMIN_ATTENTION:
         items.extend(import_string(path)())
     return items

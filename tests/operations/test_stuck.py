@@ -3,6 +3,8 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -175,6 +177,20 @@ def test_expired_leases_are_listed(cologne):
     assert LongTermArchiveTransfer.objects.get(pk=job.pk).status == JobStatus.ACTIVE
 
 
+def test_needs_attention_shows_each_kind_of_expired_lease_once(cologne, client):
+    ensure_role_groups()
+    for _ in range(2):
+        job = archive_job(cologne["site"])
+        job_claim(job=job, worker="cologne-dtn-1")
+    LongTermArchiveTransfer.objects.update(lease_expires_at=timezone.now() - timedelta(minutes=3))
+    client.force_login(f.operator())
+
+    content = client.get(reverse("admin:index")).content.decode()
+
+    assert content.count("Long term archive transfers with an expired lease</a>") == 1
+    assert "2 long term archive transfers with a lease run out since " in content
+
+
 def test_needs_attention_shows_stuck_work(cologne, client):
     ensure_role_groups()
     seen(cologne["token"], timedelta(hours=1))
@@ -217,3 +233,28 @@ def test_stuck_work_costs_a_fixed_number_of_queries(django_assert_num_queries, n
 
 # 5 plus 2 per declared job kind (its pending and active jobs)
 QUERIES = 5 + 2 * len(job_kinds)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_admin_index_costs_a_fixed_number_of_queries(cologne, client, n):
+    ensure_role_groups()
+    for k in range(n):
+        archive_job(cologne["site"], age=timedelta(hours=2))
+        job_claim(job=archive_job(cologne["site"]), worker=f"cologne-dtn-{k}")
+        route = t.direct(t.site(f"ccat{k}"), cologne["site"], active=False)
+        f.DataTransferFactory(route=route, origin_location=route.origin_site.locations.first())
+    LongTermArchiveTransfer.objects.active().update(lease_expires_at=timezone.now() - timedelta(minutes=3))
+    client.force_login(f.operator())
+    client.get(reverse("admin:index"))  # the session and the content types are read once
+
+    with CaptureQueriesContext(connection) as queries:
+        content = client.get(reverse("admin:index")).content.decode()
+
+    assert f"{n} long term archive transfer" in content
+    assert len(queries) == INDEX_QUERIES, "\n".join(q["sql"][:150] for q in queries.captured_queries)
+
+
+# The session, the user and its permissions (4); the panel's own rows: paused routes, bad and corrupt
+# copies, held repairs, failed deletions of three kinds of copy and paused locations (2), each kind's jobs
+# waiting for an operator (9 + kinds); stuck work and leases run out (5 + 2 per kind); the recent actions (1).
+INDEX_QUERIES = 4 + 9 + len(job_kinds) + 5 + 2 * len(job_kinds) + 1

@@ -14,6 +14,7 @@ from opsdb.admin_tables import CappedCountPaginator
 from opsdb.choices import CopyStatus, JobStatus, LocationType
 from opsdb.models import DataTransferLog, RawDataFile, RawDataPackage, RawDataPackageCopy
 from opsdb.services import job_claim
+from staging.models import LongTermArchiveTransfer
 from tests import factories as f
 from transfers.models import DataTransferPackageMember
 
@@ -210,9 +211,54 @@ def test_copies_by_site_and_location_type_list_the_copies_at_those_locations(ope
     by_location = changelist(operator_client, RawDataPackageCopy, location__id__exact=here.location_id, p=2)
     by_type = changelist(operator_client, RawDataPackageCopy, location_type=LocationType.BUFFER)
     nowhere = changelist(operator_client, RawDataPackageCopy, location_type=LocationType.PROCESSING)
+    bad_site = operator_client.get(reverse("admin:opsdb_rawdatapackagecopy_changelist"), {"site": "x"})
 
     assert by_site.context["cl"].result_count == 2
     assert [c.location_id for c in listed(by_site)] == [here.location_id]
     assert [c.pk for c in listed(by_location)] == [here.pk]  # newest first: the older copy on page 2
     assert by_type.context["cl"].result_count == 2
     assert listed(nowhere) == []
+    assert (bad_site.status_code, bad_site.url.endswith("?e=1")) == (302, True)
+
+
+def test_later_pages_list_the_rows_of_the_stock_slice_in_order(operator_client, monkeypatch):
+    jobs = [f.LongTermArchiveTransferFactory() for _ in range(5)]
+    monkeypatch.setattr(admin.site._registry[LongTermArchiveTransfer], "list_per_page", 2)
+    newest_first = sorted(jobs, key=lambda job: (job.created_at, job.pk), reverse=True)
+
+    pages, queries = [], []
+    for n in (1, 2, 3):
+        with CaptureQueriesContext(connection) as captured:
+            pages.append(listed(changelist(operator_client, LongTermArchiveTransfer, p=n)))
+        queries.append(len(captured))
+
+    assert pages == [newest_first[0:2], newest_first[2:4], newest_first[4:5]]
+    assert queries[1] == queries[2] == queries[0] + 1  # the page's ids, then its rows
+
+
+def test_row_links_keep_the_list_filters_as_the_stock_links_do(operator_client):
+    job = f.LongTermArchiveTransferFactory()
+    LongTermArchiveTransfer.objects.filter(pk=job.pk).update(status=JobStatus.FAILED)
+    change = reverse("admin:staging_longtermarchivetransfer_change", args=[job.pk])
+
+    filtered = changelist(operator_client, LongTermArchiveTransfer, status__exact=JobStatus.FAILED).content.decode()
+    plain = changelist(operator_client, LongTermArchiveTransfer).content.decode()
+
+    assert f'href="{change}?_changelist_filters=status__exact%3DFAILED"' in filtered
+    assert f'href="{change}"' in plain
+
+
+def test_row_checkbox_is_the_stock_one(operator_client):
+    job = f.LongTermArchiveTransferFactory()
+    model_admin = admin.site._registry[LongTermArchiveTransfer]
+
+    assert model_admin.action_checkbox(job) == admin.ModelAdmin.action_checkbox(model_admin, job)
+    assert str(model_admin.action_checkbox(job)).startswith('<input type="checkbox" name="_selected_action" ')
+
+
+@pytest.mark.postgres
+def test_postgres_connections_compile_no_plans_just_in_time():
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW jit")
+
+        assert cursor.fetchone()[0] == "off"

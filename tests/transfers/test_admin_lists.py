@@ -64,6 +64,39 @@ def test_every_filter_choice_offered_opens(operator_client, model):
     assert refused == []
 
 
+@pytest.mark.parametrize("model, path", [
+    (LongTermArchiveTransfer, "source_location"), (DataTransfer, "destination_location"),
+    (DataTransferUnpack, "transfer__destination_location"),
+], ids=["archive-transfers", "transfers", "unpacks"])
+def test_site_filter_lists_the_jobs_at_that_site_locations(operator_client, model, path):
+    jobs = [ROW_MAKERS[model._meta.label]() for _ in range(2)]
+    here = [getattr_path(job, path).site_id for job in jobs]
+    assert here[0] != here[1]
+
+    at_first = operator_client.get(admin_url(model, "changelist"), {f"{path}__site__id__exact": here[0]})
+    nowhere = operator_client.get(admin_url(model, "changelist"), {f"{path}__site__id__exact": 0})
+    bad = operator_client.get(admin_url(model, "changelist"), {f"{path}__site__id__exact": "x"})
+
+    assert [job.pk for job in at_first.context["cl"].result_list] == [jobs[0].pk]
+    assert list(nowhere.context["cl"].result_list) == []
+    assert (bad.status_code, bad.url.endswith("?e=1")) == (302, True)
+
+
+def test_delete_jobs_filter_by_site(operator_client):
+    site = f.SiteFactory()
+
+    response = operator_client.get(admin_url(DeletionJob, "changelist"), {"location__site__id__exact": site.pk})
+
+    assert response.status_code == 200
+    assert site.name in response.content.decode()  # offered as a choice
+
+
+def getattr_path(obj, path: str):
+    for name in path.split("__"):
+        obj = getattr(obj, name)
+    return obj
+
+
 def test_transfers_filtered_by_unpack_status(operator_client):
     pending = f.DataTransferUnpackFactory().transfer
     unpacked = f.DataTransferUnpackFactory()
