@@ -1,7 +1,6 @@
 """Scientists' staging requests over the API: create, list, read and cancel their own."""
 
 from django.core.exceptions import ValidationError
-from django.db.models import Prefetch
 from django_fsm import TransitionNotAllowed
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, status, viewsets
@@ -20,7 +19,7 @@ from staging.api.serializers import (
     StagingJobCreateSerializer,
     StagingJobSerializer,
 )
-from staging.models import FixityCheck, LongTermArchiveTransfer, StagingJob, StagingJobPackage
+from staging.models import FixityCheck, LongTermArchiveTransfer, StagingJob
 from staging.services import staging_job_cancel, staging_job_create, staging_lifetime
 
 
@@ -64,13 +63,11 @@ class StagingJobViewSet(JobViewSetMixin, mixins.CreateModelMixin, mixins.ListMod
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
             return StagingJob.objects.none()
         user = self.request.user
-        items = StagingJobPackage.objects.select_related("raw_package", "source_location__site")
         jobs = super().get_queryset()  # JobViewSetMixin: a restricted worker sees its sites' jobs
         if not (is_operator(user) or is_worker(user)):
             jobs = jobs.filter(owner=user)  # scientists: their own requests, nobody else's
-        # Progress is counted from these items (the serializer), not aggregated per job in SQL.
-        jobs = jobs.select_related("owner", "destination_location__site")
-        return jobs.prefetch_related(Prefetch("items", queryset=items)).order_by("-created_at", "-id")
+        # The packages (and the progress counted from them) are read by the serializer, for the page at once.
+        return jobs.select_related("owner", "destination_location__site").order_by("-created_at", "-id")
 
     @extend_schema(request=StagingJobCreateSerializer, responses={201: StagingJobSerializer})
     def create(self, request: Request, *args, **kwargs) -> Response:

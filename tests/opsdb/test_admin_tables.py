@@ -254,3 +254,11 @@ def test_row_checkbox_is_the_stock_one(operator_client):
 
     assert model_admin.action_checkbox(job) == admin.ModelAdmin.action_checkbox(model_admin, job)
     assert str(model_admin.action_checkbox(job)).startswith('<input type="checkbox" name="_selected_action" ')
+
+
+@pytest.mark.postgres
+def test_postgres_connections_compile_no_plans_just_in_time():
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW jit")
+
+        assert cursor.fetchone()[0] == "off"

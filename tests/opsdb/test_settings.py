@@ -110,3 +110,18 @@ def test_migrate_on_a_fresh_clone_creates_the_var_folder(tmp_path):
 
     assert result.returncode == 0, result.stderr[-500:]
     assert (var_dir / "opsdb.sqlite3").is_file()
+
+
+@pytest.mark.parametrize("jit, options", [(None, "-c jit=off"), ("0", "-c jit=off"), ("1", None)],
+                         ids=["default", "off", "on"])
+def test_postgres_connections_compile_plans_just_in_time_only_when_asked(jit, options):
+    env = {k: v for k, v in os.environ.items() if k != "DB_JIT"}
+    env.update({"DEBUG": "1", "DATABASE_URL": "postgres://opsdb@db.example.org:5432/opsdb",
+                "DJANGO_SETTINGS_MODULE": "opsdb.settings", **({"DB_JIT": jit} if jit else {})})
+    code = "from django.conf import settings; print(settings.DATABASES['default']['OPTIONS'].get('options'))"
+
+    result = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, env=env, capture_output=True, text=True,
+                            timeout=60)
+
+    assert result.returncode == 0, result.stderr[-500:]
+    assert result.stdout.strip() == str(options)

@@ -1,13 +1,19 @@
 """The staging-jobs API for scientists: create, list, read, cancel (session or token)."""
 
+import json
+
 import pytest
+from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
 from opsdb.choices import JobStatus
 from opsdb.services import job_claim
 from opsdb.tokens import api_token_create
+from staging.api.serializers import StagingJobPackageSerializer
+from staging.choices import StagedPackageState
 from staging.models import StagingJob
 from staging.services import staging_job_create
 from tests import factories as f
@@ -271,3 +277,20 @@ def test_openapi_schema_documents_staging_jobs_without_warnings(tmp_path):
     schema = target.read_text()
     assert "/api/v1/staging-jobs/{id}/cancel/" in schema
     assert "StagingJobCreate" in schema
+
+
+def test_listed_and_read_packages_are_what_the_package_serializer_says(api, topology, alice):
+    job = make_job(alice, topology)
+    first, *rest = job.items.order_by("raw_package_id")
+    type(first).objects.filter(pk=first.pk).update(state=StagedPackageState.STAGED, bytes_staged=first.raw_package.size,
+                                                   staged_at=timezone.now(), error="")
+    type(first).objects.filter(pk=rest[-1].pk).update(state=StagedPackageState.FAILED, error="disk full")
+    items = job.items.select_related("raw_package", "source_location__site").order_by("raw_package_id")
+    expected = json.loads(JSONRenderer().render(StagingJobPackageSerializer(items, many=True).data))
+
+    listed = api.get(URL).json()["results"][0]
+    read = api.get(f"{URL}{job.pk}/").json()
+
+    assert listed["packages"] == read["packages"] == expected
+    assert listed["progress"] == {"packages_total": len(expected), "packages_done": 1,
+                                  "bytes_total": sum(p["size"] for p in expected), "bytes_done": expected[0]["size"]}
