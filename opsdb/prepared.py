@@ -206,6 +206,20 @@ def cache_long_statements() -> None:
 # sent: use them only for models nobody listens to (job rows, log lines, copy records).
 
 
+def _insert_fields(obj: Model) -> list:
+    """The columns an INSERT of ``obj`` writes: all but an unset primary key."""
+    return [f for f in type(obj)._meta.concrete_fields if not f.primary_key or getattr(obj, f.attname) is not None]
+
+
+def _insert_head(connection, model, fields: list) -> str:
+    quote = connection.ops.quote_name
+    return f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)})"
+
+
+def _insert_params(objs: Sequence[Model], fields: list, connection) -> list:
+    return [field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in objs for field in fields]
+
+
 def insert_rows(objs: Sequence[Model], *, using: str = DEFAULT_DB_ALIAS, unique_fields: Sequence[str] = (),
                 update_fields: Sequence[str] = ()) -> None:
     """INSERT unsaved instances of one model in one statement (ids are not read back).
@@ -217,15 +231,13 @@ def insert_rows(objs: Sequence[Model], *, using: str = DEFAULT_DB_ALIAS, unique_
         return
     connection = connections[using]
     model = type(objs[0])
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key or getattr(objs[0], f.attname) is not None]
+    fields = _insert_fields(objs[0])
     key = ("insert", model, len(objs), tuple(unique_fields), tuple(update_fields), len(fields))
     cache = connection.__dict__.setdefault("_opsdb_prepared", {})
     sql = cache.get(key)
     if sql is None:
-        quote = connection.ops.quote_name
         row = f"({', '.join(['%s'] * len(fields))})"
-        sql = (f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-               f"VALUES {', '.join([row] * len(objs))}")
+        sql = f"{_insert_head(connection, model, fields)} VALUES {', '.join([row] * len(objs))}"
         if unique_fields:
             from django.db.models.constants import OnConflict
 
@@ -234,32 +246,53 @@ def insert_rows(objs: Sequence[Model], *, using: str = DEFAULT_DB_ALIAS, unique_
                 fields, OnConflict.UPDATE, [meta.get_field(name).column for name in update_fields],
                 [meta.get_field(name).column for name in unique_fields])
         cache[key] = sql
-    params = [field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in objs for field in fields]
+    params = _insert_params(objs, fields, connection)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
 
 
-def update_row(obj: Model, fields: Sequence[str], *, where: dict[str, Any], using: str = DEFAULT_DB_ALIAS) -> int:
+def update_row(obj: Model, fields: Sequence[str], *, where: dict[str, Any], using: str = DEFAULT_DB_ALIAS,
+               also: Sequence[Model] = ()) -> int:
     """UPDATE ``obj``'s row, only these fields (``auto_now`` ones refreshed), where its columns ``where`` still hold.
 
-    Returns the number of rows changed (0: the row no longer matched ``where``).
+    ``also``: unsaved rows (of any models) inserted only if the row was updated: on PostgreSQL in
+    the same statement (``WITH updated AS (UPDATE … RETURNING 1) INSERT … SELECT … FROM updated``),
+    elsewhere one INSERT per row after the UPDATE. Returns the number of rows changed (0: the row no
+    longer matched ``where``, and nothing was inserted).
     """
     connection = connections[using]
     meta = type(obj)._meta
     targets = [meta.get_field(name) for name in fields]
     targets += [f for f in meta.concrete_fields if getattr(f, "auto_now", False) and f not in targets]
     conditions = [meta.get_field(name) for name in where]
-    key = ("update", type(obj), tuple(f.attname for f in targets), tuple(f.attname for f in conditions))
+    together = bool(also) and connection.vendor == "postgresql"
+    also_fields = [_insert_fields(row) for row in also] if together else []
+    key = ("update", type(obj), tuple(f.attname for f in targets), tuple(f.attname for f in conditions),
+           tuple((type(row), len(row_fields)) for row, row_fields in zip(also, also_fields, strict=False)))
     cache = connection.__dict__.setdefault("_opsdb_prepared", {})
     sql = cache.get(key)
     if sql is None:
         quote = connection.ops.quote_name
         sets = ", ".join(f"{quote(f.column)} = %s" for f in targets)
         matches = " AND ".join(f"{quote(f.column)} = %s" for f in [meta.pk, *conditions])
-        sql = cache[key] = f"UPDATE {quote(meta.db_table)} SET {sets} WHERE {matches}"
+        sql = f"UPDATE {quote(meta.db_table)} SET {sets} WHERE {matches}"
+        if together:
+            inserts = [f"{_insert_head(connection, type(row), row_fields)} "
+                       f"SELECT {', '.join(['%s'] * len(row_fields))} FROM \"updated\""
+                       for row, row_fields in zip(also, also_fields, strict=True)]
+            *first, last = inserts
+            sql = f'WITH "updated" AS ({sql} RETURNING 1)' + "".join(
+                f', "also_{n}" AS ({insert})' for n, insert in enumerate(first)) + f" {last}"
+        cache[key] = sql
     params = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in targets]
     params += [meta.pk.get_db_prep_value(obj.pk, connection)]
     params += [f.get_db_prep_value(value, connection) for f, value in zip(conditions, where.values(), strict=True)]
+    for row, row_fields in zip(also, also_fields, strict=False):
+        params += _insert_params([row], row_fields, connection)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.rowcount
+        updated = cursor.rowcount
+    if updated == 1 and also and not together:
+        for row in also:
+            insert_rows([row], using=using)
+    return updated

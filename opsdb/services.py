@@ -23,6 +23,7 @@ from opsdb.models import LOG_MESSAGE_MAX_LENGTH, DataTransferLog
 from opsdb.planning import human_bytes
 from opsdb.prepared import PreparedQuery, insert_rows, update_row
 from opsdb.registry import job_kinds
+from opsdb.statelogs import collecting, state_logs_in_bulk
 from opsdb.work import JobKindHandler
 
 CLAIM_RETRIES = 5
@@ -63,11 +64,18 @@ def write_job_log(*, job: LeasedJob, message: str, level: str = LogLevel.INFO, l
 
     ``attempt``: the attempt it is about, counted across operators' retries (default: the last failed one).
     """
-    insert_rows([DataTransferLog(
+    insert_rows([job_log_line(job=job, message=message, level=level, log_path=log_path, worker=worker,
+                              attempt=attempt)])
+
+
+def job_log_line(*, job: LeasedJob, message: str, level: str = LogLevel.INFO, log_path: str = "",
+                 worker: str = "", attempt: int | None = None) -> DataTransferLog:
+    """``write_job_log``'s row, unsaved."""
+    return DataTransferLog(
         content_type=ContentType.objects.get_for_model(type(job)), object_id=job.pk, level=level,
         message=short_log_message(message), log_path=log_path, worker=worker or job.lease_holder,
         attempt=job.attempts_total if attempt is None else attempt,
-    )])
+    )
 
 
 def short_log_message(message: str) -> str:
@@ -83,25 +91,43 @@ def job_claim(*, job: LeasedJob, worker: str, user=None, lease_seconds: int | No
 
 def _claim(*, job: LeasedJob, worker: str, user, lease_seconds: int | None, request_id: str = "") -> LeasedJob:
     """``job_claim`` in the caller's transaction (``claim_next``'s: no savepoint needed inside it)."""
-    source = job.status
-    job.claim(
+    transition_and_save(job, lambda: job.claim(
         worker=worker, token=new_lease_token(), expires_at=lease_expiry(lease_seconds), user=user,
         request_id=request_id, by=user, description=f"claimed by {worker}",
-    )
-    save_transition(job, source)
+    ))
     return job
 
 
-def save_transition(job: LeasedJob, source: str) -> None:
+def transition_and_save(job: LeasedJob, transition: Callable[[], object], *, also: Sequence = ()) -> None:
+    """Run ``transition`` (one of the job's ``@transition`` methods), then save the job with its state log.
+
+    The state log row django-fsm-log makes for the transition, and the unsaved rows ``also`` (a job
+    log line), are written with the job's UPDATE (``save_transition``): on PostgreSQL in the same
+    statement. Inside a ``state_logs_in_bulk()`` block the state log is left to the block.
+    """
+    source = job.status
+    if collecting():
+        transition()
+        save_transition(job, source, also=also)
+        return
+    with state_logs_in_bulk() as logs:
+        transition()
+        rows = [*logs, *also]
+        logs.clear()  # written below, with the job's row
+        save_transition(job, source, also=rows)
+
+
+def save_transition(job: LeasedJob, source: str, *, also: Sequence = ()) -> None:
     """``job.save()`` after a transition from ``source``, as one UPDATE whose SQL is made once.
 
     Every column is written (what the kind's hooks set on the job too), as ``Model.save`` does; as
     ``ConcurrentTransitionMixin.save`` does, only while the row still has the status ``source``:
     else ConcurrentTransition (the caller's transaction is rolled back). The statement is made once
     per server thread (``opsdb.prepared.update_row``), not compiled for all 27 columns at each save.
+    ``also``: unsaved rows inserted with it (``update_row``), only if the job's row was updated.
     """
     fields = [f.attname for f in type(job)._meta.concrete_fields if not f.primary_key]
-    if update_row(job, fields, where={"status": source}) != 1:
+    if update_row(job, fields, where={"status": source}, also=also) != 1:
         raise ConcurrentTransition("Cannot save object! The state has been changed since fetched from the database!")
     job._update_initial_state()
 
@@ -362,10 +388,10 @@ def _complete(*, job: LeasedJob, lease_token: str, by, log_path: str,
     if apply is not None:
         apply(job)
     worker = job.lease_holder
-    job.complete(log_path=log_path, by=by, description=f"completed by {worker}")
-    save_transition(job, JobStatus.ACTIVE)
-    write_job_log(job=job, message=f"{job.KIND} completed by {worker}", log_path=log_path, worker=worker,
-                  attempt=job.attempts_total + 1)
+    line = job_log_line(job=job, message=f"{job.KIND} completed by {worker}", log_path=log_path, worker=worker,
+                        attempt=job.attempts_total + 1)
+    transition_and_save(job, lambda: job.complete(log_path=log_path, by=by, description=f"completed by {worker}"),
+                        also=[line])
     return job, True
 
 

@@ -44,12 +44,19 @@ class BatchingBackend(SimpleBackend):
         return _pre_transition_callback(sender, instance, name, source, target, _Collector(rows), **kwargs)
 
 
+def collecting() -> bool:
+    """Whether a ``state_logs_in_bulk()`` block is active (it inserts the state logs of transitions now)."""
+    return _collected.get() is not None
+
+
 @contextmanager
 def state_logs_in_bulk() -> Iterator[list]:
     """Collect the state logs of the transitions in this block; insert them in one statement at its end.
 
     The caller saves the transitioned rows itself (in bulk) before the block ends, in the same
-    transaction. On an error nothing is inserted: the transaction is rolled back anyway.
+    transaction. On an error nothing is inserted: the transaction is rolled back anyway. A caller
+    that writes the rows itself (with the job's UPDATE: ``opsdb.services.transition_and_save``)
+    empties the list.
     """
     if _collected.get() is not None:
         raise RuntimeError("state_logs_in_bulk() blocks do not nest")

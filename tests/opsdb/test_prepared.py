@@ -7,10 +7,11 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from django_fsm import ConcurrentTransition
+from django_fsm_log.models import StateLog
 
 from opsdb import services
 from opsdb.choices import CopyStatus, JobStatus
-from opsdb.models import RawDataPackageCopy
+from opsdb.models import DataTransferLog, RawDataPackageCopy
 from opsdb.prepared import PreparedQuery, insert_rows, update_row
 from opsdb.registry import job_kinds
 from opsdb.work import job_payload
@@ -141,3 +142,33 @@ def test_a_transition_saved_over_a_changed_status_is_refused_and_nothing_is_writ
     with pytest.raises(ConcurrentTransition), transaction.atomic():
         services.save_transition(job, JobStatus.PENDING)
     assert LongTermArchiveTransfer.objects.filter(Q(pk=job.pk), ~Q(lease_holder="w")).exists()
+
+
+def test_rows_written_with_an_update_are_inserted_only_if_the_row_was_updated():
+    job = f.LongTermArchiveTransferFactory()
+    line = services.job_log_line(job=job, message="with the update")
+    refused = services.job_log_line(job=job, message="not without it")
+
+    with transaction.atomic():
+        changed = update_row(job, ["lease_holder"], where={"status": JobStatus.PENDING}, also=[line])
+        unchanged = update_row(job, ["lease_holder"], where={"status": JobStatus.ACTIVE}, also=[refused])
+
+    assert (changed, unchanged) == (1, 0)
+    assert list(DataTransferLog.objects.filter(object_id=job.pk).values_list("message", flat=True)) == [
+        "with the update"]
+
+
+def test_a_transition_saved_with_its_state_log_and_a_log_line_writes_all_three():
+    job = f.LongTermArchiveTransferFactory()
+    line = services.job_log_line(job=job, message="claimed here")
+
+    with transaction.atomic():
+        services.transition_and_save(job, lambda: job.claim(worker="w", token="t", expires_at=timezone.now(),
+                                                            description="claimed by w"), also=[line])
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.ACTIVE
+    assert list(StateLog.objects.filter(object_id=job.pk).values_list("transition", "description")) == [
+        ("claim", "claimed by w")]
+    assert DataTransferLog.objects.filter(object_id=job.pk, message="claimed here").count() == 1
+
