@@ -18,9 +18,11 @@ client (no HTTP server, so the figures are the application's and the database's)
 every admin changelist plain, searched (a value of its first search field), with each list filter
 (its first choice, as an operator clicks it), with the first date-hierarchy link, and page 5000 (the
 last page when there are fewer); every change page; the scientists' pages; every API list (and
-``?status=`` on the job lists); and a claim. Printed per page: the query count, p50/p95 at 10^3
-rows and at the large size, and the ratio of the p95s. The machine is shared: run it when it is
-quiet, and read the ratios (measured in the same run) before the absolute times.
+``?status=`` on the job lists); and a claim. Each page is measured at 10^3 rows and right after at
+the large size (two child processes, one per database), so that a change of the machine's load
+during the run weighs on both sides of its ratio. Printed per page: the query count, p50/p95 at
+10^3 rows and at the large size, and the ratio of the p95s. The machine is shared: run it when it
+is quiet, and read the ratios (measured in the same run) before the absolute times.
 """
 
 import argparse
@@ -469,7 +471,8 @@ def timed(fetch) -> tuple[float, int, int]:
     return seconds * 1000, len(queries), response.status_code
 
 
-def measure(repeat: int, only: str | None) -> dict:
+def fetchers(only: str | None) -> dict:
+    """label → a function making the page's request, for every page measured (``only``: those matching)."""
     import logging
 
     from django.contrib.auth.models import User
@@ -480,7 +483,7 @@ def measure(repeat: int, only: str | None) -> dict:
     client.force_login(User.objects.get(username="bench-operator"))
     scientist_client.force_login(User.objects.get(username="bench-scientist"))
     headers = {"HTTP_AUTHORIZATION": f"Token {BENCH_TOKEN}"}
-    results = {}
+    found = {}
     for label, method, target in pages(client, scientist_client, headers):
         if only and not re.search(only, label):
             continue
@@ -494,15 +497,32 @@ def measure(repeat: int, only: str | None) -> dict:
 
             def fetch(who=who, url=url, params=params):
                 return who.get(url, params, secure=True)
-        timed(fetch)  # warm: caches, prepared plans, the first page of the table in memory
-        samples, queries, status = [], 0, 0
-        for _ in range(repeat):
-            ms, queries, status = timed(fetch)
-            samples.append(ms)
-        results[label] = {"p50": statistics.median(samples), "p95": percentile(samples, 95),
-                          "queries": queries, "status": status}
-        print(f"    {label:<70} {results[label]['p95']:8.1f} ms", file=sys.stderr, flush=True)
-    return results
+        found[label] = fetch
+    return found
+
+
+def measure_page(label: str, fetch, repeat: int) -> dict:
+    timed(fetch)  # warm: caches, prepared plans, the first page of the table in memory
+    samples, queries, status = [], 0, 0
+    for _ in range(repeat):
+        ms, queries, status = timed(fetch)
+        samples.append(ms)
+    result = {"p50": statistics.median(samples), "p95": percentile(samples, 95), "queries": queries, "status": status}
+    print(f"    {label:<70} {result['p95']:8.1f} ms", file=sys.stderr, flush=True)
+    return result
+
+
+def measure(repeat: int, only: str | None) -> dict:
+    return {label: measure_page(label, fetch, repeat) for label, fetch in fetchers(only).items()}
+
+
+def serve(repeat: int, only: str | None) -> None:
+    """Print the page labels (a JSON line), then measure each label read from stdin, one JSON line each."""
+    found = fetchers(only)
+    print(json.dumps(list(found)), flush=True)
+    for line in sys.stdin:
+        label = line.rstrip("\n")
+        print(json.dumps(measure_page(label, found[label], repeat)), flush=True)
 
 
 def percentile(samples: list[float], p: float) -> float:
@@ -554,6 +574,7 @@ def main() -> None:
     parser.add_argument("--save", help="also write the figures as JSON to this file")
     parser.add_argument("--build", type=int, help=argparse.SUPPRESS)  # child: build this many rows
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)  # child: print JSON figures
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # child: measure pages asked for
     parser.add_argument("--database", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.build is not None:
@@ -562,6 +583,9 @@ def main() -> None:
     elif args.measure:
         setup_django()
         print(json.dumps(measure(args.repeat, args.only)))
+    elif args.serve:
+        setup_django()
+        serve(args.repeat, args.only)
     else:
         orchestrate(args)
 
@@ -583,16 +607,35 @@ def orchestrate(args) -> None:
             t0 = time.perf_counter()
             print(run_child(url, "--build", str(size)), end="", flush=True)
             print(f"   ({time.perf_counter() - t0:.0f} s)", flush=True)
-    figures = {}
-    for size in (SMALL, rows):
-        url = database_url(base, size)
-        print(f"== {size:,} rows: measuring ({args.repeat} requests per page)", flush=True)
-        extra = ["--only", args.only] if args.only else []
-        figures[size] = json.loads(run_child(url, "--measure", "--repeat", str(args.repeat), *extra))
+    print(f"== measuring ({args.repeat} requests per page), each page at {SMALL:,} rows then at {rows:,}", flush=True)
+    figures = interleaved([database_url(base, size) for size in (SMALL, rows)], args)
+    figures = dict(zip((SMALL, rows), figures, strict=True))
     if args.save:
         Path(args.save).write_text(json.dumps({str(k): v for k, v in figures.items()}, indent=1))
     print()
     report(figures[SMALL], figures[rows], rows)
+
+
+def interleaved(urls: list[str], args) -> list[dict]:
+    """Each page measured on every database in turn, one child process per database: the machine's
+    load, which drifts over the minutes of a run, weighs on both sides of a page's ratio alike."""
+    extra = ["--only", args.only] if args.only else []
+    children = [subprocess.Popen([sys.executable, __file__, "--serve", "--repeat", str(args.repeat), *extra,
+                                  "--database", url], env=child_env(url), stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True) for url in urls]
+    labels = [json.loads(child.stdout.readline()) for child in children]
+    figures: list[dict] = [{} for _ in children]
+    for label in labels[-1]:  # the large database's pages (page 5000 exists only there)
+        for child, offered, found in zip(children, labels, figures, strict=True):
+            if label in offered:
+                child.stdin.write(label + "\n")
+                child.stdin.flush()
+                found[label] = json.loads(child.stdout.readline())
+    for child in children:
+        child.stdin.close()
+        if child.wait() != 0:
+            raise SystemExit(f"a measuring child failed ({child.returncode})")
+    return figures
 
 
 def migrate(url: str) -> None:
