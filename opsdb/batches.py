@@ -104,8 +104,7 @@ def _claim_in_bulk(query: ClaimQuery, wanted: int, *, worker: str, user, lease_s
                         job.claim(worker=worker, token=f"{secret}.{job.pk}", expires_at=expires_at, user=user,
                                   request_id=request_id, by=user, description=f"claimed by {worker}")
                         job.claimed_at = job.heartbeat_at = now  # the batch's claim time, one value for all
-                    token = Concat(Value(f"{secret}."), Cast("pk", output_field=CharField()))
-                    save_in_bulk(jobs, before, source=JobStatus.PENDING, now=now, expressions={"lease_token": token})
+                    save_in_bulk(jobs, before, source=JobStatus.PENDING, now=now, token_prefix=f"{secret}.")
                 return jobs
         except ConcurrentTransition:
             continue
@@ -118,32 +117,73 @@ def _snapshot(jobs: Sequence[LeasedJob]) -> dict[int, dict[str, Any]]:
 
 
 def save_in_bulk(jobs: Sequence[LeasedJob], before: dict[int, dict[str, Any]], *, source: str,
-                 now: datetime, expressions: dict[str, Any] | None = None) -> None:
+                 now: datetime, token_prefix: str | None = None) -> None:
     """Write what the transitions (and results) changed on ``jobs`` in one UPDATE; each row must still be in ``source``.
 
-    A field with the same new value on every job is set plainly, one that differs (a lease token)
+    A field with the same new value on every job is set plainly, one that differs (a log path)
     with ``CASE WHEN id = … THEN …``; unchanged fields are left alone. A row that left ``source``
     meanwhile (it cannot, under the caller's row locks) raises ConcurrentTransition: all is undone.
-    ``expressions``: fields set by an SQL expression that yields each job's value (the caller's promise).
+    ``token_prefix``: each job's lease token is this prefix followed by its id, set by SQL.
+    When every changed field has one value for all jobs (claims always, reports mostly) the UPDATE
+    is made once per model, column set and number of jobs (``_uniform_update``), not compiled by
+    the ORM at each batch.
     """
     model = type(jobs[0])
     for job in jobs:
         job.updated_at = now
-    values = dict(expressions or {})
+    changed = []
     for model_field in model._meta.concrete_fields:
         name = model_field.attname
         new = [(job.pk, getattr(job, name)) for job in jobs]
-        if model_field.primary_key or name in values or all(value == before[pk][name] for pk, value in new):
+        if model_field.primary_key or (token_prefix is not None and name == "lease_token") or all(
+                value == before[pk][name] for pk, value in new):
             continue
-        output = model_field.target_field if model_field.is_relation else model_field
-        if all(value == new[0][1] for _, value in new):
-            values[name] = Value(new[0][1], output_field=output)
-        else:
-            values[name] = Case(*(When(pk=pk, then=Value(value, output_field=output)) for pk, value in new),
-                                default=F(name), output_field=output)
-    updated = model.objects.filter(pk__in=[job.pk for job in jobs], status=source).update(**values)
+        changed.append((model_field, new))
+    if all(all(value == new[0][1] for _, value in new) for _, new in changed):
+        updated = _uniform_update(model, [(f, new[0][1]) for f, new in changed], [job.pk for job in jobs],
+                                  source=source, token_prefix=token_prefix)
+    else:
+        updated = _orm_update(model, changed, [job.pk for job in jobs], source=source, token_prefix=token_prefix)
     if updated != len(jobs):
         raise ConcurrentTransition(f"{len(jobs) - updated} of {len(jobs)} {model.KIND} jobs changed meanwhile")
+
+
+def _uniform_update(model, values: list[tuple[Any, Any]], pks: list[int], *, source: str,
+                    token_prefix: str | None) -> int:
+    """``UPDATE … SET col = %s, … [, lease_token = %s || CAST(id AS TEXT)] WHERE id IN (…) AND status = %s``."""
+    meta = model._meta
+    key = ("bulk-update", model, tuple(f.attname for f, _ in values), token_prefix is not None, len(pks))
+    cache = connection.__dict__.setdefault("_opsdb_prepared", {})
+    sql = cache.get(key)
+    if sql is None:
+        quote = connection.ops.quote_name
+        sets = [f"{quote(f.column)} = %s" for f, _ in values]
+        if token_prefix is not None:
+            sets.append(f"{quote(meta.get_field('lease_token').column)} = %s || CAST({quote(meta.pk.column)} AS TEXT)")
+        sql = cache[key] = (f"UPDATE {quote(meta.db_table)} SET {', '.join(sets)} WHERE {quote(meta.pk.column)} "
+                            f"IN ({', '.join(['%s'] * len(pks))}) AND {quote(meta.get_field('status').column)} = %s")
+    params = [f.get_db_prep_save(value, connection) for f, value in values]
+    params += [token_prefix] if token_prefix is not None else []
+    params += [meta.pk.get_db_prep_value(pk, connection) for pk in pks] + [source]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def _orm_update(model, changed: list, pks: list[int], *, source: str, token_prefix: str | None) -> int:
+    """The same UPDATE through the ORM, with ``CASE`` for the fields whose values differ between jobs."""
+    values = {}
+    if token_prefix is not None:
+        values["lease_token"] = Concat(Value(token_prefix), Cast("pk", output_field=CharField()))
+    for model_field, new in changed:
+        output = model_field.target_field if model_field.is_relation else model_field
+        if all(value == new[0][1] for _, value in new):
+            values[model_field.attname] = Value(new[0][1], output_field=output)
+        else:
+            values[model_field.attname] = Case(*(When(pk=pk, then=Value(value, output_field=output))
+                                                 for pk, value in new), default=F(model_field.attname),
+                                               output_field=output)
+    return model.objects.filter(pk__in=pks, status=source).update(**values)
 
 
 @dataclass
