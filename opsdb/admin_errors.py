@@ -10,22 +10,14 @@ choices offered, and the rows listed, are the same.
 
 from hashlib import md5
 
-from django.db.models import Count
 from django.db.models.functions import MD5
 
-from opsdb.admin import ERROR_CHOICES_SHOWN, ERROR_SAMPLE, LastErrorListFilter, shorten
+from opsdb.admin import LastErrorListFilter
 from opsdb.choices import JobStatus
 
 
 class IndexedLastErrorFilter(LastErrorListFilter):
-    def lookups(self, request, model_admin):
-        """The same choices; the outer read also says FAILED, so that PostgreSQL reads the sampled rows
-        through the status index (it seq-scanned 200,000 unpacks for the 1,000 sampled: 136 ms)."""
-        model = model_admin.model
-        latest = model.objects.failed().order_by("-pk").values("pk")[:ERROR_SAMPLE]
-        rows = (model.objects.failed().filter(pk__in=latest).exclude(last_error="").values("last_error")
-                .annotate(n=Count("pk")).order_by("-n", "last_error")[:ERROR_CHOICES_SHOWN])
-        return [(row["last_error"], f"{shorten(row['last_error'], 60)} ({row['n']})") for row in rows]
+    """The same choices (the commonest errors of the latest failed jobs); matched by MD5."""
 
     def queryset(self, request, queryset):
         if not self.value():

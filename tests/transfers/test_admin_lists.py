@@ -127,6 +127,20 @@ def test_last_error_filter_lists_the_open_jobs_with_that_error(operator_client):
     assert [job.pk for job in filtered.context["cl"].result_list] == [failed.pk]
 
 
+def test_last_error_choices_are_the_commonest_errors_of_the_latest_failed_jobs(operator_client, monkeypatch):
+    errors = ["old error", "disk full", "", "bbcp: reset", "disk full", "bbcp: reset", "disk full"]
+    for error in errors:  # oldest first
+        job = f.LongTermArchiveTransferFactory()
+        LongTermArchiveTransfer.objects.filter(pk=job.pk).update(status=JobStatus.FAILED, last_error=error)
+    f.LongTermArchiveTransferFactory()  # pending, no error
+    monkeypatch.setattr("opsdb.admin.ERROR_SAMPLE", len(errors) - 1)  # the oldest is out of the sample
+
+    page = operator_client.get(admin_url(LongTermArchiveTransfer, "changelist"))
+
+    spec = next(spec for spec in page.context["cl"].filter_specs if isinstance(spec, IndexedLastErrorFilter))
+    assert spec.lookup_choices == [("disk full", "disk full (3)"), ("bbcp: reset", "bbcp: reset (2)")]
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("model, index", [
     (LongTermArchiveTransfer, "archive_open_error"), (StagingJob, "staging_open_error"),
