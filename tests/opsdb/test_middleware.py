@@ -63,3 +63,28 @@ def test_work_api_without_a_trailing_slash_is_404_json_for_a_worker():
 
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize("header", ["Token", "Token ", "token    ", "Token a b", "TOKEN \t", "Token é",
+                                    "Token " + "x" * 5000, "Bearer abc", "Token\x00abc"])
+def test_a_malformed_token_header_is_401_never_500(header):
+    """With or without the bypass, a malformed ``Authorization`` header is refused by DRF, never a 500."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=header)
+
+    response = client.post(CLAIM, {"worker": "w1"}, format="json")
+
+    assert response.status_code == 401, response.content
+    assert response["Content-Type"] == "application/json"
+
+
+def test_a_bad_token_with_an_operators_session_is_401_not_the_session():
+    """The token header decides: a session cookie does not rescue a bad token (no fallback to the session)."""
+    ensure_role_groups()
+    client = APIClient()
+    client.force_login(f.operator())
+    client.credentials(HTTP_AUTHORIZATION="Token not-a-token")
+
+    response = client.post(CLAIM, {"worker": "w1"}, format="json")
+
+    assert response.status_code == 401
