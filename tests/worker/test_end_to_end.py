@@ -349,15 +349,18 @@ def test_worker_heartbeats_keep_a_job_longer_than_its_lease(topology, launcher):
 def test_worker_lease_lost_mid_job_aborts_without_complete(topology, launcher):
     dtp = build_bundle(topology, launcher)
     transfer = make_transfer(topology, dtp, method="bbcp")
+    # The copy outlasts the wait below: a worker that did not abort is still copying when the wait ends.
     process = launcher.start("--kinds", "transfer", "--methods", "bbcp", "--lease-seconds", "3", "--once",
-                             "--method-command", "bbcp=" + SLOW_COPY.format(seconds=30))
+                             "--method-command", "bbcp=" + SLOW_COPY.format(seconds=120))
     wait_until(lambda: DataTransfer.objects.get(pk=transfer.pk).status == JobStatus.ACTIVE, message="claim")
 
     # The lease runs out (say the worker was paused) and another worker takes the job over.
     DataTransfer.objects.filter(pk=transfer.pk).update(lease_expires_at="2000-01-01T00:00:00Z")
     assert job_expire(job=DataTransfer.objects.get(pk=transfer.pk))
     other = job_claim(job=DataTransfer.objects.get(pk=transfer.pk), worker="other-worker", lease_seconds=600)
-    stdout, stderr = process.communicate(timeout=20)
+    # About 2 s; the margin is for a loaded machine, where one heartbeat may wait out SQLite's busy
+    # timeout or a 503's Retry-After before the next one hears the 409 (seen: 20 s was not enough).
+    stdout, stderr = process.communicate(timeout=90)
 
     transfer.refresh_from_db()
     assert process.returncode == 0, stderr
