@@ -45,6 +45,7 @@ SMALL = 1000
 TARGET_MS = 300.0
 TARGET_RATIO = 2.0
 BENCH_TOKEN = "opsdb-bench-worker-token"  # a throw-away database's worker: a fixed token is fine
+FIVE_YEARS = 5 * 365 * 86400  # seconds of history the rows spread over
 BUILT_MARK = "opsdb_bench_built"  # a one-row table: the size the database was built for
 
 
@@ -205,7 +206,7 @@ def build_catalogue(rows: int, ids: dict) -> None:
     stamp = f"'{now.isoformat()}'::timestamptz"
     locs = ids["locs"]
     n_obs = max(rows // 10, 1)
-    five_years = 5 * 365 * 86400
+    five_years = FIVE_YEARS
     inst = ids["instruments"]
     insert(Observation, {
         "obs_id": "'obs-' || lpad(i::text, 8, '0')",
@@ -274,7 +275,8 @@ def build_jobs(rows: int, ids: dict) -> None:
         "name": "'dtp-ccat-' || lpad(i::text, 8, '0') || '.tar'", "origin_location_id": str(locs["ccat:buffer"]),
         "payload_size": "50000000000", "size": "50000000000", "checksum": "md5(i::text)",
         "archive_path": "'bundles/dtp-ccat-' || lpad(i::text, 8, '0') || '.tar'",
-        **job_columns("i", f"{stamp} - make_interval(secs => ({n_bundles} - i) * 15768)", "COMPLETED"),
+        **job_columns("i", f"{stamp} - make_interval(secs => ({n_bundles} - i) * {FIVE_YEARS / n_bundles})",
+                      "COMPLETED"),
     }, f"FROM generate_series(1, {n_bundles}) i", now=now)
     insert(DataTransferPackageMember, {
         "transfer_package_id": "(SELECT min(id) FROM transfers_datatransferpackage) + (p.id - m.first) / 10",
