@@ -227,7 +227,13 @@ def test_report_service_locked_in_the_callers_transaction_reads_the_job_once(dja
 @pytest.mark.postgres
 @pytest.mark.parametrize("kind", ["archive", "stage", "verify", "package", "transfer", "unpack", "delete"])
 def test_claim_reads_the_waiting_jobs_in_claim_order_from_an_index(kind):
-    """A claim reads the first waiting jobs of the claim-order index; it does not sort every waiting job."""
+    """A claim can read the first waiting jobs of the claim-order index in order; it need not sort every waiting job.
+
+    The test tables are nearly empty, where another index plus a Sort of a few rows costs the same to the
+    planner and its pick follows the statistics other tests left: sequential scans and sorts are priced out,
+    so the plan shows whether an index serves the claim's filter and order (with many waiting jobs and the
+    claim's LIMIT, the planner takes it by cost: 31 ms -> 0.07 ms at 19,000 waiting archive jobs).
+    """
     from django.utils import timezone
 
     from opsdb.registry import job_kinds
@@ -238,6 +244,7 @@ def test_claim_reads_the_waiting_jobs_in_claim_order_from_an_index(kind):
         .select_for_update(skip_locked=True, of=("self",)).query.sql_with_params()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_sort = off")
         cursor.execute(f"EXPLAIN {sql}", params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
 
