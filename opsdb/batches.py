@@ -27,7 +27,7 @@ from django_fsm import ConcurrentTransition
 from opsdb.choices import JobStatus
 from opsdb.leases import LeasedJob
 from opsdb.models import DataTransferLog
-from opsdb.prepared import PreparedQuery, insert_rows
+from opsdb.prepared import PreparedQuery, insert_rows, statement_made_once
 from opsdb.registry import job_kinds
 from opsdb.services import (
     CLAIM_RETRIES,
@@ -153,15 +153,16 @@ def _uniform_update(model, values: list[tuple[Any, Any]], pks: list[int], *, sou
     """``UPDATE … SET col = %s, … [, lease_token = %s || CAST(id AS TEXT)] WHERE id IN (…) AND status = %s``."""
     meta = model._meta
     key = ("bulk-update", model, tuple(f.attname for f, _ in values), token_prefix is not None, len(pks))
-    cache = connection.__dict__.setdefault("_opsdb_prepared", {})
-    sql = cache.get(key)
-    if sql is None:
+
+    def make() -> str:
         quote = connection.ops.quote_name
         sets = [f"{quote(f.column)} = %s" for f, _ in values]
         if token_prefix is not None:
             sets.append(f"{quote(meta.get_field('lease_token').column)} = %s || CAST({quote(meta.pk.column)} AS TEXT)")
-        sql = cache[key] = (f"UPDATE {quote(meta.db_table)} SET {', '.join(sets)} WHERE {quote(meta.pk.column)} "
-                            f"IN ({', '.join(['%s'] * len(pks))}) AND {quote(meta.get_field('status').column)} = %s")
+        return (f"UPDATE {quote(meta.db_table)} SET {', '.join(sets)} WHERE {quote(meta.pk.column)} "
+                f"IN ({', '.join(['%s'] * len(pks))}) AND {quote(meta.get_field('status').column)} = %s")
+
+    sql = statement_made_once(connection, key, make)
     params = [f.get_db_prep_save(value, connection) for f, value in values]
     params += [token_prefix] if token_prefix is not None else []
     params += [meta.pk.get_db_prep_value(pk, connection) for pk in pks] + [source]

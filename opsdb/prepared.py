@@ -220,6 +220,15 @@ def _insert_params(objs: Sequence[Model], fields: list, connection) -> list:
     return [field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in objs for field in fields]
 
 
+def statement_made_once(connection, key: tuple, make: Callable[[], str]) -> str:
+    """The SQL for ``key`` on this connection: ``make()`` the first time, then kept (the per-connection cache)."""
+    cache = connection.__dict__.setdefault("_opsdb_prepared", {})
+    sql = cache.get(key)
+    if sql is None:
+        sql = cache[key] = make()
+    return sql
+
+
 def insert_rows(objs: Sequence[Model], *, using: str = DEFAULT_DB_ALIAS, unique_fields: Sequence[str] = (),
                 update_fields: Sequence[str] = ()) -> None:
     """INSERT unsaved instances of one model in one statement (ids are not read back).
@@ -233,9 +242,8 @@ def insert_rows(objs: Sequence[Model], *, using: str = DEFAULT_DB_ALIAS, unique_
     model = type(objs[0])
     fields = _insert_fields(objs[0])
     key = ("insert", model, len(objs), tuple(unique_fields), tuple(update_fields), len(fields))
-    cache = connection.__dict__.setdefault("_opsdb_prepared", {})
-    sql = cache.get(key)
-    if sql is None:
+
+    def make() -> str:
         row = f"({', '.join(['%s'] * len(fields))})"
         sql = f"{_insert_head(connection, model, fields)} VALUES {', '.join([row] * len(objs))}"
         if unique_fields:
@@ -245,7 +253,9 @@ def insert_rows(objs: Sequence[Model], *, using: str = DEFAULT_DB_ALIAS, unique_
             sql += " " + connection.ops.on_conflict_suffix_sql(
                 fields, OnConflict.UPDATE, [meta.get_field(name).column for name in update_fields],
                 [meta.get_field(name).column for name in unique_fields])
-        cache[key] = sql
+        return sql
+
+    sql = statement_made_once(connection, key, make)
     params = _insert_params(objs, fields, connection)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -269,9 +279,8 @@ def update_row(obj: Model, fields: Sequence[str], *, where: dict[str, Any], usin
     also_fields = [_insert_fields(row) for row in also] if together else []
     key = ("update", type(obj), tuple(f.attname for f in targets), tuple(f.attname for f in conditions),
            tuple((type(row), len(row_fields)) for row, row_fields in zip(also, also_fields, strict=False)))
-    cache = connection.__dict__.setdefault("_opsdb_prepared", {})
-    sql = cache.get(key)
-    if sql is None:
+
+    def make() -> str:
         quote = connection.ops.quote_name
         sets = ", ".join(f"{quote(f.column)} = %s" for f in targets)
         matches = " AND ".join(f"{quote(f.column)} = %s" for f in [meta.pk, *conditions])
@@ -283,7 +292,9 @@ def update_row(obj: Model, fields: Sequence[str], *, where: dict[str, Any], usin
             *first, last = inserts
             sql = f'WITH "updated" AS ({sql} RETURNING 1)' + "".join(
                 f', "also_{n}" AS ({insert})' for n, insert in enumerate(first)) + f" {last}"
-        cache[key] = sql
+        return sql
+
+    sql = statement_made_once(connection, key, make)
     params = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in targets]
     params += [meta.pk.get_db_prep_value(obj.pk, connection)]
     params += [f.get_db_prep_value(value, connection) for f, value in zip(conditions, where.values(), strict=True)]
